@@ -1,0 +1,35 @@
+"""mmap_ninja: store a dataset once in memory-mapped files, then read any sample by index, fast.
+
+A drop-in replacement for mmap_ninja 0.9.0: the same imports, calls and files on disk.
+"""
+
+from .errors import MapBusyError, MapFormatError, ReadOnlyMapError
+from .generic import open_existing
+from .numpy import append as np_append
+from .numpy import extend as np_extend
+from .numpy import extend_dir as np_extend_dir
+from .numpy import from_generator as np_from_generator
+from .numpy import from_ndarray as np_from_ndarray
+from .numpy import open_existing as np_open_existing
+from .ragged import RaggedMmap
+from .string import StringsMmap
+from .wrapped import Wrapped
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "RaggedMmap",
+    "StringsMmap",
+    "Wrapped",
+    "open_existing",
+    "np_from_ndarray",
+    "np_from_generator",
+    "np_open_existing",
+    "np_extend",
+    "np_extend_dir",
+    "np_append",
+    "MapFormatError",
+    "MapBusyError",
+    "ReadOnlyMapError",
+    "__version__",
+]

@@ -1,0 +1,17 @@
+"""Exceptions that mmap_ninja raises beyond Python's built-in ones."""
+
+
+class MapFormatError(ValueError):
+    """A map's files are missing, truncated or do not agree with each other.
+
+    The message names the file at fault. Nothing is read from a map in this state; fix or
+    rebuild it.
+    """
+
+
+class MapBusyError(RuntimeError):
+    """Another writer (another process, or another handle in this one) is appending to the map."""
+
+
+class ReadOnlyMapError(PermissionError):
+    """The map was opened read-only, so its samples cannot be overwritten."""

@@ -1,0 +1,615 @@
+"""The on-disk layout of a map, and the only module that opens a map's files.
+
+The layout is that of mmap_ninja 0.9.0, so either library reads what the other wrote.
+
+Files
+-----
+A map is a directory. Integers in binary files are little-endian; text files are ASCII
+without a newline.
+
+*Array directory* (``type.ninja`` = ``numpy``; the same-shape map, and every offset table)::
+
+    data.ninja    raw bytes of the array, in the order of order.ninja
+    dtype.ninja   numpy's dtype.name, e.g. "float32"
+    shape.ninja   one uint64 per axis; axis 0 counts the samples
+    order.ninja   "C" or "F"
+    type.ninja    "numpy"
+
+*Ragged map* (``type.ninja`` = ``ragged``): the directory is an array directory of all
+samples flattened (C order) and concatenated, and beside it::
+
+    starts/            array directory, int64: element offset where sample i begins
+    ends/              array directory, int64: element offset where sample i ends
+    flattened_shapes/  array directory, int64: element count of sample i
+    shapes_are_flat.ninja   int32: 1 if shapes/ is an (n, k) array directory, else 0
+    shapes/            flat: row i is the shape of sample i (k = 1 holds 1-D lengths, and
+                       0 for a 0-d sample); not flat: a ragged map whose sample i is the
+                       shape of sample i as a 1-D int64 array
+
+*Strings map* (``type.ninja`` = ``string``)::
+
+    data.ninja         UTF-8 bytes of every string, concatenated (no header files)
+    starts/, ends/     array directories, int64: byte offsets of string i
+    zstd_level.ninja   optional, ASCII int: every string is a zstd frame
+    zstd_dict.ninja    optional: the zstd dictionary the frames were made with
+
+Commit protocol
+---------------
+Samples are only ever appended, and the sample count is published last, by one 8-byte
+write. The *commit file* is ``starts/shape.ninja`` for ragged and strings maps and
+``shape.ninja`` for an array directory. An append, holding an exclusive ``flock`` on
+``.writer.lock`` in the map directory:
+
+1. writes the new bytes of every ``data.ninja`` right after the committed bytes (whatever
+   lies beyond them is the tail of an append that was killed, and is overwritten);
+2. with ``durable=True``, fsyncs them;
+3. rewrites every other ``shape.ninja`` in place (first 8 bytes only); a nested ``shapes/``
+   map is appended to by this same protocol, commit included;
+4. writes the commit file (and with ``durable=True`` fsyncs it).
+
+A reader takes the sample count from the commit file and never looks at bytes beyond what
+those samples cover, so a writer killed at any instant leaves the map with exactly the
+samples of the appends that finished. The first append of a writer then *repairs* the
+map: it truncates every file and shape to what the commit covers, so that mmap_ninja 0.9.0,
+which trusts every ``shape.ninja``, reads and extends it correctly again.
+
+A new map is built in a private sibling directory ``.NAME.partial-PID-*`` and renamed into
+place when complete, so a map either exists whole or not at all. Leftovers of a killed
+build are removed by the next build of the same path.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import mmap
+import os
+import shutil
+import struct
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import MapBusyError, MapFormatError
+
+DATA = "data.ninja"
+DTYPE = "dtype.ninja"
+SHAPE = "shape.ninja"
+ORDER = "order.ninja"
+KIND = "type.ninja"
+STARTS = "starts"
+ENDS = "ends"
+FLATTENED_SHAPES = "flattened_shapes"
+SHAPES = "shapes"
+SHAPES_ARE_FLAT = "shapes_are_flat.ninja"
+ZSTD_LEVEL = "zstd_level.ninja"
+ZSTD_DICT = "zstd_dict.ninja"
+LOCK = ".writer.lock"
+
+KINDS = ("numpy", "ragged", "string")
+OFFSET = np.dtype("<i8")
+_IOV_MAX = 1024
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# --- small files -------------------------------------------------------------------------
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise MapFormatError(f"{path} is missing") from None
+    except IsADirectoryError:
+        raise MapFormatError(f"{path} is a directory, not a file") from None
+
+
+def read_text(path: Path) -> str:
+    raw = _read_file(path)
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise MapFormatError(f"{path} is not ASCII text") from None
+
+
+def _write_file(path: Path, content: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+def read_kind(map_dir: Path) -> Optional[str]:
+    """The kind of map in ``map_dir`` ("numpy", "ragged", "string"), or None if it holds none."""
+    if not (map_dir / KIND).exists():
+        return None
+    kind = read_text(map_dir / KIND)
+    if kind not in KINDS:
+        raise MapFormatError(f"{map_dir / KIND} names an unknown kind of map: {kind!r}")
+    return kind
+
+
+def expect_kind(map_dir: Path, kind: str) -> None:
+    found = read_kind(map_dir)
+    if found != kind:
+        what = "no map" if found is None else f"a {found!r} map"
+        raise MapFormatError(f"{map_dir} holds {what}, not a {kind!r} map")
+
+
+def read_shape(path: Path) -> Tuple[int, ...]:
+    raw = _read_file(path)
+    if len(raw) % 8:
+        raise MapFormatError(f"{path} holds {len(raw)} bytes, not a whole number of uint64s")
+    return struct.unpack(f"<{len(raw) // 8}Q", raw)
+
+
+def _shape_bytes(shape: Sequence[int]) -> bytes:
+    return struct.pack(f"<{len(shape)}Q", *shape)
+
+
+def read_dtype(path: Path) -> np.dtype:
+    name = read_text(path)
+    try:
+        dtype = np.dtype(name)
+    except TypeError:
+        raise MapFormatError(f"{path} names an unknown dtype: {name!r}") from None
+    if dtype.hasobject or dtype.itemsize == 0:
+        raise MapFormatError(f"{path} names a dtype that cannot be memory-mapped: {name!r}")
+    return dtype
+
+
+def read_flat_flag(map_dir: Path) -> bool:
+    raw = _read_file(map_dir / SHAPES_ARE_FLAT)
+    if len(raw) != 4 or struct.unpack("<i", raw)[0] not in (0, 1):
+        raise MapFormatError(f"{map_dir / SHAPES_ARE_FLAT} is not a 0/1 int32")
+    return struct.unpack("<i", raw)[0] == 1
+
+
+def read_zstd_settings(map_dir: Path) -> Tuple[Optional[int], Optional[bytes]]:
+    """The zstd level and dictionary of a strings map (None, None when uncompressed)."""
+    level = None
+    if (map_dir / ZSTD_LEVEL).exists():
+        text = read_text(map_dir / ZSTD_LEVEL)
+        try:
+            level = int(text)
+        except ValueError:
+            raise MapFormatError(f"{map_dir / ZSTD_LEVEL} is not an integer: {text!r}") from None
+    dictionary = _read_file(map_dir / ZSTD_DICT) if (map_dir / ZSTD_DICT).exists() else None
+    return level, dictionary
+
+
+def write_zstd_settings(map_dir: Path, level: int, dictionary: Optional[bytes]) -> None:
+    _write_file(map_dir / ZSTD_LEVEL, str(level).encode("ascii"))
+    if dictionary is not None:
+        _write_file(map_dir / ZSTD_DICT, dictionary)
+
+
+# --- array directories -------------------------------------------------------------------
+
+
+class ArrayHeader(NamedTuple):
+    dtype: np.dtype
+    shape: Tuple[int, ...]
+    order: str
+
+
+def read_array_header(array_dir: Path, kind: str = "numpy") -> ArrayHeader:
+    """Dtype, shape and order of an array directory, checked against each other."""
+    expect_kind(array_dir, kind)
+    dtype = read_dtype(array_dir / DTYPE)
+    shape = read_shape(array_dir / SHAPE)
+    order = read_text(array_dir / ORDER)
+    if order not in ("C", "F"):
+        raise MapFormatError(f"{array_dir / ORDER} holds {order!r}, not 'C' or 'F'")
+    if not shape:
+        raise MapFormatError(f"{array_dir / SHAPE} is empty: a map needs a sample axis")
+    return ArrayHeader(dtype, shape, order)
+
+
+def write_array_header(array_dir: Path, dtype: np.dtype, shape: Sequence[int], kind: str = "numpy") -> None:
+    array_dir.mkdir(exist_ok=True)
+    _write_file(array_dir / DTYPE, np.dtype(dtype).name.encode("ascii"))
+    _write_file(array_dir / SHAPE, _shape_bytes(shape))
+    _write_file(array_dir / ORDER, b"C")
+    _write_file(array_dir / KIND, kind.encode("ascii"))
+    (array_dir / DATA).touch()
+
+
+def map_file(path: Path, nbytes: int, writable: bool = False) -> Union[mmap.mmap, bytes]:
+    """Map the first ``nbytes`` of a file (read-only unless ``writable``)."""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        raise MapFormatError(f"{path} is missing") from None
+    if size < nbytes:
+        raise MapFormatError(f"{path} holds {size} bytes but the map needs {nbytes}: it is truncated")
+    if nbytes == 0:
+        return bytearray() if writable else b""
+    with open(path, "r+b" if writable else "rb") as f:
+        return mmap.mmap(f.fileno(), nbytes, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
+
+
+def map_array(array_dir: Path, header: ArrayHeader, rows: Optional[int] = None, writable: bool = False) -> np.ndarray:
+    """The first ``rows`` samples of an array directory as an ndarray over a memory map."""
+    if rows is None:
+        rows = header.shape[0]
+    elif rows > header.shape[0]:
+        raise MapFormatError(f"{array_dir / SHAPE} counts {header.shape[0]} samples, the map needs {rows}")
+    elif rows < header.shape[0] and header.order == "F" and len(header.shape) > 1:
+        raise MapFormatError(f"{array_dir} is in Fortran order and cannot be read in part")
+    shape = (rows,) + tuple(header.shape[1:])
+    count = math.prod(shape)
+    buffer = map_file(array_dir / DATA, count * header.dtype.itemsize, writable)
+    return np.frombuffer(buffer, header.dtype, count).reshape(shape, order=header.order)
+
+
+# --- ragged and strings maps: reading ----------------------------------------------------
+
+
+class SpansView(NamedTuple):
+    """What a reader needs of a ragged or strings map: committed samples only."""
+
+    count: int
+    data: np.ndarray  # every committed element (bytes for strings), 1-D
+    starts: np.ndarray  # int64[count]
+    ends: np.ndarray  # int64[count]
+    shapes: Union[None, np.ndarray, "SpansView"]  # None for strings; (count, k) when flat
+    buffer: Union[mmap.mmap, bytes]  # the raw data mapping (strings decode from it)
+
+
+def committed_count(map_dir: Path) -> int:
+    """The number of samples a ragged or strings map has published."""
+    shape = read_shape(map_dir / STARTS / SHAPE)
+    if len(shape) != 1:
+        raise MapFormatError(f"{map_dir / STARTS / SHAPE} should hold one count, found {shape}")
+    return shape[0]
+
+
+def _offsets(array_dir: Path, count: int) -> np.ndarray:
+    header = read_array_header(array_dir)
+    if header.dtype != OFFSET or len(header.shape) != 1:
+        raise MapFormatError(f"{array_dir} should hold int64 offsets, found {header.dtype.name} {header.shape}")
+    return map_array(array_dir, header, count)
+
+
+def open_spans(map_dir: Path, kind: str, writable: bool = False, count: Optional[int] = None) -> SpansView:
+    """Open a ragged (``kind="ragged"``) or strings (``kind="string"``) map for reading."""
+    expect_kind(map_dir, kind)
+    if count is None:
+        count = committed_count(map_dir)
+    starts = _offsets(map_dir / STARTS, count)
+    ends = _offsets(map_dir / ENDS, count)
+    total = int(ends[-1]) if count else 0
+    if total < 0:
+        raise MapFormatError(f"{map_dir / ENDS} holds a negative offset")
+    if kind == "string":
+        buffer = map_file(map_dir / DATA, total, writable)
+        data = np.frombuffer(buffer, np.uint8, total)
+        return SpansView(count, data, starts, ends, None, buffer)
+    header = read_array_header(map_dir, kind="ragged")
+    if len(header.shape) != 1 or header.shape[0] < total:
+        raise MapFormatError(f"{map_dir / SHAPE} holds {header.shape}, the samples need {total} elements")
+    data = map_array(map_dir, header, total, writable)
+    if read_flat_flag(map_dir):
+        shapes_header = read_array_header(map_dir / SHAPES)
+        if shapes_header.dtype != OFFSET or len(shapes_header.shape) != 2 or shapes_header.shape[1] < 1:
+            raise MapFormatError(f"{map_dir / SHAPES} should be an (n, k) int64 array, found {shapes_header.shape}")
+        shapes: Union[np.ndarray, SpansView] = map_array(map_dir / SHAPES, shapes_header, count)
+    else:
+        shapes = open_spans(map_dir / SHAPES, "ragged", count=count) if count else _empty_shapes(map_dir / SHAPES)
+    return SpansView(count, data, starts, ends, shapes, data)
+
+
+def _empty_shapes(shapes_dir: Path) -> SpansView:
+    expect_kind(shapes_dir, "ragged")
+    empty = np.empty(0, OFFSET)
+    return SpansView(0, empty, empty, empty, np.empty((0, 1), OFFSET), b"")
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+def _write_at(fd: int, buffers: Sequence, offset: int) -> int:
+    """Write byte buffers back to back from ``offset``; returns the offset after them."""
+    for i in range(0, len(buffers), _IOV_MAX):
+        chunk = [memoryview(b).cast("B") for b in buffers[i : i + _IOV_MAX]]
+        expected = sum(b.nbytes for b in chunk)
+        done = os.pwritev(fd, chunk, offset) if expected else 0
+        if done < expected:  # short write (huge chunk or full disk): finish the rest one by one
+            rest = memoryview(b"".join(chunk))[done:]
+            while rest:
+                n = os.pwrite(fd, rest, offset + done)
+                if n == 0:
+                    raise OSError(f"could not write to {fd}")
+                done += n
+                rest = rest[n:]
+        offset += expected
+    return offset
+
+
+class _ArrayFile:
+    """Append access to one array directory: its data.ninja and its shape.ninja."""
+
+    def __init__(self, array_dir: Path, row_bytes: int, has_shape: bool = True):
+        self.dir = array_dir
+        self.row_bytes = row_bytes
+        self._data = os.open(array_dir / DATA, os.O_RDWR)
+        # a strings map's data.ninja has no shape.ninja: its length lives in ends/
+        self._shape = os.open(array_dir / SHAPE, os.O_RDWR) if has_shape else -1
+
+    def rows(self) -> int:
+        raw = os.pread(self._shape, 8, 0)
+        if len(raw) != 8:
+            raise MapFormatError(f"{self.dir / SHAPE} is truncated")
+        return struct.unpack("<Q", raw)[0]
+
+    def read_int64(self, row: int) -> int:
+        raw = os.pread(self._data, 8, row * 8)
+        if len(raw) != 8:
+            raise MapFormatError(f"{self.dir / DATA} is truncated")
+        return struct.unpack("<q", raw)[0]
+
+    def write(self, first_row: int, buffers: Sequence) -> None:
+        _write_at(self._data, buffers, first_row * self.row_bytes)
+
+    def publish(self, rows: int) -> None:
+        if self._shape >= 0:
+            os.pwrite(self._shape, struct.pack("<Q", rows), 0)
+
+    def cut(self, rows: int) -> None:
+        """Forget everything past ``rows`` (repair after a killed append)."""
+        if self._shape >= 0 and self.rows() != rows:
+            self.publish(rows)
+        if os.fstat(self._data).st_size > rows * self.row_bytes:
+            os.ftruncate(self._data, rows * self.row_bytes)
+
+    def sync(self) -> None:
+        os.fsync(self._data)
+
+    def sync_shape(self) -> None:
+        os.fsync(self._shape)
+
+    def close(self) -> None:
+        os.close(self._data)
+        if self._shape >= 0:
+            os.close(self._shape)
+
+
+class SpansWriter:
+    """Appends samples to a ragged or strings map by the commit protocol above."""
+
+    def __init__(self, map_dir: Path, itemsize: int, with_shapes: bool):
+        self.dir = map_dir
+        self._data = _ArrayFile(map_dir, itemsize, has_shape=with_shapes)
+        self._starts = _ArrayFile(map_dir / STARTS, 8)
+        self._ends = _ArrayFile(map_dir / ENDS, 8)
+        self._lengths: Optional[_ArrayFile] = None
+        self._flat_shapes: Optional[_ArrayFile] = None
+        self._nested_shapes: Optional[SpansWriter] = None
+        self.shape_width = 0  # k of a flat (n, k) shapes table; 0 when shapes are nested
+        if with_shapes:
+            self._lengths = _ArrayFile(map_dir / FLATTENED_SHAPES, 8)
+            if read_flat_flag(map_dir):
+                self.shape_width = read_array_header(map_dir / SHAPES).shape[1]
+                self._flat_shapes = _ArrayFile(map_dir / SHAPES, 8 * self.shape_width)
+            else:
+                self._nested_shapes = SpansWriter(map_dir / SHAPES, 8, with_shapes=True)
+        self.count = -1  # committed samples as this writer last saw them; -1: not checked yet
+        self.total = 0
+        self._lock_fd = -1
+
+    def _tables(self) -> List[_ArrayFile]:
+        return [t for t in (self._ends, self._lengths, self._flat_shapes) if t is not None]
+
+    @contextmanager
+    def locked(self, lock: bool = True) -> Iterator["SpansWriter"]:
+        """Hold the map's writer lock and make sure the map holds no half-written tail."""
+        if lock:
+            self._lock()
+        try:
+            committed = self._starts.rows()
+            if committed != self.count:
+                self.repair(committed)
+            yield self
+        finally:
+            if lock:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _lock(self) -> None:
+        if self._lock_fd < 0:
+            self._lock_fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MapBusyError(f"another writer is appending to the map at {self.dir}; try again when it is done") from None
+
+    def repair(self, committed: int) -> None:
+        """Cut every file back to the ``committed`` samples (idempotent, safe to kill)."""
+        for table in self._tables():
+            if table.rows() < committed:
+                raise MapFormatError(f"{table.dir / SHAPE} counts fewer samples than {self.dir / STARTS / SHAPE}")
+        self.total = self._ends.read_int64(committed - 1) if committed else 0
+        if self._nested_shapes is not None:
+            nested = self._nested_shapes
+            if nested._starts.rows() < committed:
+                raise MapFormatError(f"{nested.dir} holds fewer shapes than {self.dir} has samples")
+            nested._starts.cut(committed)
+            nested.repair(committed)
+        for table in self._tables():
+            table.cut(committed)
+        self._starts.cut(committed)
+        self._data.cut(self.total)
+        self.count = committed
+
+    def append(self, buffers: Sequence, lengths: Sequence[int], shapes: Optional[np.ndarray], durable: bool = False) -> None:
+        """Append samples given as byte buffers, their element counts and their shapes.
+
+        ``shapes`` is an (n, k) int64 table for a flat map, or for a nested one a list of
+        1-D int64 shape arrays. Call inside ``locked()``.
+        """
+        lengths = np.asarray(lengths, OFFSET)
+        n, count = len(lengths), self.count
+        ends = np.cumsum(lengths, dtype=OFFSET)
+        ends += self.total
+        starts = ends - lengths
+        self._data.write(self.total, buffers)
+        self._starts.write(count, [starts])
+        self._ends.write(count, [ends])
+        if self._lengths is not None:
+            self._lengths.write(count, [lengths])
+        if self._flat_shapes is not None:
+            self._flat_shapes.write(count, [np.ascontiguousarray(shapes, OFFSET)])
+        if self._nested_shapes is not None:
+            nested_lengths = np.array([len(s) for s in shapes], OFFSET)
+            self._nested_shapes.append(shapes, nested_lengths, nested_lengths[:, None], durable)
+        new_total = int(ends[-1]) if n else self.total
+        if durable:
+            for f in [self._data, self._starts] + self._tables():
+                f.sync()
+        self._data.publish(new_total)
+        for table in self._tables():
+            table.publish(count + n)
+        self._starts.publish(count + n)  # the commit
+        if durable:
+            self._starts.sync_shape()
+        self.count, self.total = count + n, new_total
+
+    def close(self) -> None:
+        if self._nested_shapes is not None:
+            self._nested_shapes.close()
+        for f in [self._data, self._starts] + self._tables():
+            f.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+
+class ArrayWriter:
+    """Appends rows to a same-shape map by the commit protocol above."""
+
+    def __init__(self, array_dir: Path, header: ArrayHeader):
+        self.dir = array_dir
+        self._file = _ArrayFile(array_dir, math.prod(header.shape[1:]) * header.dtype.itemsize)
+        self.count = -1
+        self._lock_fd = -1
+
+    @contextmanager
+    def locked(self) -> Iterator["ArrayWriter"]:
+        if self._lock_fd < 0:
+            self._lock_fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MapBusyError(f"another writer is appending to the map at {self.dir}; try again when it is done") from None
+        try:
+            committed = self._file.rows()
+            if committed != self.count:
+                self._file.cut(committed)
+                self.count = committed
+            yield self
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def append(self, rows: np.ndarray, durable: bool = False) -> None:
+        self._file.write(self.count, [np.ascontiguousarray(rows)])
+        if durable:
+            self._file.sync()
+        self._file.publish(self.count + len(rows))
+        if durable:
+            self._file.sync_shape()
+        self.count += len(rows)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+
+
+# --- creating maps ------------------------------------------------------------------------
+
+
+def create_spans(map_dir: Path, kind: str, dtype: np.dtype, shape_width: int = 1) -> None:
+    """Lay out an empty ragged or strings map in an existing, empty directory.
+
+    ``shape_width`` is the k of a flat (n, k) shapes table, or 0 for nested shapes.
+    """
+    for table in (STARTS, ENDS):
+        write_array_header(map_dir / table, OFFSET, (0,))
+    if kind == "string":
+        (map_dir / DATA).touch()
+    else:
+        write_array_header(map_dir, dtype, (0,), kind="ragged")
+        write_array_header(map_dir / FLATTENED_SHAPES, OFFSET, (0,))
+        _write_file(map_dir / SHAPES_ARE_FLAT, struct.pack("<i", 1 if shape_width else 0))
+        if shape_width:
+            write_array_header(map_dir / SHAPES, OFFSET, (0, shape_width))
+        else:
+            (map_dir / SHAPES).mkdir()
+            create_spans(map_dir / SHAPES, "ragged", OFFSET, 1)
+    _write_file(map_dir / KIND, kind.encode("ascii"))  # last: a directory without it is no map
+
+
+def create_array(array_dir: Path, dtype: np.dtype, row_shape: Sequence[int]) -> ArrayHeader:
+    """Lay out an empty same-shape map in an existing, empty directory."""
+    write_array_header(array_dir, dtype, (0, *row_shape))
+    return ArrayHeader(np.dtype(dtype), (0, *row_shape), "C")
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def check_can_build(out_dir: Path) -> None:
+    """Raise unless ``out_dir`` is free, an empty directory, or a map we may replace."""
+    if not out_dir.exists() or _is_empty_dir(out_dir):
+        return
+    if not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file, not a directory for a map")
+    if read_kind(out_dir) is None:
+        raise FileExistsError(f"{out_dir} holds files that are not a map; refusing to overwrite them")
+
+
+@contextmanager
+def building(out_dir: Path) -> Iterator[Path]:
+    """A private directory to build a map in; on success it replaces ``out_dir`` at once."""
+    out_dir = Path(out_dir).absolute()
+    check_can_build(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    if not out_dir.exists() or _is_empty_dir(out_dir):
+        os.replace(tmp, out_dir)
+        return
+    check_can_build(out_dir)
+    old = out_dir.parent / f".{out_dir.name}.replaced-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_stale_partials(out_dir: Path) -> None:
+    for leftover in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
+        try:
+            pid = int(leftover.name.rsplit(".partial-", 1)[1].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(leftover, ignore_errors=True)
+        except (ValueError, PermissionError):
+            pass
+
+
+def is_map_dir(path: Path) -> bool:
+    return read_kind(Path(path)) is not None

@@ -1,0 +1,173 @@
+"""Same-shape samples as one memory-mapped array (imported as ``np_ninja``).
+
+``open_existing`` returns an ``np.memmap`` whose indexing gives plain ndarray views, and
+which pickles by reference to its directory instead of by copying its data.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import numpy as np
+
+from . import layout
+from .progress import batched, progress
+from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype
+
+PathLike = Union[str, os.PathLike]
+
+
+class ArrayMap(np.memmap):
+    """An ``np.memmap`` of a map directory: ``m[i]`` is a plain ndarray view, not a memmap."""
+
+    def __getitem__(self, index: Any) -> Any:
+        try:
+            return self._plain[index]
+        except AttributeError:  # a view numpy derived from the map (a transpose, a reshape...)
+            result = np.ndarray.__getitem__(self, index)
+            return result.view(np.ndarray) if isinstance(result, np.ndarray) else result
+
+    def __reduce__(self) -> tuple:
+        if "_map_dir" in self.__dict__:
+            return (open_existing, (self._map_dir, self._map_mode))
+        return np.array(self).__reduce__()
+
+    @property
+    def map_dir(self) -> Optional[str]:
+        """The directory of the map this array was opened from."""
+        return self.__dict__.get("_map_dir")
+
+
+def _memmap_mode(mode: str) -> str:
+    plain = mode.replace("b", "")
+    if plain in ("r", "c", "r+"):
+        return plain
+    if plain in ("w+", "w", "a", "a+"):
+        return "r+"  # never numpy's 'w+', which would truncate the map
+    raise ValueError(f"unknown mode {mode!r}: use 'r', 'r+' or 'c'")
+
+
+def open_existing(out_dir: PathLike, mode: str = "r") -> np.memmap:
+    """Open the same-shape map at ``out_dir`` as an ``np.memmap`` (``mode`` 'r', 'r+' or 'c')."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        raise FileNotFoundError(f"there is no map at {out_dir}")
+    header = layout.read_array_header(out_dir)
+    mode = _memmap_mode(mode)
+    nbytes = math.prod(header.shape) * header.dtype.itemsize
+    layout.map_file(out_dir / layout.DATA, nbytes)  # checks the data is long enough
+    if nbytes == 0:  # np.memmap cannot map an empty file
+        arr = np.ndarray.__new__(ArrayMap, header.shape, header.dtype, order=header.order)
+        arr._mmap, arr.filename, arr.offset, arr.mode = None, str(out_dir / layout.DATA), 0, mode
+    else:
+        arr = ArrayMap(out_dir / layout.DATA, dtype=header.dtype, mode=mode, shape=header.shape, order=header.order)
+    arr._plain = arr.view(np.ndarray)
+    arr._map_dir, arr._map_mode = str(out_dir), mode
+    return arr
+
+
+def _map_dir_of(np_mmap: np.memmap) -> Path:
+    known = np_mmap.__dict__.get("_map_dir") if isinstance(np_mmap, ArrayMap) else None
+    if known:
+        return Path(known)
+    if getattr(np_mmap, "filename", None) is None:
+        raise TypeError("expected a memmap returned by np_ninja.open_existing / from_ndarray / from_generator")
+    return Path(np_mmap.filename).parent
+
+
+def _as_rows(arr: Any, dtype: Optional[np.dtype], row_shape: Optional[tuple], first_position: int) -> np.ndarray:
+    arr = as_array(arr, first_position)
+    if arr.ndim == 0:
+        raise ValueError("expected an array whose first axis counts samples, got a 0-d value")
+    if row_shape is not None and arr.shape[1:] != row_shape:
+        raise ValueError(f"samples have shape {arr.shape[1:]}, but this map holds samples of shape {row_shape}")
+    return arr if dtype is None else cast_losslessly(arr, dtype, first_position)
+
+
+def extend_dir(out_dir: PathLike, arr: Any, durable: bool = False) -> None:
+    """Append the samples ``arr[0], arr[1], ...`` to the same-shape map at ``out_dir``, all or none."""
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        raise FileNotFoundError(f"there is no map at {out_dir}")
+    header = layout.read_array_header(out_dir)
+    if header.order == "F" and len(header.shape) > 1 and header.shape[0] > 0:
+        raise ValueError(f"{out_dir} is stored in Fortran order, where samples cannot be appended; rebuild it")
+    rows = _as_rows(arr, header.dtype, tuple(header.shape[1:]), header.shape[0])
+    if len(rows) == 0:
+        return
+    writer = layout.ArrayWriter(out_dir, header)
+    try:
+        with writer.locked():
+            writer.append(rows, durable)
+    finally:
+        writer.close()
+
+
+def extend(np_mmap: np.memmap, arr: Any) -> None:
+    """Append samples to the map ``np_mmap`` was opened from (reopen it to see them)."""
+    extend_dir(_map_dir_of(np_mmap), arr)
+
+
+def append(np_mmap: np.memmap, arr: Any) -> None:
+    """Append one sample to the map ``np_mmap`` was opened from (reopen it to see it)."""
+    extend_dir(_map_dir_of(np_mmap), np.asarray(arr)[None])
+
+
+def _write_batches(out_dir: PathLike, batches: Iterable[Any], dtype: Any = None, durable: bool = False) -> None:
+    with layout.building(Path(out_dir)) as tmp:
+        writer = None
+        row_shape = None
+        position = 0
+        for batch in batches:
+            if isinstance(batch, list):  # a batch of single samples
+                arrays = [as_array(s, position + i) for i, s in enumerate(batch)]
+                if row_shape is None:
+                    row_shape = arrays[0].shape
+                for i, a in enumerate(arrays):
+                    if a.shape != row_shape:
+                        raise ValueError(f"sample {position + i} has shape {a.shape}, but the map holds samples of shape {row_shape}")
+                if dtype is None:
+                    dtype = common_dtype(arrays)
+                rows = np.stack([cast_losslessly(a, np.dtype(dtype), position + i) for i, a in enumerate(arrays)])
+            else:
+                rows = _as_rows(batch, None if dtype is None else np.dtype(dtype), row_shape, position)
+                dtype = rows.dtype if dtype is None else dtype
+                row_shape = rows.shape[1:]
+            if writer is None:
+                if np.dtype(dtype).kind not in STORABLE_KINDS:
+                    raise TypeError(f"a map cannot store dtype {dtype}")
+                writer = layout.ArrayWriter(tmp, layout.create_array(tmp, np.dtype(dtype), row_shape))
+                writer.count = 0
+            writer.append(rows, durable)
+            position += len(rows)
+        if writer is None:
+            raise ValueError("no samples were given; a same-shape map needs one to know its shape and dtype")
+        writer.close()
+
+
+def from_ndarray(out_dir: PathLike, arr: Any, durable: bool = False) -> np.memmap:
+    """Write ``arr`` (axis 0 counts samples) as a new map at ``out_dir`` and open it ('r+')."""
+    _write_batches(out_dir, [_as_rows(arr, None, None, 0)], durable=durable)
+    return open_existing(out_dir, mode="r+")
+
+
+def from_generator(
+    out_dir: PathLike,
+    sample_generator: Iterable[Any],
+    batch_size: int,
+    n: Optional[int] = None,
+    verbose: bool = False,
+    dtype: Any = None,
+    durable: bool = False,
+) -> np.memmap:
+    """Write same-shape samples from an iterable, ``batch_size`` at a time, as a new map.
+
+    ``n`` is the expected number of samples (the progress bar's total); the map holds exactly
+    the samples yielded. The first batch decides shape and dtype. The map appears at
+    ``out_dir`` only once the iterable is exhausted.
+    """
+    _write_batches(out_dir, batched(progress(sample_generator, verbose, n), batch_size), dtype, durable)
+    return open_existing(out_dir, mode="r+")

@@ -1,0 +1,310 @@
+"""RaggedMmap: a list of numpy arrays of varying shapes, stored once, read by index."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import layout
+from .errors import MapFormatError
+from .indexable import iterate_indexable
+from .progress import batched, progress
+from .samples import as_array, cast_losslessly, prepare_arrays
+from .spans import SpansMap
+
+_LEGACY_KEYS = {"starts_key": "starts", "ends_key": "ends", "shapes_key": "shapes", "flattened_shapes_key": "flattened_shapes"}
+
+
+def _check_legacy_keys(keys: dict) -> None:
+    for name, value in keys.items():
+        if _LEGACY_KEYS.get(name, object()) != value:
+            raise TypeError(f"unexpected argument {name}={value!r}")
+
+
+def _encode(arrays: Sequence[np.ndarray], shape_width: int, first_position: int) -> Tuple[list, List[int], Any]:
+    """Byte buffers, element counts and shape records of a batch, for a map's shape layout."""
+    buffers = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
+    lengths = [a.size for a in arrays]
+    if shape_width == 0:
+        return buffers, lengths, [np.array(a.shape, np.int64) for a in arrays]
+    for i, a in enumerate(arrays):
+        if (a.ndim > 1) if shape_width == 1 else (a.ndim != shape_width):
+            expected = "0-d or 1-D" if shape_width == 1 else f"{shape_width}-D"
+            raise ValueError(
+                f"sample {first_position + i} has shape {a.shape}, but this map was created with {expected} "
+                "samples and its layout cannot record another number of axes; rebuild it with a first batch that has them"
+            )
+    if shape_width == 1:
+        shapes = np.array([[a.shape[0] if a.ndim else 0] for a in arrays], np.int64)
+    else:
+        shapes = np.array([a.shape for a in arrays], np.int64)
+    return buffers, lengths, shapes
+
+
+def _write_batches(out_dir: Union[str, os.PathLike], batches: Iterable[Sequence[Any]], dtype: Any = None, durable: bool = False) -> None:
+    """Build a ragged map from batches of samples; it appears at ``out_dir`` only when complete."""
+    with layout.building(Path(out_dir)) as tmp:
+        writer = None
+        position = 0
+        for batch in batches:
+            arrays = prepare_arrays(batch, dtype, position)
+            if not arrays:
+                continue
+            if writer is None:
+                dtype = arrays[0].dtype
+                layout.create_spans(tmp, "ragged", dtype, 1 if all(a.ndim <= 1 for a in arrays) else 0)
+                writer = layout.SpansWriter(tmp, dtype.itemsize, with_shapes=True)
+            with writer.locked(lock=False):
+                writer.append(*_encode(arrays, writer.shape_width, position), durable=durable)
+            position += len(arrays)
+        if writer is not None:
+            writer.close()
+        elif dtype is not None:
+            layout.create_spans(tmp, "ragged", np.dtype(dtype), 1)
+        # with no samples and no dtype the map stays an empty directory: the first append decides
+
+
+class RaggedMmap(SpansMap):
+    """A list of numpy arrays of varying shapes (and one dtype), memory-mapped from ``out_dir``.
+
+    ``m[i]`` is an ndarray view of sample ``i`` with its shape; slices, lists, integer arrays
+    and boolean masks give lists. A path with no map yet is an empty map that ``append`` and
+    ``extend`` fill. With ``wrapper_fn``, every sample read is passed through it (after a copy
+    when ``copy_before_wrapper_fn``). ``mode="r+"`` allows overwriting samples in place.
+    """
+
+    _kind = "ragged"
+
+    def __init__(
+        self,
+        out_dir: Union[str, os.PathLike],
+        wrapper_fn: Optional[Callable[[np.ndarray], Any]] = None,
+        mode: str = "r",
+        copy_before_wrapper_fn: bool = True,
+        **legacy_keys: str,
+    ):
+        _check_legacy_keys(legacy_keys)
+        self.wrapper_fn = wrapper_fn
+        self.copy_before_wrapper_fn = copy_before_wrapper_fn
+        super().__init__(out_dir, mode)
+
+    def _install(self, view: Optional[layout.SpansView]) -> None:
+        self._data = view.data if view else np.empty(0)
+        self.dtype: Optional[np.dtype] = view.data.dtype if view else None
+        shapes = view.shapes if view else None
+        self._shape_width = 1
+        if isinstance(shapes, np.ndarray):
+            self._shape_width = shapes.shape[1]
+            self._flat_shapes = memoryview(shapes.reshape(-1))
+        elif shapes is not None:
+            self._shape_width = 0
+            self._shape_starts = memoryview(shapes.starts)
+            self._shape_ends = memoryview(shapes.ends)
+            self._shape_values = memoryview(shapes.data)
+            self._shape_count = len(shapes.data)
+        # the fast path serves 1-D samples of a flat map with no wrapper
+        self._fast = view is not None and self._shape_width == 1 and self.wrapper_fn is None
+
+    # -- reading -------------------------------------------------------------------------
+
+    def __getitem__(self, item: Any) -> Any:
+        if type(item) is int and self._fast:
+            i = item + self._len if item < 0 else item
+            if 0 <= i < self._n:
+                start, end = self._starts[i], self._ends[i]
+                # a one-element sample may be a 0-d array: the slow path looks at its shape
+                if end - start != 1 and 0 <= start <= end <= self._total:
+                    return self._data[start:end]
+        if isinstance(item, (int, np.integer)):
+            return self._wrap(self._sample(self._position(item)))
+        return self.get_batch(item)
+
+    def _sample(self, i: int) -> np.ndarray:
+        start, end = self._span(i)
+        flat = self._data[start:end]
+        width = self._shape_width
+        if width == 1:
+            row = self._flat_shapes[i]
+            if row == end - start:
+                return flat
+            if row == 0 and end - start == 1:
+                return flat.reshape(())
+            shape: Tuple[int, ...] = (row,)
+        elif width > 1:
+            shape = tuple(self._flat_shapes[i * width : (i + 1) * width])
+        else:
+            s, e = self._shape_starts[i], self._shape_ends[i]
+            if not 0 <= s <= e <= self._shape_count:
+                raise MapFormatError(f"{self.path / layout.SHAPES}: the shape of sample {i} lies outside its data")
+            shape = tuple(self._shape_values[s:e])
+        try:
+            return flat.reshape(shape)
+        except ValueError:
+            raise MapFormatError(f"{self.path / layout.SHAPES}: sample {i} has {end - start} elements but shape {shape}") from None
+
+    def _wrap(self, sample: np.ndarray) -> Any:
+        if self.wrapper_fn is None:
+            return sample
+        return self.wrapper_fn(sample.copy() if self.copy_before_wrapper_fn else sample)
+
+    def get_batch(self, indices: Any) -> List[Any]:
+        """The samples at ``indices`` (a slice, list, integer array or boolean mask), in order."""
+        idx = self._batch_positions(indices)
+        if self._shape_width != 1 or self._view is None:
+            return [self._wrap(self._sample(i)) for i in idx.tolist()]
+        starts, ends = self._batch_spans(idx)
+        data = self._data
+        out = [data[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+        for j in np.flatnonzero(ends - starts == 1).tolist():  # possibly 0-d samples
+            out[j] = self._sample(int(idx[j]))
+        if self.wrapper_fn is not None:
+            out = [self._wrap(s) for s in out]
+        return out
+
+    def padded(self, indices: Any, pad_value: Any = 0, max_len: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """A batch of 1-D samples as one ``(B, L)`` array padded with ``pad_value``, and their lengths.
+
+        ``L`` is the longest sample of the batch, capped at ``max_len`` (longer samples are
+        cut). Filled by one vectorised gather, without a Python loop over samples.
+        """
+        if self._shape_width != 1:
+            raise ValueError("padded() needs a map of 1-D samples; this one holds multi-axis samples")
+        idx = self._batch_positions(indices)
+        starts, ends = self._batch_spans(idx)
+        lengths = ends - starts
+        if max_len is not None:
+            lengths = np.minimum(lengths, max_len)
+        width = int(lengths.max()) if len(lengths) else 0
+        out = np.full((len(idx), width), pad_value, dtype=self.dtype or np.float64)
+        columns = np.arange(width)
+        mask = columns < lengths[:, None]
+        out[mask] = self._data[(starts[:, None] + columns)[mask]]
+        return out, lengths
+
+    # -- writing -------------------------------------------------------------------------
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Overwrite samples in place with arrays of the same shape (needs ``mode="r+"``).
+
+        Every value is checked before any is written. Not crash-atomic: a process killed
+        during the write can leave a sample half old, half new.
+        """
+        self._check_writable()
+        if isinstance(key, (int, np.integer)):
+            pairs = [(self._position(key), value)]
+        else:
+            idx = self._batch_positions(key).tolist()
+            values = list(value)
+            if len(values) != len(idx):
+                raise ValueError(f"{len(idx)} samples selected but {len(values)} values given")
+            pairs = list(zip(idx, values))
+        checked = []
+        for i, v in pairs:
+            arr = cast_losslessly(as_array(v, i), self.dtype, i)
+            current = self._sample(i).shape
+            if arr.shape != current:
+                raise ValueError(f"sample {i} has shape {current}; a new value must have the same shape, got {arr.shape}")
+            checked.append((i, arr))
+        for i, arr in checked:
+            start, end = self._span(i)
+            self._data[start:end] = arr.reshape(-1)
+
+    def append(self, array: Any, durable: bool = False) -> None:
+        """Add one sample at the end (see ``extend``)."""
+        self.extend([array], durable=durable)
+
+    def extend(self, arrays: Iterable[Any], durable: bool = False) -> None:
+        """Add samples at the end, all or none.
+
+        Each sample is cast to the map's dtype if no value changes, else nothing is written and
+        a TypeError/ValueError names it. The new samples become visible to readers at once
+        and survive a crash of this process; ``durable=True`` also fsyncs them, to survive a
+        power loss.
+        """
+        if self._view is None:
+            self._load()  # another process may have created the map meanwhile
+        arrays = prepare_arrays(list(arrays), self.dtype, self._len)
+        if not arrays:
+            return
+        if self._view is None:
+            _write_batches(self.path, [arrays], durable=durable)
+            self._load()
+            return
+        writer = self._open_writer()
+        with writer.locked():
+            writer.append(*_encode(arrays, writer.shape_width, writer.count), durable=durable)
+        self._after_append(writer.count)
+
+    def _itemsize(self) -> int:
+        return self.dtype.itemsize if self.dtype is not None else 1
+
+    def _reopen_kwargs(self) -> dict:
+        return {"mode": self.mode, "wrapper_fn": self.wrapper_fn, "copy_before_wrapper_fn": self.copy_before_wrapper_fn}
+
+    # -- building ------------------------------------------------------------------------
+
+    @classmethod
+    def from_lists(
+        cls,
+        out_dir: Union[str, os.PathLike],
+        lists: Sequence[Any],
+        dtype: Any = None,
+        mode: str = "r+",
+        wrapper_fn: Optional[Callable[[np.ndarray], Any]] = None,
+        durable: bool = False,
+        **legacy_keys: str,
+    ) -> "RaggedMmap":
+        """Write ``lists`` (arrays or nested lists of numbers) as a new map at ``out_dir``.
+
+        Without ``dtype``, numpy's promotion rules over all samples decide it. An existing map
+        at ``out_dir`` is replaced once the new one is complete; other files are never touched.
+        """
+        _check_legacy_keys(legacy_keys)
+        _write_batches(out_dir, [list(lists)], dtype, durable)
+        return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)
+
+    @classmethod
+    def from_generator(
+        cls,
+        out_dir: Union[str, os.PathLike],
+        sample_generator: Iterable[Any],
+        batch_size: int,
+        verbose: bool = False,
+        dtype: Any = None,
+        mode: str = "r+",
+        wrapper_fn: Optional[Callable[[np.ndarray], Any]] = None,
+        durable: bool = False,
+        total: Optional[int] = None,
+        **legacy_keys: str,
+    ) -> "RaggedMmap":
+        """Write samples from an iterable, ``batch_size`` at a time, as a new map at ``out_dir``.
+
+        Memory stays bounded by one batch. The first batch decides the dtype (unless given).
+        The map appears at ``out_dir`` only once the iterable is exhausted; if it raises or the
+        process dies, nothing is left at ``out_dir``. ``verbose`` shows a progress bar (with
+        ``total`` when given).
+        """
+        _check_legacy_keys(legacy_keys)
+        _write_batches(out_dir, batched(progress(sample_generator, verbose, total), batch_size), dtype, durable)
+        return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)
+
+    @classmethod
+    def from_indexable(
+        cls,
+        out_dir: Union[str, os.PathLike],
+        indexable: Any,
+        batch_size: int,
+        n_jobs: Optional[int] = None,
+        verbose: bool = False,
+        **kwargs: Any,
+    ) -> "RaggedMmap":
+        """Write ``indexable[0], indexable[1], ...`` as a new map (see ``from_generator``).
+
+        ``indexable`` has ``__getitem__`` (with or without ``__len__``; without, the first
+        IndexError ends it) or is a function of an int. ``n_jobs > 1`` reads it with joblib.
+        """
+        samples, total = iterate_indexable(indexable, batch_size, n_jobs)
+        return cls.from_generator(out_dir, samples, batch_size, verbose=verbose, total=total, **kwargs)

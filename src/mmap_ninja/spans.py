@@ -1,0 +1,173 @@
+"""What ragged and strings maps share: samples found by (start, end) offsets.
+
+A map object holds memory maps of the committed samples only. It notices samples that
+were appended later (by itself or by another process) when asked for one past its end, or
+when ``refresh()`` is called.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import layout
+from .errors import MapFormatError, ReadOnlyMapError
+from .indexing import positions
+
+_EMPTY = memoryview(np.empty(0, np.int64))
+
+
+def normalise_mode(mode: str) -> str:
+    """'r' (read-only) or 'r+' (samples may be overwritten) from any of numpy's or open()'s spellings."""
+    plain = mode.replace("b", "")
+    if plain in ("r", "c"):
+        return "r"
+    if plain in ("r+", "w+", "w", "a", "a+"):
+        return "r+"
+    raise ValueError(f"unknown mode {mode!r}: use 'r' (read-only) or 'r+' (writable)")
+
+
+class SpansMap:
+    """Base of RaggedMmap and StringsMmap: opening, length, refresh, appends, pickling."""
+
+    _kind = ""
+
+    def __init__(self, out_dir: Union[str, os.PathLike], mode: str = "r"):
+        self.path = Path(out_dir)
+        self.mode = normalise_mode(mode)
+        self._writer: Optional[layout.SpansWriter] = None
+        self._writer_pid = -1
+        self._load()
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        view = None
+        if self.path.exists():
+            if not self.path.is_dir():
+                raise MapFormatError(f"{self.path} is a file, not a map directory")
+            kind = layout.read_kind(self.path)
+            if kind is not None:
+                if kind != self._kind:
+                    raise MapFormatError(f"{self.path} holds a {kind!r} map, not a {self._kind!r} map")
+                view = layout.open_spans(self.path, self._kind, writable=self.mode == "r+")
+            elif any(p.name != layout.LOCK for p in self.path.iterdir()):
+                raise MapFormatError(f"{self.path} holds files but no {layout.KIND}: it is not a map")
+        self._view = view
+        self._n = view.count if view else 0  # samples mapped in this process
+        self._len = self._n  # samples known to exist (more after an append, until remapped)
+        self._starts = memoryview(view.starts) if view else _EMPTY
+        self._ends = memoryview(view.ends) if view else _EMPTY
+        self._total = int(view.ends[-1]) if view and view.count else 0
+        self._install(view)
+
+    def _install(self, view: Optional[layout.SpansView]) -> None:
+        """Set up the subclass's fast paths for ``view`` (None: no map on disk yet)."""
+
+    def refresh(self) -> int:
+        """Pick up samples appended since this map was opened; returns the new length."""
+        if self._view is None or layout.committed_count(self.path) != self._n:
+            self._load()
+        return self._len
+
+    def _position(self, item: Any) -> int:
+        """A single index resolved against the current length, remapping if it grew."""
+        i = positions(item, self._len)
+        if isinstance(i, np.ndarray):
+            raise TypeError(f"expected a single index, got {type(item).__name__}")
+        if i >= self._n:
+            self._load()
+            if i >= self._n:
+                raise MapFormatError(f"{self.path}: sample {i} was appended but cannot be read")
+        return i
+
+    def _batch_positions(self, item: Any) -> np.ndarray:
+        idx = positions(item, self._len)
+        if isinstance(idx, int):
+            idx = np.array([idx], np.int64)
+        if len(idx) and idx.max() >= self._n:
+            self._load()
+        return idx
+
+    def _span(self, i: int) -> tuple:
+        start, end = self._starts[i], self._ends[i]
+        if not 0 <= start <= end <= self._total:
+            raise MapFormatError(f"{self.path / layout.STARTS}: sample {i} has offsets {start}..{end} outside the data")
+        return start, end
+
+    def _batch_spans(self, idx: np.ndarray) -> tuple:
+        view = self._view
+        if view is None:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        starts, ends = view.starts[idx], view.ends[idx]
+        if len(idx) and not ((0 <= starts) & (starts <= ends) & (ends <= self._total)).all():
+            raise MapFormatError(f"{self.path / layout.STARTS}: offsets outside the data")
+        return starts, ends
+
+    # -- the sequence protocol -----------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(self._len):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, {self._len} samples)"
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self.mode != "r+":
+            raise ReadOnlyMapError(f"{self.path} was opened read-only (mode='r'); open it with mode='r+' to overwrite samples")
+
+    def _open_writer(self) -> layout.SpansWriter:
+        if self._writer is None or self._writer_pid != os.getpid():
+            # a writer inherited through fork shares its lock with the parent: start afresh
+            self._writer = layout.SpansWriter(self.path, self._itemsize(), with_shapes=self._kind == "ragged")
+            self._writer_pid = os.getpid()
+        return self._writer
+
+    def _itemsize(self) -> int:
+        return 1
+
+    def _after_append(self, count: int) -> None:
+        self._len = count  # the new samples are mapped lazily, on first access
+
+    def close(self) -> None:
+        """Release the map's files; the object cannot be used afterwards."""
+        if self._writer is not None and self._writer_pid == os.getpid():
+            self._writer.close()
+        self._writer = None
+        self._view = None
+        self._n = self._len = 0
+        self._starts = self._ends = _EMPTY
+
+    def __enter__(self) -> "SpansMap":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- pickling: by reference, never the data ---------------------------------------------
+
+    def _reopen_kwargs(self) -> Dict[str, Any]:
+        return {"mode": self.mode}
+
+    def __reduce__(self) -> tuple:
+        return (_reopen, (type(self), str(self.path), self._reopen_kwargs()))
+
+
+def _reopen(cls: type, path: str, kwargs: Dict[str, Any]) -> SpansMap:
+    return cls(path, **kwargs)
+
+
+def write_offsets_batch(writer: layout.SpansWriter, buffers: Sequence, lengths: List[int], shapes: Any, durable: bool) -> int:
+    """Append one prepared batch under the writer lock; returns the new sample count."""
+    with writer.locked():
+        writer.append(buffers, np.asarray(lengths, np.int64), shapes, durable)
+    return writer.count

@@ -1,0 +1,215 @@
+"""StringsMmap: a list of str stored as UTF-8 (optionally zstd-compressed per string)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import compression, layout
+from .errors import MapFormatError
+from .progress import batched, progress
+from .samples import prepare_strings
+from .spans import SpansMap
+
+_CHUNK = 4096  # strings decoded together when iterating
+
+
+def _write_batches(
+    out_dir: Union[str, os.PathLike],
+    batches: Iterable[Sequence[Any]],
+    zstd_level: Optional[int] = None,
+    zstd_train_dictionary_size: Optional[int] = None,
+    durable: bool = False,
+) -> None:
+    """Build a strings map from batches of str; it appears at ``out_dir`` only when complete."""
+    if zstd_train_dictionary_size is not None and zstd_level is None:
+        raise ValueError("zstd_train_dictionary_size needs a zstd_level")
+    with layout.building(Path(out_dir)) as tmp:
+        layout.create_spans(tmp, "string", np.dtype(np.uint8))
+        writer = layout.SpansWriter(tmp, 1, with_shapes=False)
+        compress = None
+        position = 0
+        for batch in batches:
+            encoded = prepare_strings(batch, position)
+            if zstd_level is not None:
+                if compress is None:  # the first batch trains the dictionary
+                    dictionary = None
+                    if zstd_train_dictionary_size is not None:
+                        dictionary = compression.train_dictionary(encoded, zstd_train_dictionary_size)
+                    layout.write_zstd_settings(tmp, zstd_level, dictionary)
+                    compress = compression.compressor(zstd_level, dictionary)
+                encoded = [compress(b) for b in encoded]
+            with writer.locked(lock=False):
+                writer.append(encoded, np.array([len(b) for b in encoded], np.int64), None, durable)
+            position += len(encoded)
+        if zstd_level is not None and compress is None:
+            layout.write_zstd_settings(tmp, zstd_level, None)
+        writer.close()
+
+
+class StringsMmap(SpansMap):
+    """A list of str, memory-mapped from ``out_dir``; ``s[i]`` is a str, slices give lists.
+
+    A path with no map yet is an empty map that ``append`` and ``extend`` fill. Maps written
+    with ``zstd_level`` are decompressed transparently (needs the ``zstandard`` package).
+    """
+
+    _kind = "string"
+
+    def __init__(self, out_dir: Union[str, os.PathLike], mode: str = "r+b", **legacy_keys: str):
+        for name, value in legacy_keys.items():
+            if {"starts_key": "starts", "ends_key": "ends"}.get(name) != value:
+                raise TypeError(f"unexpected argument {name}={value!r}")
+        super().__init__(out_dir, mode)
+
+    def _install(self, view: Optional[layout.SpansView]) -> None:
+        self._bytes = memoryview(view.buffer) if view else memoryview(b"")
+        self.zstd_level, self._zstd_dict = layout.read_zstd_settings(self.path) if view else (None, None)
+        self._decompress = compression.decompressor(self._zstd_dict) if self.zstd_level is not None else None
+
+    # -- reading -------------------------------------------------------------------------
+
+    def __getitem__(self, item: Any) -> Any:
+        if type(item) is int and self._decompress is None:
+            i = item + self._len if item < 0 else item
+            if 0 <= i < self._n:
+                start, end = self._starts[i], self._ends[i]
+                if 0 <= start <= end <= self._total:
+                    try:
+                        return str(self._bytes[start:end], "utf-8")
+                    except UnicodeDecodeError:
+                        pass  # the slow path says which file is corrupt
+        if isinstance(item, (int, np.integer)):
+            return self._string(self._position(item))
+        return self.get_batch(item)
+
+    def _decode(self, i: int, raw: Any) -> str:
+        try:
+            if self._decompress is not None:
+                raw = self._decompress(raw)
+            return str(raw, "utf-8")
+        except Exception as e:  # bad UTF-8, or a zstd frame that does not decompress
+            raise MapFormatError(f"{self.path / layout.DATA}: string {i} cannot be decoded ({e})") from None
+
+    def _string(self, i: int) -> str:
+        start, end = self._span(i)
+        return self._decode(i, self._bytes[start:end])
+
+    def get_batch(self, indices: Any) -> List[str]:
+        """The strings at ``indices`` (a slice, list, integer array or boolean mask), in order."""
+        idx = self._batch_positions(indices)
+        starts, ends = self._batch_spans(idx)
+        raw = self._bytes
+        if self._decompress is None:
+            try:
+                return [str(raw[s:e], "utf-8") for s, e in zip(starts.tolist(), ends.tolist())]
+            except UnicodeDecodeError:
+                pass  # fall through to name the corrupt string
+        return [self._decode(i, raw[s:e]) for i, s, e in zip(idx.tolist(), starts.tolist(), ends.tolist())]
+
+    def iter_chunks(self, chunk_size: int = _CHUNK) -> Iterator[List[str]]:
+        """Every string, as lists of up to ``chunk_size`` consecutive strings."""
+        for first in range(0, self._len, chunk_size):
+            yield self.get_batch(slice(first, min(first + chunk_size, self._len)))
+
+    def __iter__(self) -> Iterator[str]:
+        for chunk in self.iter_chunks():
+            yield from chunk
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _encode(self, strings: Sequence[Any], first_position: int) -> List[bytes]:
+        encoded = prepare_strings(strings, first_position)
+        if self.zstd_level is not None:
+            compress = compression.compressor(self.zstd_level, self._zstd_dict)
+            encoded = [compress(b) for b in encoded]
+        return encoded
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        """Overwrite strings in place with strings of the same stored byte length (``mode="r+b"``)."""
+        self._check_writable()
+        if isinstance(key, (int, np.integer)):
+            idx, values = [self._position(key)], [value]
+        else:
+            idx, values = self._batch_positions(key).tolist(), list(value)
+            if len(values) != len(idx):
+                raise ValueError(f"{len(idx)} strings selected but {len(values)} values given")
+        checked = []
+        for i, v in zip(idx, values):
+            (raw,) = self._encode([v], i)
+            start, end = self._span(i)
+            if len(raw) != end - start:
+                raise ValueError(f"string {i} takes {end - start} bytes; a new value must take as many, got {len(raw)}")
+            checked.append((start, end, raw))
+        for start, end, raw in checked:
+            self._bytes[start:end] = raw
+
+    def append(self, string: str, durable: bool = False) -> None:
+        """Add one string at the end."""
+        self.extend([string], durable=durable)
+
+    def extend(self, list_of_strings: Iterable[str], verbose: bool = False, durable: bool = False) -> None:
+        """Add strings at the end, all or none; a non-str raises TypeError and writes nothing."""
+        if self._view is None:
+            self._load()
+        strings = list(progress(list_of_strings, verbose))
+        if self._view is None:  # the first strings create the map
+            if strings:
+                _write_batches(self.path, [strings], durable=durable)
+                self._load()
+            return
+        encoded = self._encode(strings, self._len)
+        if not encoded:
+            return
+        writer = self._open_writer()
+        with writer.locked():
+            writer.append(encoded, np.array([len(b) for b in encoded], np.int64), None, durable)
+        self._after_append(writer.count)
+
+    # -- building ------------------------------------------------------------------------
+
+    @classmethod
+    def from_strings(
+        cls,
+        out_dir: Union[str, os.PathLike],
+        strings: Sequence[str],
+        mode: str = "r+b",
+        verbose: bool = False,
+        zstd_level: Optional[int] = None,
+        zstd_train_dictionary_size: Optional[int] = None,
+        durable: bool = False,
+        **legacy_keys: str,
+    ) -> "StringsMmap":
+        """Write ``strings`` as a new map at ``out_dir`` (replacing a map there once complete).
+
+        ``zstd_level`` compresses each string on its own; ``zstd_train_dictionary_size`` first
+        trains a shared dictionary of that many bytes on the strings (both need ``zstandard``).
+        """
+        strings = list(progress(strings, verbose))
+        _write_batches(out_dir, [strings], zstd_level, zstd_train_dictionary_size, durable)
+        return cls(out_dir, mode=mode, **legacy_keys)
+
+    @classmethod
+    def from_generator(
+        cls,
+        out_dir: Union[str, os.PathLike],
+        sample_generator: Iterable[str],
+        batch_size: int,
+        verbose: bool = False,
+        mode: str = "r+b",
+        zstd_level: Optional[int] = None,
+        zstd_train_dictionary_size: Optional[int] = None,
+        durable: bool = False,
+        total: Optional[int] = None,
+    ) -> "StringsMmap":
+        """Write strings from an iterable, ``batch_size`` at a time, as a new map.
+
+        Memory stays bounded by one batch; the map appears only once the iterable is
+        exhausted. A dictionary, if asked for, is trained on the first batch.
+        """
+        batches = batched(progress(sample_generator, verbose, total), batch_size)
+        _write_batches(out_dir, batches, zstd_level, zstd_train_dictionary_size, durable)
+        return cls(out_dir, mode=mode)
