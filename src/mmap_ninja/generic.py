@@ -29,7 +29,12 @@ def open_existing(out_dir: Union[str, os.PathLike], wrapper_fn: Optional[Callabl
     elif kind == "numpy":
         from .numpy import open_existing as open_array
 
-        data = open_array(out_dir, mode=mode)
+        try:
+            data = open_array(out_dir, mode=mode)
+        except OSError:  # read-only files or file system: 0.9.0's default 'r+b' cannot apply
+            if mode.replace("b", "") == "r":
+                raise
+            data = open_array(out_dir, mode="r")
     else:
         raise MapFormatError(f"{out_dir} holds no map: {layout.KIND} is missing")
     if wrapper_fn is None:

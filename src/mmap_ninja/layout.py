@@ -378,6 +378,30 @@ class _ArrayFile:
             os.close(self._shape)
 
 
+class _WriterLock:
+    """The advisory lock that admits one writer at a time to a map (flock on .writer.lock)."""
+
+    def __init__(self, map_dir: Path):
+        self.dir = map_dir
+        self._fd = -1
+
+    def acquire(self) -> None:
+        if self._fd < 0:
+            self._fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MapBusyError(f"another writer is appending to the map at {self.dir}; try again when it is done") from None
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class SpansWriter:
     """Appends samples to a ragged or strings map by the commit protocol above."""
 
@@ -399,7 +423,7 @@ class SpansWriter:
                 self._nested_shapes = SpansWriter(map_dir / SHAPES, 8, with_shapes=True)
         self.count = -1  # committed samples as this writer last saw them; -1: not checked yet
         self.total = 0
-        self._lock_fd = -1
+        self._lock = _WriterLock(map_dir)
 
     def _tables(self) -> List[_ArrayFile]:
         return [t for t in (self._ends, self._lengths, self._flat_shapes) if t is not None]
@@ -408,7 +432,7 @@ class SpansWriter:
     def locked(self, lock: bool = True) -> Iterator["SpansWriter"]:
         """Hold the map's writer lock and make sure the map holds no half-written tail."""
         if lock:
-            self._lock()
+            self._lock.acquire()
         try:
             committed = self._starts.rows()
             if committed != self.count:
@@ -416,15 +440,7 @@ class SpansWriter:
             yield self
         finally:
             if lock:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    def _lock(self) -> None:
-        if self._lock_fd < 0:
-            self._lock_fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MapBusyError(f"another writer is appending to the map at {self.dir}; try again when it is done") from None
+                self._lock.release()
 
     def repair(self, committed: int) -> None:
         """Cut every file back to the ``committed`` samples (idempotent, safe to kill)."""
@@ -482,9 +498,7 @@ class SpansWriter:
             self._nested_shapes.close()
         for f in [self._data, self._starts] + self._tables():
             f.close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        self._lock.close()
 
 
 class ArrayWriter:
@@ -494,16 +508,12 @@ class ArrayWriter:
         self.dir = array_dir
         self._file = _ArrayFile(array_dir, math.prod(header.shape[1:]) * header.dtype.itemsize)
         self.count = -1
-        self._lock_fd = -1
+        self._lock = _WriterLock(array_dir)
 
     @contextmanager
     def locked(self) -> Iterator["ArrayWriter"]:
-        if self._lock_fd < 0:
-            self._lock_fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MapBusyError(f"another writer is appending to the map at {self.dir}; try again when it is done") from None
+        """Hold the map's writer lock and make sure the map holds no half-written tail."""
+        self._lock.acquire()
         try:
             committed = self._file.rows()
             if committed != self.count:
@@ -511,7 +521,7 @@ class ArrayWriter:
                 self.count = committed
             yield self
         finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            self._lock.release()
 
     def append(self, rows: np.ndarray, durable: bool = False) -> None:
         self._file.write(self.count, [np.ascontiguousarray(rows)])
@@ -524,8 +534,7 @@ class ArrayWriter:
 
     def close(self) -> None:
         self._file.close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
+        self._lock.close()
 
 
 # --- creating maps ------------------------------------------------------------------------

@@ -105,19 +105,29 @@ class RaggedMmap(SpansMap):
             self._shape_ends = memoryview(shapes.ends)
             self._shape_values = memoryview(shapes.data)
             self._shape_count = len(shapes.data)
-        # the fast path serves 1-D samples of a flat map with no wrapper
+        # the fast path serves 1-D samples of a flat map with no wrapper, while all samples are mapped
         self._fast = view is not None and self._shape_width == 1 and self.wrapper_fn is None
+
+    def _after_append(self, count: int) -> None:
+        super()._after_append(count)
+        self._fast = False  # until the new samples are mapped; _load() sets it again
 
     # -- reading -------------------------------------------------------------------------
 
     def __getitem__(self, item: Any) -> Any:
-        if type(item) is int and self._fast:
-            i = item + self._len if item < 0 else item
-            if 0 <= i < self._n:
-                start, end = self._starts[i], self._ends[i]
-                # a one-element sample may be a 0-d array: the slow path looks at its shape
-                if end - start != 1 and 0 <= start <= end <= self._total:
-                    return self._data[start:end]
+        if type(item) is int:
+            if self._fast:
+                try:  # memoryviews take negative indices and raise IndexError past the end
+                    start, end = self._starts[item], self._ends[item]
+                except IndexError:
+                    pass
+                else:
+                    # a one-element sample may be a 0-d array: the slow path looks at its shape
+                    if end - start != 1 and 0 <= start <= end <= self._total:
+                        return self._data[start:end]
+            elif -self._n <= item < self._n:
+                sample = self._sample(item + self._n if item < 0 else item)
+                return sample if self.wrapper_fn is None else self._wrap(sample)
         if isinstance(item, (int, np.integer)):
             return self._wrap(self._sample(self._position(item)))
         return self.get_batch(item)
@@ -132,14 +142,14 @@ class RaggedMmap(SpansMap):
                 return flat
             if row == 0 and end - start == 1:
                 return flat.reshape(())
-            shape: Tuple[int, ...] = (row,)
+            shape: Any = (row,)
         elif width > 1:
             shape = tuple(self._flat_shapes[i * width : (i + 1) * width])
         else:
             s, e = self._shape_starts[i], self._shape_ends[i]
             if not 0 <= s <= e <= self._shape_count:
                 raise MapFormatError(f"{self.path / layout.SHAPES}: the shape of sample {i} lies outside its data")
-            shape = tuple(self._shape_values[s:e])
+            shape = self._shape_values[s:e].tolist()
         try:
             return flat.reshape(shape)
         except ValueError:

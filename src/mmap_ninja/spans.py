@@ -7,6 +7,7 @@ when ``refresh()`` is called.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
@@ -44,7 +45,8 @@ class SpansMap:
 
     # -- opening -------------------------------------------------------------------------
 
-    def _load(self) -> None:
+    def _load(self, writable: bool = False) -> None:
+        """Map the committed samples; read-only unless ``writable`` (for __setitem__)."""
         view = None
         if self.path.exists():
             if not self.path.is_dir():
@@ -53,7 +55,7 @@ class SpansMap:
             if kind is not None:
                 if kind != self._kind:
                     raise MapFormatError(f"{self.path} holds a {kind!r} map, not a {self._kind!r} map")
-                view = layout.open_spans(self.path, self._kind, writable=self.mode == "r+")
+                view = layout.open_spans(self.path, self._kind, writable=writable)
             elif any(p.name != layout.LOCK for p in self.path.iterdir()):
                 raise MapFormatError(f"{self.path} holds files but no {layout.KIND}: it is not a map")
         self._view = view
@@ -122,8 +124,18 @@ class SpansMap:
     # -- writing -------------------------------------------------------------------------
 
     def _check_writable(self) -> None:
+        """Refuse in read-only mode; otherwise map the data writable (opening never does)."""
         if self.mode != "r+":
             raise ReadOnlyMapError(f"{self.path} was opened read-only (mode='r'); open it with mode='r+' to overwrite samples")
+        if self._view is not None and not self._view.data.flags.writeable:
+            try:
+                self._load(writable=True)
+            except PermissionError as e:
+                raise ReadOnlyMapError(f"the files of the map at {self.path} cannot be written: {e}") from None
+            except OSError as e:
+                if e.errno != errno.EROFS:
+                    raise
+                raise ReadOnlyMapError(f"the map at {self.path} is on a read-only file system") from None
 
     def _open_writer(self) -> layout.SpansWriter:
         if self._writer is None or self._writer_pid != os.getpid():

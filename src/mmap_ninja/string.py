@@ -14,7 +14,7 @@ from .progress import batched, progress
 from .samples import prepare_strings
 from .spans import SpansMap
 
-_CHUNK = 4096  # strings decoded together when iterating
+_CHUNK = 256  # strings decoded together when iterating: large enough to amortise, small enough for the cache
 
 
 def _write_batches(
@@ -66,20 +66,29 @@ class StringsMmap(SpansMap):
         super().__init__(out_dir, mode)
 
     def _install(self, view: Optional[layout.SpansView]) -> None:
-        self._bytes = memoryview(view.buffer) if view else memoryview(b"")
+        self._buffer = view.buffer if view else b""  # slicing an mmap gives bytes, the fastest to decode
+        self._bytes = memoryview(self._buffer)
         self.zstd_level, self._zstd_dict = layout.read_zstd_settings(self.path) if view else (None, None)
         self._decompress = compression.decompressor(self._zstd_dict) if self.zstd_level is not None else None
+        # the fast path serves uncompressed strings, while all strings are mapped
+        self._plain = view is not None and self._decompress is None
+
+    def _after_append(self, count: int) -> None:
+        super()._after_append(count)
+        self._plain = False  # until the new strings are mapped; _load() sets it again
 
     # -- reading -------------------------------------------------------------------------
 
     def __getitem__(self, item: Any) -> Any:
-        if type(item) is int and self._decompress is None:
-            i = item + self._len if item < 0 else item
-            if 0 <= i < self._n:
-                start, end = self._starts[i], self._ends[i]
+        if type(item) is int and self._plain:
+            try:  # memoryviews take negative indices and raise IndexError past the end
+                start, end = self._starts[item], self._ends[item]
+            except IndexError:
+                pass
+            else:
                 if 0 <= start <= end <= self._total:
                     try:
-                        return str(self._bytes[start:end], "utf-8")
+                        return self._buffer[start:end].decode()
                     except UnicodeDecodeError:
                         pass  # the slow path says which file is corrupt
         if isinstance(item, (int, np.integer)):
@@ -102,10 +111,10 @@ class StringsMmap(SpansMap):
         """The strings at ``indices`` (a slice, list, integer array or boolean mask), in order."""
         idx = self._batch_positions(indices)
         starts, ends = self._batch_spans(idx)
-        raw = self._bytes
+        raw = self._buffer
         if self._decompress is None:
             try:
-                return [str(raw[s:e], "utf-8") for s, e in zip(starts.tolist(), ends.tolist())]
+                return [raw[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist())]
             except UnicodeDecodeError:
                 pass  # fall through to name the corrupt string
         return [self._decode(i, raw[s:e]) for i, s, e in zip(idx.tolist(), starts.tolist(), ends.tolist())]
@@ -113,7 +122,21 @@ class StringsMmap(SpansMap):
     def iter_chunks(self, chunk_size: int = _CHUNK) -> Iterator[List[str]]:
         """Every string, as lists of up to ``chunk_size`` consecutive strings."""
         for first in range(0, self._len, chunk_size):
-            yield self.get_batch(slice(first, min(first + chunk_size, self._len)))
+            yield self._consecutive(first, min(first + chunk_size, self._len))
+
+    def _consecutive(self, first: int, stop: int) -> List[str]:
+        """Strings ``first..stop-1``; an all-ASCII run is decoded in one call, then sliced."""
+        if stop > self._n:
+            self._load()
+        if self._decompress is None and self._view is not None and stop > first:
+            starts, ends = self._view.starts[first:stop], self._view.ends[first:stop]
+            low, high = int(starts.min()), int(ends.max())
+            if 0 <= low and high <= self._total and (starts <= ends).all():
+                chunk = self._buffer[low:high]
+                if chunk.isascii():  # then byte offsets are character offsets
+                    text = chunk.decode("ascii")
+                    return [text[s:e] for s, e in zip((starts - low).tolist(), (ends - low).tolist())]
+        return self.get_batch(slice(first, stop))
 
     def __iter__(self) -> Iterator[str]:
         for chunk in self.iter_chunks():
