@@ -312,14 +312,25 @@ def _empty_shapes(shapes_dir: Path) -> SpansView:
 # --- writing ------------------------------------------------------------------------------
 
 
-def _write_at(fd: int, buffers: Sequence, offset: int) -> int:
-    """Write byte buffers back to back from ``offset``; returns the offset after them."""
+def _write_at(fd: int, buffers: Sequence, offset: int, sizes: Optional[np.ndarray] = None) -> None:
+    """Write buffers (arrays, bytes) back to back from ``offset``.
+
+    ``sizes`` are their byte counts when the caller knows them (saves a pass per sample).
+    """
+    if sizes is None:
+        sizes = np.array([memoryview(b).nbytes for b in buffers], np.int64)
     for i in range(0, len(buffers), _IOV_MAX):
-        chunk = [memoryview(b).cast("B") for b in buffers[i : i + _IOV_MAX]]
-        expected = sum(b.nbytes for b in chunk)
-        done = os.pwritev(fd, chunk, offset) if expected else 0
+        chunk = buffers[i : i + _IOV_MAX]
+        expected = int(sizes[i : i + _IOV_MAX].sum())
+        if not expected:
+            continue
+        try:
+            done = os.pwritev(fd, chunk, offset)
+        except (BufferError, ValueError):  # a non-contiguous array: write a contiguous copy
+            chunk = [np.ascontiguousarray(b) for b in chunk]
+            done = os.pwritev(fd, chunk, offset)
         if done < expected:  # short write (huge chunk or full disk): finish the rest one by one
-            rest = memoryview(b"".join(chunk))[done:]
+            rest = memoryview(b"".join(memoryview(b).cast("B") for b in chunk))[done:]
             while rest:
                 n = os.pwrite(fd, rest, offset + done)
                 if n == 0:
@@ -327,7 +338,6 @@ def _write_at(fd: int, buffers: Sequence, offset: int) -> int:
                 done += n
                 rest = rest[n:]
         offset += expected
-    return offset
 
 
 class _ArrayFile:
@@ -352,8 +362,8 @@ class _ArrayFile:
             raise MapFormatError(f"{self.dir / DATA} is truncated")
         return struct.unpack("<q", raw)[0]
 
-    def write(self, first_row: int, buffers: Sequence) -> None:
-        _write_at(self._data, buffers, first_row * self.row_bytes)
+    def write(self, first_row: int, buffers: Sequence, sizes: Optional[np.ndarray] = None) -> None:
+        _write_at(self._data, buffers, first_row * self.row_bytes, sizes)
 
     def publish(self, rows: int) -> None:
         if self._shape >= 0:
@@ -471,7 +481,9 @@ class SpansWriter:
         ends = np.cumsum(lengths, dtype=OFFSET)
         ends += self.total
         starts = ends - lengths
-        self._data.write(self.total, buffers)
+        # one buffer per sample, or a single buffer holding them all
+        sizes = lengths * self._data.row_bytes if len(buffers) == n else None
+        self._data.write(self.total, buffers, sizes)
         self._starts.write(count, [starts])
         self._ends.write(count, [ends])
         if self._lengths is not None:

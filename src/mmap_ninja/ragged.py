@@ -24,24 +24,23 @@ def _check_legacy_keys(keys: dict) -> None:
             raise TypeError(f"unexpected argument {name}={value!r}")
 
 
-def _encode(arrays: Sequence[np.ndarray], shape_width: int, first_position: int) -> Tuple[list, List[int], Any]:
-    """Byte buffers, element counts and shape records of a batch, for a map's shape layout."""
-    buffers = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
-    lengths = [a.size for a in arrays]
+def _encode(arrays: Sequence[np.ndarray], shape_width: int, first_position: int) -> Tuple[Sequence[np.ndarray], np.ndarray, Any]:
+    """Element counts and shape records of a batch, for the map's shape layout (see layout.py)."""
+    lengths = np.array([a.size for a in arrays], np.int64)
     if shape_width == 0:
-        return buffers, lengths, [np.array(a.shape, np.int64) for a in arrays]
-    for i, a in enumerate(arrays):
-        if (a.ndim > 1) if shape_width == 1 else (a.ndim != shape_width):
-            expected = "0-d or 1-D" if shape_width == 1 else f"{shape_width}-D"
-            raise ValueError(
-                f"sample {first_position + i} has shape {a.shape}, but this map was created with {expected} "
-                "samples and its layout cannot record another number of axes; rebuild it with a first batch that has them"
-            )
-    if shape_width == 1:
-        shapes = np.array([[a.shape[0] if a.ndim else 0] for a in arrays], np.int64)
-    else:
-        shapes = np.array([a.shape for a in arrays], np.int64)
-    return buffers, lengths, shapes
+        return arrays, lengths, [np.array(a.shape, np.int64) for a in arrays]
+    ndims = np.array([a.ndim for a in arrays])
+    wrong = (ndims > 1) if shape_width == 1 else (ndims != shape_width)
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        expected = "0-d or 1-D" if shape_width == 1 else f"{shape_width}-D"
+        raise ValueError(
+            f"sample {first_position + i} has shape {arrays[i].shape}, but this map was created with {expected} "
+            "samples and its layout cannot record another number of axes; rebuild it with a first batch that has them"
+        )
+    if shape_width == 1:  # a 0-d sample is recorded with length 0
+        return arrays, lengths, np.where(ndims == 0, 0, lengths)[:, None]
+    return arrays, lengths, np.array([a.shape for a in arrays], np.int64)
 
 
 def _write_batches(out_dir: Union[str, os.PathLike], batches: Iterable[Sequence[Any]], dtype: Any = None, durable: bool = False) -> None:

@@ -60,20 +60,34 @@ def cast_losslessly(arr: np.ndarray, dtype: np.dtype, position: int) -> np.ndarr
 
 def prepare_arrays(samples: Sequence[Any], dtype: Optional[np.dtype], first_position: int = 0) -> List[np.ndarray]:
     """Check and cast a batch of samples; the batch decides the dtype when ``dtype`` is None."""
-    arrays = [as_array(s, first_position + i) for i, s in enumerate(samples)]
-    if dtype is None:
-        dtype = common_dtype(arrays)
-    dtype = np.dtype(dtype)
+    arrays = [s if type(s) is np.ndarray else as_array(s, first_position + i) for i, s in enumerate(samples)]
+    found = {a.dtype for a in arrays}
+    for d in found:
+        if d.kind not in STORABLE_KINDS:
+            i = next(i for i, a in enumerate(arrays) if a.dtype == d)
+            as_array(arrays[i], first_position + i)  # raises, naming the sample
+    dtype = common_dtype(arrays) if dtype is None else np.dtype(dtype)
     if dtype.kind not in STORABLE_KINDS:
         raise TypeError(f"a map cannot store dtype {dtype}")
-    return [cast_losslessly(a, dtype, first_position + i) for i, a in enumerate(arrays)]
+    if found <= {dtype}:  # the common case: nothing to cast
+        return arrays
+    return [a if a.dtype == dtype else cast_losslessly(a, dtype, first_position + i) for i, a in enumerate(arrays)]
 
 
 def prepare_strings(strings: Sequence[Any], first_position: int = 0) -> List[bytes]:
     """Encode a batch of str as UTF-8, or raise a TypeError naming what is not a str."""
-    out = []
-    for i, s in enumerate(strings):
-        if type(s) is not str and not isinstance(s, str):
-            raise TypeError(f"sample {first_position + i} is {type(s).__name__}, not str; a StringsMmap stores str only")
-        out.append(s.encode("utf-8"))
-    return out
+    try:
+        return [s.encode("utf-8") if isinstance(s, str) else _not_a_string(s) for s in strings]
+    except _NotAString:
+        pass
+    bad = next(i for i, s in enumerate(strings) if not isinstance(s, str))
+    raise TypeError(f"sample {first_position + bad} is {type(strings[bad]).__name__}, not str; a StringsMmap stores str only")
+
+
+class _NotAString(Exception):
+    pass
+
+
+def _not_a_string(value: Any) -> bytes:
+    raise _NotAString
+

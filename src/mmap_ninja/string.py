@@ -33,18 +33,18 @@ def _write_batches(
         compress = None
         position = 0
         for batch in batches:
-            encoded = prepare_strings(batch, position)
+            buffers = prepare_strings(batch, position)
             if zstd_level is not None:
                 if compress is None:  # the first batch trains the dictionary
                     dictionary = None
                     if zstd_train_dictionary_size is not None:
-                        dictionary = compression.train_dictionary(encoded, zstd_train_dictionary_size)
+                        dictionary = compression.train_dictionary(buffers, zstd_train_dictionary_size)
                     layout.write_zstd_settings(tmp, zstd_level, dictionary)
                     compress = compression.compressor(zstd_level, dictionary)
-                encoded = [compress(b) for b in encoded]
+                buffers = [compress(b) for b in buffers]
             with writer.locked(lock=False):
-                writer.append(encoded, np.array([len(b) for b in encoded], np.int64), None, durable)
-            position += len(encoded)
+                writer.append(buffers, [len(b) for b in buffers], None, durable)
+            position += len(buffers)
         if zstd_level is not None and compress is None:
             layout.write_zstd_settings(tmp, zstd_level, None)
         writer.close()
@@ -184,12 +184,12 @@ class StringsMmap(SpansMap):
                 _write_batches(self.path, [strings], durable=durable)
                 self._load()
             return
-        encoded = self._encode(strings, self._len)
-        if not encoded:
+        buffers = self._encode(strings, self._len)
+        if not buffers:
             return
         writer = self._open_writer()
         with writer.locked():
-            writer.append(encoded, np.array([len(b) for b in encoded], np.int64), None, durable)
+            writer.append(buffers, [len(b) for b in buffers], None, durable)
         self._after_append(writer.count)
 
     # -- building ------------------------------------------------------------------------
