@@ -54,12 +54,14 @@ map: it truncates every file and shape to what the commit covers, so that mmap_n
 which trusts every ``shape.ninja``, reads and extends it correctly again.
 
 A new map is built in a private sibling directory ``.NAME.partial-PID-*`` and renamed into
-place when complete, so a map either exists whole or not at all. Leftovers of a killed
-build are removed by the next build of the same path.
+place when complete, so a map either exists whole or not at all; an existing map at that
+path is swapped out in one step (Linux ``renameat2(RENAME_EXCHANGE)``). Leftovers of a
+killed build are removed by the next build of the same path.
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import math
 import mmap
@@ -371,9 +373,12 @@ class _ArrayFile:
 
     def cut(self, rows: int) -> None:
         """Forget everything past ``rows`` (repair after a killed append)."""
+        size = os.fstat(self._data).st_size
+        if size < rows * self.row_bytes:
+            raise MapFormatError(f"{self.dir / DATA} holds {size} bytes but the map needs {rows * self.row_bytes}: it is truncated")
         if self._shape >= 0 and self.rows() != rows:
             self.publish(rows)
-        if os.fstat(self._data).st_size > rows * self.row_bytes:
+        if size > rows * self.row_bytes:
             os.ftruncate(self._data, rows * self.row_bytes)
 
     def sync(self) -> None:
@@ -615,13 +620,28 @@ def _publish(tmp: Path, out_dir: Path) -> None:
         os.replace(tmp, out_dir)
         return
     check_can_build(out_dir)
-    old = out_dir.parent / f".{out_dir.name}.replaced-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if _exchange(tmp, out_dir):  # one atomic step: out_dir is always a whole map
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    # no renameat2 here: two renames; the old map waits beside out_dir in between
+    old = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
     os.replace(out_dir, old)
     os.replace(tmp, out_dir)
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def _remove_stale_partials(out_dir: Path) -> None:
+    """Remove what builds of ``out_dir`` killed before they finished left beside it."""
     for leftover in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
         try:
             pid = int(leftover.name.rsplit(".partial-", 1)[1].split("-")[0])
