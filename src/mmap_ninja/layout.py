@@ -599,8 +599,11 @@ def check_can_build(out_dir: Path) -> None:
 
 
 @contextmanager
-def building(out_dir: Path) -> Iterator[Path]:
-    """A private directory to build a map in; on success it replaces ``out_dir`` at once."""
+def building(out_dir: Path, durable: bool = False) -> Iterator[Path]:
+    """A private directory to build a map in; on success it replaces ``out_dir`` at once.
+
+    With ``durable``, every file and directory is fsynced before and after the rename.
+    """
     out_dir = Path(out_dir).absolute()
     check_can_build(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -609,7 +612,11 @@ def building(out_dir: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        if durable:
+            _sync_tree(tmp)
         _publish(tmp, out_dir)
+        if durable:
+            _sync_path(out_dir.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -628,6 +635,21 @@ def _publish(tmp: Path, out_dir: Path) -> None:
     os.replace(out_dir, old)
     os.replace(tmp, out_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _sync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_tree(root: Path) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            _sync_path(Path(folder) / name)
+        _sync_path(Path(folder))
 
 
 def _exchange(a: Path, b: Path) -> bool:

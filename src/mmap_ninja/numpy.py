@@ -117,7 +117,7 @@ def append(np_mmap: np.memmap, arr: Any) -> None:
 
 
 def _write_batches(out_dir: PathLike, batches: Iterable[Any], dtype: Any = None, durable: bool = False) -> None:
-    with layout.building(Path(out_dir)) as tmp:
+    with layout.building(Path(out_dir), durable) as tmp:
         writer = None
         row_shape = None
         position = 0

@@ -45,7 +45,7 @@ def _encode(arrays: Sequence[np.ndarray], shape_width: int, first_position: int)
 
 def _write_batches(out_dir: Union[str, os.PathLike], batches: Iterable[Sequence[Any]], dtype: Any = None, durable: bool = False) -> None:
     """Build a ragged map from batches of samples; it appears at ``out_dir`` only when complete."""
-    with layout.building(Path(out_dir)) as tmp:
+    with layout.building(Path(out_dir), durable) as tmp:
         writer = None
         position = 0
         for batch in batches:

@@ -27,7 +27,7 @@ def _write_batches(
     """Build a strings map from batches of str; it appears at ``out_dir`` only when complete."""
     if zstd_train_dictionary_size is not None and zstd_level is None:
         raise ValueError("zstd_train_dictionary_size needs a zstd_level")
-    with layout.building(Path(out_dir)) as tmp:
+    with layout.building(Path(out_dir), durable) as tmp:
         layout.create_spans(tmp, "string", np.dtype(np.uint8))
         writer = layout.SpansWriter(tmp, 1, with_shapes=False)
         compress = None
