@@ -1,0 +1,475 @@
+"""The ``mmap-ninja`` command (also ``python -m mmap_ninja``): info, convert, demo.
+
+Exit codes: 0 success, 1 failure (one line on stderr; ``--debug`` shows the traceback),
+2 usage error, 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import layout
+from .errors import MapFormatError
+
+HEALTHY = "healthy"
+NEEDS_REPAIR = "needs repair on next append"
+UNHEALTHY = "unhealthy"
+
+_KIND_CLASSES = {"numpy": "np_ninja / np.memmap", "ragged": "RaggedMmap", "string": "StringsMmap"}
+
+
+class CommandError(Exception):
+    """A failure to report on one line, with exit code 1."""
+
+
+# --- info ---------------------------------------------------------------------------------
+
+
+def inspect_map(path: "os.PathLike[str] | str") -> Dict[str, Any]:
+    """What ``mmap-ninja info`` reports about the map at ``path``, as a dict.
+
+    Reads only the small files and the offset and shape tables (vectorised with numpy),
+    never the samples. ``health`` is "healthy", "needs repair on next append" (the tail of an
+    interrupted append lies beyond the committed samples: readers ignore it, the next append
+    cuts it) or "unhealthy" (``problems`` says why; readers raise MapFormatError).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CommandError(f"there is no map at {path}")
+    report: Dict[str, Any] = {
+        "path": str(path),
+        "kind": None,
+        "samples": None,
+        "dtype": None,
+        "shapes": [],
+        "bytes_on_disk": _bytes_on_disk(path),
+        "compression": "none",
+        "health": HEALTHY,
+        "problems": [],
+    }
+    try:
+        kind = layout.read_kind(path) if path.is_dir() else None
+        if kind is None:
+            raise CommandError(f"{path} holds no map ({layout.KIND} is missing)")
+        report["kind"] = kind
+        tails: List[str] = []
+        if kind == "numpy":
+            _inspect_array(path, report, tails)
+        else:
+            _inspect_spans(path, kind, report, tails)
+        if tails:
+            report["health"] = NEEDS_REPAIR
+            report["problems"] = tails
+    except MapFormatError as e:
+        report["health"] = UNHEALTHY
+        report["problems"] = [str(e)]
+    return report
+
+
+def _bytes_on_disk(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    total = 0
+    for folder, _, names in os.walk(path):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(folder, name)).st_size
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        raise MapFormatError(f"{path} is missing") from None
+
+
+def _check_tail(path: Path, needed: int, what: str, tails: List[str]) -> None:
+    """Record bytes beyond the committed ones (a killed append's tail); fewer is corruption."""
+    size = _file_size(path)
+    if size < needed:
+        raise MapFormatError(f"{path} holds {size} bytes but the committed {what} need {needed}: it is truncated")
+    if size > needed:
+        tails.append(f"{path} holds {size - needed} bytes past the committed {what} (the tail of an interrupted append)")
+
+
+def _axis_stats(shapes: np.ndarray) -> List[Dict[str, float]]:
+    """min / median / max of every column of an (n, ndim) shape table."""
+    if not len(shapes):
+        return []
+    return [
+        {"min": int(col.min()), "median": float(np.median(col)), "max": int(col.max())}
+        for col in np.asarray(shapes, np.int64).T
+    ]
+
+
+def _shape_group(shapes: np.ndarray, ndim: int) -> Dict[str, Any]:
+    return {"ndim": ndim, "samples": int(len(shapes)), "axes": _axis_stats(shapes)}
+
+
+def _inspect_array(path: Path, report: Dict[str, Any], tails: List[str]) -> None:
+    header = layout.read_array_header(path)
+    report["samples"] = header.shape[0]
+    report["dtype"] = header.dtype.name
+    row = header.shape[1:]  # every sample has this shape: no table to read
+    axes = [{"min": r, "median": float(r), "max": r} for r in row] if header.shape[0] else []
+    report["shapes"] = [{"ndim": len(row), "samples": header.shape[0], "axes": axes}]
+    if header.order == "F":
+        report["order"] = "F"
+    _check_tail(path / layout.DATA, math.prod(header.shape) * header.dtype.itemsize, f"{header.shape[0]} samples", tails)
+
+
+def _table_rows(table_dir: Path, count: int, commit: Path, row_bytes: int, tails: List[str]) -> None:
+    """An offset or shape table must count at least the committed samples."""
+    rows = layout.read_shape(table_dir / layout.SHAPE)
+    if not rows:
+        raise MapFormatError(f"{table_dir / layout.SHAPE} is empty: a table needs a sample axis")
+    if rows[0] < count:
+        raise MapFormatError(f"{table_dir / layout.SHAPE} counts {rows[0]} samples but {commit} counts {count}")
+    if rows[0] > count:
+        tails.append(f"{table_dir / layout.SHAPE} counts {rows[0] - count} samples past the {count} committed in {commit}")
+    _check_tail(table_dir / layout.DATA, count * row_bytes, f"{count} samples", tails)
+
+
+def _check_spans_files(map_dir: Path, kind: str, count: int, commit: Path, tails: List[str]) -> Optional[np.ndarray]:
+    """Every table and data file of a ragged or strings map against the commit.
+
+    Returns the (ndim-grouped) shapes source for a ragged map: see _ragged_shapes.
+    """
+    view = layout.open_spans(map_dir, kind, count=count)
+    for table in (layout.STARTS, layout.ENDS):
+        _table_rows(map_dir / table, count, commit, 8, tails)
+    starts, ends = np.asarray(view.starts), np.asarray(view.ends)
+    total = int(ends[-1]) if count else 0
+    bad = (starts < 0) | (starts > ends) | (ends > total)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise MapFormatError(f"{map_dir / layout.STARTS}: sample {i} has offsets {starts[i]}..{ends[i]} outside the {total} stored")
+    if kind == "string":
+        _check_tail(map_dir / layout.DATA, total, f"{count} strings", tails)
+        return None
+    header = layout.read_array_header(map_dir, kind="ragged")
+    if header.shape[0] > total:
+        tails.append(f"{map_dir / layout.SHAPE} counts {header.shape[0] - total} elements past the committed samples")
+    _check_tail(map_dir / layout.DATA, total * header.dtype.itemsize, f"{count} samples", tails)
+    lengths = ends - starts
+    flat_dir = map_dir / layout.FLATTENED_SHAPES
+    _table_rows(flat_dir, count, commit, 8, tails)
+    flattened = layout.map_array(flat_dir, layout.read_array_header(flat_dir), count)
+    wrong = flattened != lengths
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise MapFormatError(f"{flat_dir}: sample {i} has {flattened[i]} elements there but {lengths[i]} by its offsets")
+    return lengths
+
+
+def _inspect_spans(path: Path, kind: str, report: Dict[str, Any], tails: List[str]) -> None:
+    count = layout.committed_count(path)
+    commit = path / layout.STARTS / layout.SHAPE
+    report["samples"] = count
+    if kind == "ragged":
+        report["dtype"] = layout.read_array_header(path, kind="ragged").dtype.name
+    lengths = _check_spans_files(path, kind, count, commit, tails)
+    if kind == "string":
+        report["dtype"] = "str (UTF-8)"
+        view = layout.open_spans(path, kind, count=count)
+        stored = np.asarray(view.ends) - np.asarray(view.starts)
+        report["shapes"] = [dict(_shape_group(stored[:, None], 1), unit="bytes per string, as stored")]
+        level, dictionary = layout.read_zstd_settings(path)
+        if level is not None:
+            report["compression"] = f"zstd level {level}" + (f", dictionary of {len(dictionary)} bytes" if dictionary else "")
+        return
+    report["shapes"] = _ragged_shapes(path, count, commit, lengths, tails)
+
+
+def _ragged_shapes(path: Path, count: int, commit: Path, lengths: np.ndarray, tails: List[str]) -> List[Dict[str, Any]]:
+    """Shape statistics of a ragged map, grouped by number of axes, checked against the lengths."""
+    shapes_dir = path / layout.SHAPES
+    if layout.read_flat_flag(path):
+        header = layout.read_array_header(shapes_dir)
+        width = header.shape[1] if len(header.shape) == 2 else 0
+        if header.dtype != layout.OFFSET or width < 1:
+            raise MapFormatError(f"{shapes_dir} should be an (n, k) int64 table, found {header.dtype.name} {header.shape}")
+        _table_rows(shapes_dir, count, commit, 8 * width, tails)
+        table = np.asarray(layout.map_array(shapes_dir, header, count))
+        if width == 1:  # a 0 row with one element is a 0-d sample (a scalar)
+            scalar = (table[:, 0] == 0) & (lengths == 1)
+            wrong = ~scalar & (table[:, 0] != lengths)
+            groups = [(0, table[scalar][:, :0]), (1, table[~scalar])]
+        else:
+            wrong = np.prod(table, axis=1) != lengths
+            groups = [(width, table)]
+        _raise_if_wrong(shapes_dir, wrong, lengths)
+        return [_shape_group(t, d) for d, t in groups if len(t)]
+    # nested: shapes/ is itself a ragged map of 1-D shape tuples, one per sample
+    ndims = _check_spans_files(shapes_dir, "ragged", count, commit, tails)
+    _ragged_shapes(shapes_dir, count, commit, ndims, tails)  # the shapes of the shape tuples
+    view = layout.open_spans(shapes_dir, "ragged", count=count)
+    data, starts = np.asarray(view.data), np.asarray(view.starts)
+    out = []
+    wrong = np.zeros(count, bool)
+    for d in np.unique(ndims).tolist():
+        idx = np.flatnonzero(ndims == d)
+        table = data[starts[idx, None] + np.arange(d)] if d else np.empty((len(idx), 0), np.int64)
+        wrong[idx] = np.prod(table, axis=1) != lengths[idx]
+        out.append(_shape_group(table, d))
+    _raise_if_wrong(shapes_dir, wrong, lengths)
+    return out
+
+
+def _raise_if_wrong(shapes_dir: Path, wrong: np.ndarray, lengths: np.ndarray) -> None:
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise MapFormatError(f"{shapes_dir}: the shape of sample {i} does not hold its {lengths[i]} elements")
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n:,} bytes" if unit == "bytes" else f"{size:,.1f} {unit} ({n:,} bytes)"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _format_number(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:,.1f}"
+
+
+_PROBLEMS_SHOWN = 6
+
+
+def _count(n: int, singular: str, plural: str = "") -> str:
+    return f"{n:,} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def format_report(report: Dict[str, Any]) -> str:
+    """The report of ``inspect_map`` as the text ``mmap-ninja info`` prints."""
+    lines = [f"path:          {report['path']}"]
+    if report["kind"]:
+        lines.append(f"kind:          {report['kind']} ({_KIND_CLASSES[report['kind']]})")
+    if report["samples"] is not None:
+        lines.append(f"samples:       {report['samples']:,}")
+    if report["dtype"]:
+        lines.append(f"dtype:         {report['dtype']}" + (", Fortran order" if report.get("order") == "F" else ""))
+    for group in report["shapes"]:
+        unit = group.get("unit")
+        if unit:
+            title = f"{unit} ({group['samples']:,} samples)"
+        elif group["ndim"] == 0:
+            title = f"{_count(group['samples'], 'sample')} with 0 axes (scalars)"
+        else:
+            title = f"{_count(group['samples'], 'sample')} with {_count(group['ndim'], 'axis', 'axes')}"
+        lines.append(f"shape:         {title}")
+        if group["axes"]:
+            lines.append(f"               {'axis':>6} {'min':>10} {'median':>10} {'max':>10}")
+            for a, stats in enumerate(group["axes"]):
+                cells = " ".join(f"{_format_number(stats[k]):>10}" for k in ("min", "median", "max"))
+                lines.append(f"               {'bytes' if unit else a:>6} {cells}")
+    lines.append(f"on disk:       {_human_bytes(report['bytes_on_disk'])}")
+    if report["kind"]:
+        lines.append(f"compression:   {report['compression']}")
+    health = report["health"]
+    lines.append(f"health:        {health}")
+    shown = report["problems"][:_PROBLEMS_SHOWN]
+    for problem in shown:
+        lines.append(f"               - {problem}")
+    if len(report["problems"]) > len(shown):
+        lines.append(f"               - and {len(report['problems']) - len(shown)} more (--json lists all)")
+    if health == NEEDS_REPAIR:
+        lines.append("               (readers see every committed sample; the next append cuts the tail)")
+    return "\n".join(lines)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    report = inspect_map(args.path)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    if report["health"] == UNHEALTHY:
+        raise CommandError(f"the map at {args.path} is unhealthy: {report['problems'][0]}")
+    return 0
+
+
+# --- convert ------------------------------------------------------------------------------
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from . import convert
+
+    options: Dict[str, Any] = {}
+    if args.kind == "images":
+        options["mode"] = None if args.mode == "keep" else args.mode
+    elif args.kind == "npy" and args.dtype:
+        options["dtype"] = args.dtype
+    elif args.kind == "text" and args.zstd_level is not None:
+        options["zstd_level"] = args.zstd_level
+    out = Path(args.out)
+    if out.exists() and not args.overwrite and not (out.is_dir() and not any(out.iterdir())):
+        raise CommandError(f"{out} already exists; pass --overwrite to replace the map there")
+    try:
+        result = convert.CONVERTERS[args.kind](
+            args.src_dir,
+            args.out,
+            batch_size=args.batch_size,
+            patterns=args.pattern or None,
+            skip_bad=args.skip_bad,
+            overwrite=args.overwrite,
+            verbose=not args.quiet,
+            **options,
+        )
+    except convert.ConversionError as e:
+        raise CommandError(f"{e}; nothing was written to {args.out}") from e
+    except KeyboardInterrupt:
+        print(f"mmap-ninja: interrupted; nothing was written to {args.out}", file=sys.stderr)
+        raise SystemExit(130) from None
+    for _, why in result.skipped:
+        print(f"skipped: {why}", file=sys.stderr)
+    skipped = f", left out {_count(len(result.skipped), 'unreadable file')}" if result.skipped else ""
+    print(f"wrote {result.samples:,} samples to {result.out_dir}{skipped}")
+    return 0
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    demo.run(n_texts=args.n, n_images=args.images, plot=args.plot, keep=args.keep, seed=args.seed)
+    return 0
+
+
+# --- the parser ---------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    if text.strip() == "0":
+        return 0
+    return _positive_int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mmap-ninja``."""
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of a failure")
+    parser = argparse.ArgumentParser(
+        prog="mmap-ninja",
+        description="Inspect maps, convert folders of files into maps, and see how much faster maps are.",
+        epilog="Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.",
+        parents=[debug],
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    info = commands.add_parser("info", parents=[debug], help="describe a map and check that it is healthy",
+                               description="Describe the map at PATH and check its files agree. Exits 1 if it is unhealthy.")
+    info.add_argument("path", metavar="PATH", help="a map directory")
+    info.add_argument("--json", action="store_true", help="print the report as JSON")
+    info.set_defaults(run=_run_info)
+
+    convert = commands.add_parser("convert", parents=[debug], help="turn a folder of files into a map",
+                                  description="One sample per file, files sorted by their path relative to SRC_DIR.")
+    kinds = convert.add_subparsers(dest="kind", metavar="KIND", required=True)
+    helps = {
+        "text": "UTF-8 text files (*.txt) -> a StringsMmap",
+        "images": "image files -> a RaggedMmap of HxWxC uint8 arrays (needs Pillow)",
+        "npy": ".npy files, one array each -> a RaggedMmap",
+    }
+    for kind, help_text in helps.items():
+        sub = kinds.add_parser(kind, parents=[debug], help=help_text, description=help_text + ". " + _ORDER_NOTE)
+        sub.add_argument("src_dir", metavar="SRC_DIR", help="folder to read, recursively")
+        sub.add_argument("out", metavar="OUT", help="map directory to write (must not exist, unless --overwrite)")
+        sub.add_argument("--batch-size", type=_positive_int, default=256 if kind == "images" else 1024,
+                         help="samples written at a time (memory holds one batch; default %(default)s)")
+        sub.add_argument("--pattern", action="append", metavar="GLOB",
+                         help="file names to take (repeatable; default " + " ".join(_default_patterns(kind)) + ")")
+        sub.add_argument("--skip-bad", action="store_true", help="leave unreadable files out (listed on stderr) instead of stopping")
+        sub.add_argument("--overwrite", action="store_true", help="replace an existing map at OUT (once the new one is complete)")
+        sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        if kind == "images":
+            sub.add_argument("--mode", default="RGB", help="Pillow mode to convert every image to (default RGB: HxWx3; L: HxW; 'keep' keeps each file's own)")
+        elif kind == "npy":
+            sub.add_argument("--dtype", help="dtype of the map (default: the first batch's); values must fit exactly")
+        else:
+            sub.add_argument("--zstd-level", type=int, help="compress each string with zstd at this level (needs zstandard)")
+        sub.set_defaults(run=_run_convert)
+
+    demo = commands.add_parser("demo", parents=[debug], help="build a text corpus and images, convert them, compare read speed",
+                               description="Generate a review-like text corpus and a set of images in a temporary folder, "
+                               "convert both, and time reading the files against reading the maps.")
+    demo.add_argument("--n", type=_non_negative_int, default=DEMO_TEXTS, help="number of text files (default %(default)s)")
+    demo.add_argument("--images", type=_non_negative_int, default=DEMO_IMAGES, help="number of image files (default %(default)s)")
+    demo.add_argument("--plot", metavar="FILE.png", help="also save a bar chart (needs matplotlib)")
+    demo.add_argument("--keep", metavar="DIR", help="generate into DIR (new or empty) and keep everything there")
+    demo.add_argument("--seed", type=int, default=0, help="random seed of the generated data (default %(default)s)")
+    demo.set_defaults(run=_run_demo)
+    return parser
+
+
+_ORDER_NOTE = ("Files are sorted by their path relative to SRC_DIR, folder by folder, by code point; hidden files are "
+               "ignored. The map appears at OUT only once every file is in: an interrupted run leaves nothing there.")
+
+DEMO_TEXTS = 100_000
+DEMO_IMAGES = 2_000
+
+
+def _default_patterns(kind: str) -> Sequence[str]:
+    from .convert import DEFAULT_PATTERNS
+
+    return DEFAULT_PATTERNS[kind]
+
+
+def _one_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``mmap-ninja`` with ``argv`` (default: the process's arguments); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
+        return int(e.code or 0)
+    debug = getattr(args, "debug", False)
+    try:
+        return args.run(args)
+    except SystemExit as e:
+        return int(e.code or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("mmap-ninja: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        print(f"mmap-ninja: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
