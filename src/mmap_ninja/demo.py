@@ -157,7 +157,7 @@ def _megabytes(n: float) -> str:
 
 def format_table(sections: Dict[str, Dict[str, float]], random_reads: Dict[str, int]) -> str:
     """The results as the table the demo prints."""
-    rows = [f"{'':44}{'files':>11}{'map':>11}{"speedup":>12}"]
+    rows = [f"{'':44}{'files':>11}{'map':>11}{'speedup':>12}"]
     for title, r in sections.items():
         rows.append(title)
         for label, a, b in (
