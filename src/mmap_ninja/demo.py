@@ -221,8 +221,9 @@ def _workdir(keep: Optional[str]) -> Path:
 
 
 def run(n_texts: int = 100_000, n_images: int = 2_000, plot: Optional[str] = None, keep: Optional[str] = None,
-        seed: int = 0, out: TextIO = sys.stdout) -> Dict[str, Dict[str, float]]:
-    """Run the demo and print its table to ``out``; returns the measurements per section."""
+        seed: int = 0, out: Optional[TextIO] = None) -> Dict[str, Dict[str, float]]:
+    """Run the demo and print its table to ``out`` (default stdout); returns the measurements per section."""
+    out = out or sys.stdout
     from .convert import convert_images, convert_text
     from .ragged import RaggedMmap
     from .string import StringsMmap
