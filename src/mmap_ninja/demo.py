@@ -245,8 +245,10 @@ def run(n_texts: int = 100_000, n_images: int = 2_000, plot: Optional[str] = Non
     sections: Dict[str, Dict[str, float]] = {}
     random_reads: Dict[str, int] = {}
     started = time.perf_counter()
+    say(f"working in {work}" + (" (kept)" if keep else " (deleted at the end)"))
     try:
         if n_texts:
+            say(f"generating {n_texts:,} review-like text files...")
             t = time.perf_counter()
             texts = generate_texts(work / "texts", n_texts, rng)
             say(f"generated {n_texts:,} review-like text files in {_seconds(time.perf_counter() - t)}")
