@@ -464,6 +464,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print("mmap-ninja: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (| head): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that flushing stdout at exit does not complain again
+        return 1
     except Exception as e:
         if debug:
             raise
