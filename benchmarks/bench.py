@@ -232,9 +232,17 @@ class Worker:
     # -- building maps ----------------------------------------------------------------------
 
     def _materialised(self, name: str) -> List[Any]:
+        """Every sample of ``name`` in memory (fresh ndarrays / str), as a generator would make them."""
         key = "samples:" + name
         if key not in self.cache:
-            self.cache[key] = list(self.src(name).samples())
+            src = self.src(name)
+            if src.kind == "text":
+                self.cache[key] = list(src.samples())
+            else:
+                values, off = np.array(src.values), src.offsets_list()
+                shapes = [tuple(s) for s in src.shapes.tolist()] if src.shapes is not None else None
+                self.cache[key] = [values[off[i] : off[i + 1]] if shapes is None else values[off[i] : off[i + 1]].reshape(shapes[i])
+                                   for i in range(len(src))]
         return self.cache[key]
 
     def _verify_map(self, m: Any, n: int, seed: int) -> Dict[str, Any]:

@@ -68,7 +68,8 @@ class Source:
         self.meta = json.loads((folder / "meta.json").read_text())
         self.kind = self.meta["kind"]  # "array" or "text"
         self.offsets = np.load(folder / "offsets.npy", mmap_mode="r")
-        self.values = np.load(folder / "values.npy", mmap_mode="r")
+        # a plain ndarray view, so samples are ndarrays as a user's generator yields, not np.memmap
+        self.values = np.load(folder / "values.npy", mmap_mode="r").view(np.ndarray)
         self.shapes = np.load(folder / "shapes.npy", mmap_mode="r") if (folder / "shapes.npy").exists() else None
         self._offsets_list: List[int] = []
 
