@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -432,3 +431,11 @@ def test_demo_plot(tmp_path, capsys):
     assert code == 0, err
     assert (tmp_path / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"saved the chart to {tmp_path / 'chart.png'}" in out
+
+
+def test_demo_without_pillow_runs_the_text_part(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    code, out, _ = run(capsys, "demo", "--n", "20", "--keep", tmp_path / "d")
+    assert code == 0
+    assert "(no images: Pillow is not installed; pip install 'mmap_ninja[demo]' for them)" in out
+    assert "text (20 reviews" in out and "images (" not in out

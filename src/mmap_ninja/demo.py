@@ -10,6 +10,7 @@ page cache serves both. Everything is deleted afterwards unless ``keep`` is give
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -228,12 +229,9 @@ def run(n_texts: int = 100_000, n_images: int = 2_000, plot: Optional[str] = Non
     from .ragged import RaggedMmap
     from .string import StringsMmap
 
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        if n_images:
-            print("(no images: Pillow is not installed; pip install 'mmap_ninja[demo]' for them)", file=out)
-            n_images = 0
+    if n_images and importlib.util.find_spec("PIL") is None:
+        print("(no images: Pillow is not installed; pip install 'mmap_ninja[demo]' for them)", file=out)
+        n_images = 0
     if plot:
         _pyplot()  # fail before the long part if matplotlib is missing
     rng = np.random.default_rng(seed)
