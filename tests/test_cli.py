@@ -439,3 +439,31 @@ def test_demo_without_pillow_runs_the_text_part(tmp_path, capsys, monkeypatch):
     assert code == 0
     assert "(no images: Pillow is not installed; pip install 'mmap_ninja[demo]' for them)" in out
     assert "text (20 reviews" in out and "images (" not in out
+
+
+def _upstream_python():
+    found = os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON") or "/work/venv-upstream/bin/python"
+    if not os.path.exists(found):
+        pytest.skip("no mmap_ninja 0.9.0 interpreter: set MMAP_NINJA_UPSTREAM_PYTHON (.ci/run does)")
+    return found
+
+
+def test_info_on_maps_written_by_0_9_0(tmp_path):
+    script = (
+        "import numpy as np, sys\n"
+        "from mmap_ninja.ragged import RaggedMmap\n"
+        "from mmap_ninja.string import StringsMmap\n"
+        "from mmap_ninja import numpy as np_ninja\n"
+        "d = sys.argv[1]\n"
+        "RaggedMmap.from_lists(d + '/r', [np.zeros((2, 5, 3), np.uint8), np.zeros((4, 1, 3), np.uint8)])\n"
+        "RaggedMmap.from_lists(d + '/t', [np.arange(3), np.arange(5), np.arange(1)])\n"
+        "StringsMmap.from_strings(d + '/s', ['ab', 'cde'])\n"
+        "np_ninja.from_ndarray(d + '/n', np.zeros((4, 2)))\n"
+    )
+    done = subprocess.run([_upstream_python(), "-c", script, str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    reports = {name: inspect_map(tmp_path / name) for name in "rtsn"}
+    assert {name: r["health"] for name, r in reports.items()} == dict.fromkeys("rtsn", HEALTHY)
+    assert reports["r"]["shapes"][0]["axes"] == [{"min": 2, "median": 3.0, "max": 4}, {"min": 1, "median": 3.0, "max": 5}, {"min": 3, "median": 3.0, "max": 3}]
+    assert reports["t"]["shapes"] == [{"ndim": 1, "samples": 3, "axes": [{"min": 1, "median": 3.0, "max": 5}]}]
+    assert reports["s"]["samples"] == 2 and reports["n"]["samples"] == 4
