@@ -180,7 +180,7 @@ def test_info_not_a_map(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["frobnicate"], ["convert"], ["convert", "csv", "a", "b"], ["convert", "text", "a", "b", "--batch-size", "0"], ["info"], ["demo", "--n", "-3"]],
+    [[], ["frobnicate"], ["convert"], ["convert", "csv", "a", "b"], ["convert", "text", "a", "b", "--batch-size", "0"], ["info"], ["demo", "--n", "-3"], ["demo", "--n", "0", "--images", "0"]],
 )
 def test_usage_errors_exit_2(capsys, argv):
     code, out, err = run(capsys, *argv)

@@ -452,6 +452,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command == "demo" and not (args.n or args.images):
+            parser.error("demo: --n and --images are both 0; nothing to compare")
     except SystemExit as e:  # --help (0) or a usage error (2), already printed by argparse
         return int(e.code or 0)
     debug = getattr(args, "debug", False)
