@@ -74,10 +74,14 @@ def digest_samples(dtype, samples):
     return n, h.hexdigest()
 '''
 
-# Runs under mmap_ninja 0.9.0: reads "KIND<TAB>PATH" lines, answers one JSON line each.
+# Runs under mmap_ninja 0.9.0. Reads requests, one per line, answers one JSON line each:
+#   digest<TAB>KIND<TAB>PATH                  count and digest of every sample
+#   append<TAB>KIND<TAB>PATH<TAB>SEED<TAB>N   append batch N with 0.9.0 (crash_child's batches)
 PEER_SERVER = DIGEST_CODE + r'''
 import json
 import sys
+sys.path.insert(0, sys.argv[1])  # crash_child, which needs only numpy and mmap_ninja
+import crash_child
 import mmap_ninja
 from mmap_ninja import numpy as np_ninja
 from mmap_ninja.ragged import RaggedMmap
@@ -85,19 +89,23 @@ from mmap_ninja.string import StringsMmap
 
 print(json.dumps({"version": mmap_ninja.__version__}), flush=True)
 for line in sys.stdin:
-    kind, path = line.rstrip("\n").split("\t")
+    request, kind, path, *rest = line.rstrip("\n").split("\t")
     try:
-        if kind == "numpy":
-            m = np_ninja.open_existing(path)
-            dtype = m.dtype.name
-        elif kind.startswith("ragged"):
-            m = RaggedMmap(path)
-            dtype = m.memmap.dtype.name
+        if request == "append":
+            crash_child.appender(kind, path)(crash_child.make_batch(kind, int(rest[0]), int(rest[1])))
+            answer = {"ok": True}
         else:
-            m = StringsMmap(path)
-            dtype = None
-        n, digest = digest_samples(dtype, (m[i] for i in range(len(m))))
-        answer = {"n": n, "digest": digest, "dtype": dtype}
+            if kind == "numpy":
+                m = np_ninja.open_existing(path)
+                dtype = m.dtype.name
+            elif kind.startswith("ragged"):
+                m = RaggedMmap(path)
+                dtype = m.memmap.dtype.name
+            else:
+                m = StringsMmap(path)
+                dtype = None
+            n, digest = digest_samples(dtype, (m[i] for i in range(len(m))))
+            answer = {"n": n, "digest": digest, "dtype": dtype}
     except Exception as e:
         answer = {"error": f"{type(e).__name__}: {e}"}
     print(json.dumps(answer), flush=True)
@@ -120,7 +128,9 @@ class Peer:
     """A long-lived mmap_ninja 0.9.0 interpreter that digests maps on request."""
 
     def __init__(self, python: str):
-        self.proc = subprocess.Popen([python, "-I", "-c", PEER_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.python = python
+        here = str(Path(__file__).resolve().parent)
+        self.proc = subprocess.Popen([python, "-I", "-c", PEER_SERVER, here], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         hello = self.proc.stdout.readline()
         if not hello:
             raise RuntimeError(f"{python} could not start mmap_ninja 0.9.0 (is it installed there?)")
@@ -128,13 +138,21 @@ class Peer:
         if self.version != "0.9.0":
             raise RuntimeError(f"{python} has mmap_ninja {self.version}, not 0.9.0")
 
-    def digest(self, kind: str, path: Path) -> Dict[str, Any]:
-        self.proc.stdin.write(f"{kind}\t{path}\n")
+    def _ask(self, *fields: Any) -> Dict[str, Any]:
+        self.proc.stdin.write("\t".join(str(f) for f in fields) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError("the mmap_ninja 0.9.0 peer died")
         return json.loads(line)
+
+    def digest(self, kind: str, path: Path) -> Dict[str, Any]:
+        """{"n", "digest", "dtype"} of every sample as 0.9.0 reads them, or {"error"}."""
+        return self._ask("digest", kind, path)
+
+    def append(self, kind: str, path: Path, seed: int, number: int) -> Dict[str, Any]:
+        """Append batch ``number`` with 0.9.0: {"ok": True} or {"error"}."""
+        return self._ask("append", kind, path, seed, number)
 
     def close(self) -> None:
         self.proc.stdin.close()
