@@ -143,6 +143,7 @@ def _write_batches(out_dir: PathLike, batches: Iterable[Any], dtype: Any = None,
                 writer.count = 0
             writer.append(rows, durable)
             position += len(rows)
+            del batch, rows  # hold one batch, not two, while the next is read
         if writer is None:
             raise ValueError("no samples were given; a same-shape map needs one to know its shape and dtype")
         writer.close()

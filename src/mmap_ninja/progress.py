@@ -27,3 +27,4 @@ def batched(iterable: Iterable[Any], batch_size: int) -> Iterator[List[Any]]:
         if not batch:
             return
         yield batch
+        del batch  # hold one batch, not two, while the next is read

@@ -59,6 +59,7 @@ def _write_batches(out_dir: Union[str, os.PathLike], batches: Iterable[Sequence[
             with writer.locked(lock=False):
                 writer.append(*_encode(arrays, writer.shape_width, position), durable=durable)
             position += len(arrays)
+            del batch, arrays  # hold one batch, not two, while the next is read
         if writer is not None:
             writer.close()
         elif dtype is not None:
@@ -162,16 +163,37 @@ class RaggedMmap(SpansMap):
     def get_batch(self, indices: Any) -> List[Any]:
         """The samples at ``indices`` (a slice, list, integer array or boolean mask), in order."""
         idx = self._batch_positions(indices)
-        if self._shape_width != 1 or self._view is None:
+        shapes = self._batch_shapes(idx) if self._shape_width != 1 and len(idx) else None
+        if shapes is None and (self._shape_width != 1 or self._view is None):
             return [self._wrap(self._sample(i)) for i in idx.tolist()]
         starts, ends = self._batch_spans(idx)
         data = self._data
-        out = [data[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
-        for j in np.flatnonzero(ends - starts == 1).tolist():  # possibly 0-d samples
-            out[j] = self._sample(int(idx[j]))
+        if shapes is not None:
+            try:
+                out = [data[s:e].reshape(h) for s, e, h in zip(starts.tolist(), ends.tolist(), shapes)]
+            except ValueError:  # a shape that does not fit its data: let _sample name it
+                out = [self._sample(i) for i in idx.tolist()]
+        else:
+            out = [data[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+            for j in np.flatnonzero(ends - starts == 1).tolist():  # possibly 0-d samples
+                out[j] = self._sample(int(idx[j]))
         if self.wrapper_fn is not None:
             out = [self._wrap(s) for s in out]
         return out
+
+    def _batch_shapes(self, idx: np.ndarray) -> Optional[List[List[int]]]:
+        """The shapes of a batch of multi-axis samples gathered in one step, when they all
+        have the same number of axes (else None: the caller reads them one by one)."""
+        width = self._shape_width
+        if width > 1:
+            table = np.asarray(self._flat_shapes).reshape(-1, width)
+            return table[idx].tolist()
+        nested = self._view.shapes
+        starts, ends = nested.starts[idx], nested.ends[idx]
+        ndim = int(ends[0] - starts[0])
+        if not ((ends - starts == ndim).all() and (starts >= 0).all() and (ends <= self._shape_count).all()):
+            return None
+        return nested.data[starts[:, None] + np.arange(ndim)].tolist()
 
     def padded(self, indices: Any, pad_value: Any = 0, max_len: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """A batch of 1-D samples as one ``(B, L)`` array padded with ``pad_value``, and their lengths.

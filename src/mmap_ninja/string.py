@@ -45,6 +45,7 @@ def _write_batches(
             with writer.locked(lock=False):
                 writer.append(buffers, [len(b) for b in buffers], None, durable)
             position += len(buffers)
+            del batch, buffers  # hold one batch, not two, while the next is read
         if zstd_level is not None and compress is None:
             layout.write_zstd_settings(tmp, zstd_level, None)
         writer.close()
