@@ -84,7 +84,14 @@ def _as_rows(arr: Any, dtype: Optional[np.dtype], row_shape: Optional[tuple], fi
         raise ValueError("expected an array whose first axis counts samples, got a 0-d value")
     if row_shape is not None and arr.shape[1:] != row_shape:
         raise ValueError(f"samples have shape {arr.shape[1:]}, but this map holds samples of shape {row_shape}")
-    return arr if dtype is None else cast_losslessly(arr, dtype, first_position)
+    if dtype is None:
+        return arr
+    try:
+        return cast_losslessly(arr, dtype, first_position)
+    except (TypeError, ValueError):
+        for i, row in enumerate(arr):  # name the first sample at fault, not the batch
+            cast_losslessly(row, dtype, first_position + i)
+        raise
 
 
 def extend_dir(out_dir: PathLike, arr: Any, durable: bool = False) -> None:

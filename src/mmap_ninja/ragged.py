@@ -122,8 +122,9 @@ class RaggedMmap(SpansMap):
                 except IndexError:
                     pass
                 else:
-                    # a one-element sample may be a 0-d array: the slow path looks at its shape
-                    if end - start != 1 and 0 <= start <= end <= self._total:
+                    # a 1-D sample's recorded length is its element count; anything else (a 0-d
+                    # sample, or files that disagree) takes the slow path, which says which
+                    if self._flat_shapes[item] == end - start and 0 <= start <= end <= self._total:
                         return self._data[start:end]
             elif -self._n <= item < self._n:
                 sample = self._sample(item + self._n if item < 0 else item)
@@ -175,7 +176,8 @@ class RaggedMmap(SpansMap):
                 out = [self._sample(i) for i in idx.tolist()]
         else:
             out = [data[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
-            for j in np.flatnonzero(ends - starts == 1).tolist():  # possibly 0-d samples
+            recorded = self._view.shapes[idx, 0]
+            for j in np.flatnonzero(recorded != ends - starts).tolist():  # 0-d samples, or corrupt files
                 out[j] = self._sample(int(idx[j]))
         if self.wrapper_fn is not None:
             out = [self._wrap(s) for s in out]

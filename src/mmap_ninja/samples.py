@@ -49,7 +49,10 @@ def cast_losslessly(arr: np.ndarray, dtype: np.dtype, position: int) -> np.ndarr
         raise TypeError(f"{problem}: complex values would lose their imaginary part")
     with np.errstate(all="ignore"):
         out = arr.astype(dtype)
-        if arr.dtype.kind in "fc" and dtype.kind in "fc":
+        if arr.dtype.kind in "biu" and dtype.kind in "iu":  # a round trip would hide wrap-around
+            info = np.iinfo(dtype)
+            lossless = arr.size == 0 or (int(arr.min()) >= info.min and int(arr.max()) <= info.max)
+        elif arr.dtype.kind in "fc" and dtype.kind in "fc":
             lossless = np.array_equal(np.isfinite(out), np.isfinite(arr))
         else:
             lossless = np.array_equal(out.astype(arr.dtype), arr, equal_nan=arr.dtype.kind in "fc")
