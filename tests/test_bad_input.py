@@ -474,6 +474,7 @@ CORRUPTIONS = [
     ("strings", _set_int64("starts/data.ninja", 0, -1), "starts"),
     ("ragged_nested", _set_int64("shapes/data.ninja", -1, 5), "shapes"),  # 6 elements cannot take shape (1, 2, 5)
     ("ragged_nested", _set_int64("shapes/ends/data.ninja", 2, 10**6), "shapes"),
+    ("ragged_nested", _write("shapes/dtype.ninja", b"float64"), "shapes"),  # shapes must be int64 (found by test_fuzz)
     ("ragged_flat", _set_int64("shapes/data.ninja", 0, 7), "shapes"),  # sample 0 has 3 elements, not 7
     ("ragged_flat", _set_int64("shapes/data.ninja", 1, 2), "shapes"),
 ]
