@@ -313,6 +313,14 @@ def test_another_handle_sees_appended_samples(tmp_path, same_samples):
     same_samples(list(reader), [np.arange(2), np.arange(3), np.arange(4)])
 
 
+def test_a_handle_notices_samples_appended_by_another_when_asked_past_its_end(tmp_path, same_sample):
+    """spans.py promises: appended samples are noticed "when asked for one past its end"."""
+    writer = RaggedMmap.from_lists(tmp_path / "m", [np.arange(2)])
+    reader = RaggedMmap(tmp_path / "m")
+    writer.append(np.arange(3))
+    same_sample(reader[1], np.arange(3))
+
+
 def test_pickles_by_reference(tmp_path, same_samples):
     m = RaggedMmap.from_lists(tmp_path / "m", [np.arange(100_000)])
     data = pickle.dumps(m)
