@@ -181,6 +181,30 @@ NUMPY: Dict[str, NumpyCase] = {
 }
 
 
+@dataclass
+class EmptyCase:
+    """A map 0.9.0 leaves with no bytes of data: we read it, append, and 0.9.0 reads that."""
+
+    kind: str
+    op: Dict[str, Any]  # what 0.9.0 does (an upstream_job operation without id and path)
+    expected: List[Any]  # what the map holds
+    more: List[Any]  # what we append
+
+
+EMPTY_FLOATS = [np.zeros(0, np.float64), np.zeros(0, np.float64)]
+EMPTY: Dict[str, EmptyCase] = {
+    # from_strings([]) makes an empty directory
+    "strings-none": EmptyCase("strings", {"op": "write_strings", "strings": []}, [], ["x", ""]),
+    # writes every file, then fails to map the zero-byte data.ninja when it opens the map
+    "strings-only-empty": EmptyCase("strings", {"op": "write_strings", "strings": ["", ""]}, ["", ""], ["abc"]),
+    # numpy pads the zero-byte data.ninja to one byte, beyond what the offsets cover
+    "ragged-only-empty": EmptyCase("ragged", {"op": "write_ragged", "samples": EMPTY_FLOATS}, EMPTY_FLOATS, [np.arange(2.0)]),
+    # constructing a map on a new path makes an empty directory
+    "ragged-opened": EmptyCase("ragged", {"op": "open_only", "kind": "ragged"}, [], [np.arange(3)]),
+    "strings-opened": EmptyCase("strings", {"op": "open_only", "kind": "string"}, [], ["é"]),
+}
+
+
 # -- running 0.9.0 ------------------------------------------------------------------------
 
 
@@ -294,6 +318,11 @@ class Exchange:
             if upstream_writes(kind, name):
                 add_upstream_write(first, f"write {kind} {name}", kind, self.upstream(kind, name), case)
                 add_upstream_write(first, f"write copy {kind} {name}", kind, self.upstream_appended(kind, name), case)
+        for name, empty in EMPTY.items():
+            op = dict(empty.op)
+            if op["op"] == "write_ragged":
+                op["samples"] = [first.key(a) for a in op["samples"]]
+            first.add(f"leave empty {name}", op.pop("op"), self.upstream_empty(name), **op)
         self.first = first.run(root / "job-1")
         for kind, name in ALL:
             case = CASES[kind][name]
@@ -305,6 +334,10 @@ class Exchange:
                 self.first.get(f"write copy {kind} {name}")
                 append_ours(kind, self.upstream_appended(kind, name), case.more)
                 second.add(f"read appended {kind} {name}", "read", self.upstream_appended(kind, name))
+        for name, empty in EMPTY.items():
+            shutil.copytree(self.upstream_empty(name), self.upstream_empty_appended(name))
+            append_ours(empty.kind, self.upstream_empty_appended(name), empty.more)
+            second.add(f"read appended empty {name}", "read", self.upstream_empty_appended(name))
         self.second = second.run(root / "job-2")
 
     def ours(self, kind: str, name: str) -> Path:
@@ -321,6 +354,12 @@ class Exchange:
 
     def upstream_appended(self, kind: str, name: str) -> Path:
         return self.root / "0.9.0-then-ours" / f"{kind}-{name}"
+
+    def upstream_empty(self, name: str) -> Path:
+        return self.root / "0.9.0-empty" / name
+
+    def upstream_empty_appended(self, name: str) -> Path:
+        return self.root / "0.9.0-empty-then-ours" / name
 
 
 @pytest.fixture(scope="module")
@@ -384,8 +423,9 @@ def check_upstream_read(results: PeerResults, op_id: str, kind: str, expected: A
 
 def check_ours_read(kind: str, path: Path, expected: Any) -> None:
     """What this library reads at ``path`` (by its class and by generic.open_existing) is ``expected``."""
+    is_map = (path / "type.ninja").exists()  # else an empty directory: a map only to the classes
     if kind == "ragged":
-        for m in (RaggedMmap(path), generic.open_existing(path)):
+        for m in (RaggedMmap(path), generic.open_existing(path)) if is_map else (RaggedMmap(path),):
             assert isinstance(m, RaggedMmap) and len(m) == len(expected)
             for i, e in enumerate(expected):
                 check_sample(m[i], np.asarray(e), f"{path.name}: m[{i}]")
@@ -398,7 +438,8 @@ def check_ours_read(kind: str, path: Path, expected: Any) -> None:
             assert len(m) == len(expected)
             assert [m[i] for i in range(len(m))] == expected
             assert m[:] == expected and list(m) == expected
-        assert list(generic.open_existing(path)) == expected
+        if is_map:
+            assert list(generic.open_existing(path)) == expected
     else:
         for m in (np_ninja.open_existing(path), generic.open_existing(path)):
             assert isinstance(m, np.memmap)
@@ -443,6 +484,19 @@ def test_upstream_reads_after_both_appended_in_turn(exchange, kind, name):
     expected = expected_items(kind, name, "more", "again")
     check_upstream_read(exchange.second, f"read chain {kind} {name}", kind, expected)
     check_ours_read(kind, exchange.chain(kind, name), expected)
+
+
+@pytest.mark.parametrize("name", sorted(EMPTY))
+def test_we_read_maps_upstream_leaves_without_data(exchange, name):
+    check_ours_read(EMPTY[name].kind, exchange.upstream_empty(name), EMPTY[name].expected)
+
+
+@pytest.mark.parametrize("name", sorted(EMPTY))
+def test_upstream_reads_after_we_appended_to_its_map_without_data(exchange, name):
+    empty = EMPTY[name]
+    expected = empty.expected + empty.more
+    check_upstream_read(exchange.second, f"read appended empty {name}", empty.kind, expected)
+    check_ours_read(empty.kind, exchange.upstream_empty_appended(name), expected)
 
 
 def test_upstream_writes_fortran_order_that_we_read_but_do_not_extend(exchange):

@@ -14,6 +14,8 @@ Operations (each has "id" and "path"):
   extend_ragged {"samples": [key...]}
   extend_strings {"strings": [...]}
   extend_numpy  {"array": key}
+  open_only     {"kind": "ragged"|"string"}: construct the class on the path (0.9.0 makes a
+                directory and nothing else)
   read          read every sample one by one and all at once (m[:]), and the kind
                 generic.open_existing opens
 """
@@ -73,7 +75,7 @@ def read(path, results):
 def run(op, inputs, results):
     path = Path(op["path"])
     name = op["op"]
-    if name.startswith("write_"):
+    if name.startswith("write_") or name == "open_only":
         path.parent.mkdir(parents=True, exist_ok=True)  # 0.9.0 creates the map directory only
     if name == "write_ragged":
         samples = [inputs[k] for k in op["samples"]]
@@ -95,6 +97,8 @@ def run(op, inputs, results):
         m.close()
     elif name == "extend_numpy":
         np_ninja.extend(np_ninja.open_existing(path), inputs[op["array"]])
+    elif name == "open_only":
+        (RaggedMmap if op["kind"] == "ragged" else StringsMmap)(path)
     elif name == "read":
         return read(path, results)
     else:
