@@ -302,6 +302,8 @@ def open_spans(map_dir: Path, kind: str, writable: bool = False, count: Optional
         shapes: Union[np.ndarray, SpansView] = map_array(map_dir / SHAPES, shapes_header, count)
     else:
         shapes = open_spans(map_dir / SHAPES, "ragged", count=count) if count else _empty_shapes(map_dir / SHAPES)
+        if shapes.data.dtype != OFFSET:
+            raise MapFormatError(f"{map_dir / SHAPES} should hold int64 shapes, found {shapes.data.dtype.name}")
     return SpansView(count, data, starts, ends, shapes, data)
 
 

@@ -30,6 +30,12 @@ class ArrayMap(np.memmap):
             result = np.ndarray.__getitem__(self, index)
             return result.view(np.ndarray) if isinstance(result, np.ndarray) else result
 
+    def __array_wrap__(self, arr: np.ndarray, context: Any = None, return_scalar: bool = False) -> Any:
+        # results of computations are plain arrays (or scalars), as they are for np.memmap
+        if self is arr or not isinstance(arr, np.ndarray) or np.may_share_memory(self, arr):
+            return arr
+        return arr[()] if return_scalar or arr.ndim == 0 else arr.view(np.ndarray)
+
     def __reduce__(self) -> tuple:
         if "_map_dir" in self.__dict__:
             return (open_existing, (self._map_dir, self._map_mode))

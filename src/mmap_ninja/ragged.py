@@ -126,7 +126,7 @@ class RaggedMmap(SpansMap):
                     # sample, or files that disagree) takes the slow path, which says which
                     if self._flat_shapes[item] == end - start and 0 <= start <= end <= self._total:
                         return self._data[start:end]
-            elif -self._n <= item < self._n:
+            elif -self._n <= item < self._n == self._len:  # after an append, -1 is a new sample
                 sample = self._sample(item + self._n if item < 0 else item)
                 return sample if self.wrapper_fn is None else self._wrap(sample)
         if isinstance(item, (int, np.integer)):

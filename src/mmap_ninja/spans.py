@@ -8,6 +8,7 @@ when ``refresh()`` is called.
 from __future__ import annotations
 
 import errno
+import operator
 import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
@@ -75,9 +76,33 @@ class SpansMap:
             self._load()
         return self._len
 
+    # -- the names 0.9.0 gave these operations -------------------------------------------
+
+    def get_single(self, index: int) -> Any:
+        """``self[index]`` for one integer index (as in mmap_ninja 0.9.0)."""
+        return self[operator.index(index)]
+
+    def get_multiple(self, indices: Any) -> List[Any]:
+        """``self[indices]`` for a slice or a list of indices (as in mmap_ninja 0.9.0)."""
+        return self.get_batch(indices)
+
+    def set_single(self, index: int, value: Any) -> None:
+        """``self[index] = value`` (as in mmap_ninja 0.9.0)."""
+        self[operator.index(index)] = value
+
+    def set_multiple(self, indices: Any, values: Sequence[Any]) -> None:
+        """``self[indices] = values`` for a slice or a list of indices (as in mmap_ninja 0.9.0)."""
+        self[indices] = values
+
     def _position(self, item: Any) -> int:
         """A single index resolved against the current length, remapping if it grew."""
-        i = positions(item, self._len)
+        try:
+            i = positions(item, self._len)
+        except IndexError:  # perhaps appended by another handle or process since we looked
+            known = self._len
+            if self.refresh() == known:
+                raise
+            i = positions(item, self._len)
         if isinstance(i, np.ndarray):
             raise TypeError(f"expected a single index, got {type(item).__name__}")
         if i >= self._n:
@@ -87,7 +112,13 @@ class SpansMap:
         return i
 
     def _batch_positions(self, item: Any) -> np.ndarray:
-        idx = positions(item, self._len)
+        try:
+            idx = positions(item, self._len)
+        except IndexError:  # perhaps appended by another handle or process since we looked
+            known = self._len
+            if self.refresh() == known:
+                raise
+            idx = positions(item, self._len)
         if isinstance(idx, int):
             idx = np.array([idx], np.int64)
         if len(idx) and idx.max() >= self._n:
