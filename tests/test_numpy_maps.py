@@ -306,3 +306,17 @@ def test_extend_refuses_another_sample_shape_and_writes_nothing(tmp_path):
 def test_extend_dir_on_a_missing_map(tmp_path):
     with pytest.raises(FileNotFoundError):
         np_ninja.extend_dir(tmp_path / "nothing", np.zeros((1, 2)))
+
+
+def test_durable_builders_and_extends_store_the_same_samples(tmp_path):
+    arr = values("float64", (6, 2))
+    np_ninja.from_ndarray(tmp_path / "a", arr[:3], durable=True)
+    np_ninja.extend_dir(tmp_path / "a", arr[3:], durable=True)
+    np_ninja.from_generator(tmp_path / "b", iter(arr), batch_size=4, durable=True)
+    check_map(reopened(tmp_path / "a"), arr)
+    check_map(reopened(tmp_path / "b"), arr)
+
+
+def test_map_dir_names_the_directory(tmp_path):
+    m = np_ninja.from_ndarray(tmp_path / "a", np.zeros(3))
+    assert m.map_dir == str(tmp_path / "a") and reopened(tmp_path / "a").map_dir == str(tmp_path / "a")

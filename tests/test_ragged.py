@@ -574,3 +574,30 @@ def test_negative_index_right_after_append(tmp_path, same_sample):
     w = RaggedMmap.from_lists(tmp_path / "w", [np.arange(2)], wrapper_fn=len)
     w.append(np.arange(3))
     assert w[-1] == 3 and w[-2] == 2
+
+
+# -- the calls beyond 0.9.0 ----------------------------------------------------------------
+
+
+def test_durable_builders_and_appends_store_the_same_samples(tmp_path, same_samples):
+    samples = images(3)
+    a = RaggedMmap.from_lists(tmp_path / "a", samples[:2], durable=True)
+    a.append(samples[2], durable=True)
+    b = RaggedMmap.from_generator(tmp_path / "b", iter(samples[:1]), batch_size=1, durable=True)
+    b.extend(samples[1:], durable=True)
+    for path in ("a", "b"):
+        same_samples(list(RaggedMmap(tmp_path / path)), samples)
+
+
+def test_from_generator_total_sets_the_bar_length(tmp_path, capfd):
+    m = RaggedMmap.from_generator(tmp_path / "m", (np.arange(i) for i in range(3)), batch_size=2, verbose=True, total=3)
+    assert len(m) == 3
+    assert "3/3" in capfd.readouterr().err
+
+
+def test_close_and_context_manager(tmp_path, same_samples):
+    m = RaggedMmap.from_lists(tmp_path / "m", [np.arange(2)])
+    m.close()
+    m.close()
+    with RaggedMmap(tmp_path / "m") as again:
+        same_samples(list(again), [np.arange(2)])

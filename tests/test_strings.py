@@ -322,3 +322,16 @@ def test_non_str_is_refused_and_nothing_is_written(tmp_path):
     with pytest.raises(TypeError):
         m.extend(["b", b"bytes", "c"])
     assert written(tmp_path / "s") == ["a"]
+
+
+def test_durable_builders_and_appends_store_the_same_strings(tmp_path):
+    a = StringsMmap.from_strings(tmp_path / "a", TEXTS[:5], durable=True)
+    a.extend(TEXTS[5:], durable=True)
+    b = StringsMmap.from_generator(tmp_path / "b", iter(TEXTS[:-1]), batch_size=3, durable=True)
+    b.append(TEXTS[-1], durable=True)
+    assert written(tmp_path / "a") == TEXTS and written(tmp_path / "b") == TEXTS
+
+
+def test_from_generator_total_sets_the_bar_length(tmp_path, capfd):
+    StringsMmap.from_generator(tmp_path / "s", iter(["a", "b"]), batch_size=1, verbose=True, total=2)
+    assert "2/2" in capfd.readouterr().err
