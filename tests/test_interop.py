@@ -302,17 +302,22 @@ def appendable_by_us(kind: str, name: str) -> bool:
 
 
 class Exchange:
-    """Every map of this module, built and crossed between the libraries once."""
+    """Every map of this module, built and crossed between the libraries once.
+
+    A step of ours that fails is recorded under its label and raised again by the tests that
+    need it, so one broken case does not hide the others.
+    """
 
     def __init__(self, root: Path):
         self.root = root
+        self.our_failures: Dict[str, BaseException] = {}
         first, second = Job(), Job()
         for kind, name in ALL:
             case = CASES[kind][name]
             # we write; 0.9.0 reads, and appends to a copy (which we append to again, then it reads)
-            write_ours(kind, self.ours(kind, name), case)
+            self.step(f"write {kind} {name}", write_ours, kind, self.ours(kind, name), case)
             first.add(f"read {kind} {name}", "read", self.ours(kind, name))
-            write_ours(kind, self.ours_appended(kind, name), case)
+            self.step(f"write {kind} {name}", write_ours, kind, self.ours_appended(kind, name), case)
             add_upstream_append(first, f"append {kind} {name}", kind, self.ours_appended(kind, name), case.more)
             # 0.9.0 writes; we read, and append to a copy that 0.9.0 then reads
             if upstream_writes(kind, name):
@@ -327,18 +332,30 @@ class Exchange:
         for kind, name in ALL:
             case = CASES[kind][name]
             chain = self.chain(kind, name)
-            shutil.copytree(self.ours_appended(kind, name), chain)
-            append_ours(kind, chain, case.again)
-            second.add(f"read chain {kind} {name}", "read", chain)
-            if upstream_writes(kind, name) and appendable_by_us(kind, name):
-                self.first.get(f"write copy {kind} {name}")
-                append_ours(kind, self.upstream_appended(kind, name), case.more)
+            if "error" not in self.first.by_id[f"append {kind} {name}"]:
+                shutil.copytree(self.ours_appended(kind, name), chain)
+                self.step(f"append again {kind} {name}", append_ours, kind, chain, case.again)
+                second.add(f"read chain {kind} {name}", "read", chain)
+            if upstream_writes(kind, name) and appendable_by_us(kind, name) and "error" not in self.first.by_id[f"write copy {kind} {name}"]:
+                self.step(f"append to 0.9.0 map {kind} {name}", append_ours, kind, self.upstream_appended(kind, name), case.more)
                 second.add(f"read appended {kind} {name}", "read", self.upstream_appended(kind, name))
         for name, empty in EMPTY.items():
             shutil.copytree(self.upstream_empty(name), self.upstream_empty_appended(name))
-            append_ours(empty.kind, self.upstream_empty_appended(name), empty.more)
+            self.step(f"append empty {name}", append_ours, empty.kind, self.upstream_empty_appended(name), empty.more)
             second.add(f"read appended empty {name}", "read", self.upstream_empty_appended(name))
         self.second = second.run(root / "job-2")
+
+    def step(self, label: str, action: Any, *args: Any) -> None:
+        try:
+            action(*args)
+        except Exception as e:  # noqa: BLE001 - re-raised by the tests of this case
+            self.our_failures.setdefault(label, e)
+
+    def ours_did(self, *labels: str) -> None:
+        """Raise again what failed in our steps of these labels."""
+        for label in labels:
+            if label in self.our_failures:
+                raise self.our_failures[label]
 
     def ours(self, kind: str, name: str) -> Path:
         return self.root / "ours" / f"{kind}-{name}"
@@ -457,6 +474,7 @@ def check_ours_read(kind: str, path: Path, expected: Any) -> None:
 
 @pytest.mark.parametrize("kind, name", ALL)
 def test_upstream_reads_what_we_wrote(exchange, kind, name):
+    exchange.ours_did(f"write {kind} {name}")
     check_upstream_read(exchange.first, f"read {kind} {name}", kind, expected_items(kind, name))
 
 
@@ -468,12 +486,15 @@ def test_we_read_what_upstream_wrote(exchange, kind, name):
 
 @pytest.mark.parametrize("kind, name", ALL)
 def test_we_read_after_upstream_appended_to_our_map(exchange, kind, name):
+    exchange.ours_did(f"write {kind} {name}")
     exchange.first.get(f"append {kind} {name}")
     check_ours_read(kind, exchange.ours_appended(kind, name), expected_items(kind, name, "more"))
 
 
 @pytest.mark.parametrize("kind, name", [(k, n) for k, n in ALL if upstream_writes(k, n) and appendable_by_us(k, n)])
 def test_upstream_reads_after_we_appended_to_its_map(exchange, kind, name):
+    exchange.first.get(f"write copy {kind} {name}")
+    exchange.ours_did(f"append to 0.9.0 map {kind} {name}")
     expected = expected_items(kind, name, "more")
     check_upstream_read(exchange.second, f"read appended {kind} {name}", kind, expected)
     check_ours_read(kind, exchange.upstream_appended(kind, name), expected)
@@ -481,6 +502,9 @@ def test_upstream_reads_after_we_appended_to_its_map(exchange, kind, name):
 
 @pytest.mark.parametrize("kind, name", ALL)
 def test_upstream_reads_after_both_appended_in_turn(exchange, kind, name):
+    exchange.ours_did(f"write {kind} {name}")
+    exchange.first.get(f"append {kind} {name}")
+    exchange.ours_did(f"append again {kind} {name}")
     expected = expected_items(kind, name, "more", "again")
     check_upstream_read(exchange.second, f"read chain {kind} {name}", kind, expected)
     check_ours_read(kind, exchange.chain(kind, name), expected)
@@ -494,6 +518,7 @@ def test_we_read_maps_upstream_leaves_without_data(exchange, name):
 @pytest.mark.parametrize("name", sorted(EMPTY))
 def test_upstream_reads_after_we_appended_to_its_map_without_data(exchange, name):
     empty = EMPTY[name]
+    exchange.ours_did(f"append empty {name}")
     expected = empty.expected + empty.more
     check_upstream_read(exchange.second, f"read appended empty {name}", empty.kind, expected)
     check_ours_read(empty.kind, exchange.upstream_empty_appended(name), expected)
