@@ -33,7 +33,7 @@ def find_upstream_python() -> Optional[str]:
     """The interpreter that has mmap_ninja 0.9.0: $MMAP_NINJA_UPSTREAM_PYTHON, else the local venv."""
     configured = os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON")
     if configured:
-        return configured
+        return configured if os.path.exists(configured) else None
     fallback = "/work/venv-upstream/bin/python"
     return fallback if os.path.exists(fallback) else None
 
@@ -41,7 +41,8 @@ def find_upstream_python() -> Optional[str]:
 UPSTREAM_PYTHON = find_upstream_python()
 if UPSTREAM_PYTHON is None:
     pytest.skip(
-        "interoperability tests need mmap_ninja 0.9.0: set MMAP_NINJA_UPSTREAM_PYTHON to a Python that has it installed (.ci/run does)",
+        "interoperability tests need mmap_ninja 0.9.0: set MMAP_NINJA_UPSTREAM_PYTHON to a Python that has it installed "
+        f"(.ci/run does; now {os.environ.get('MMAP_NINJA_UPSTREAM_PYTHON')!r})",
         allow_module_level=True,
     )
 
