@@ -76,12 +76,15 @@ def test_open_existing_with_wrapper_fn(maps):
     upper = generic.open_existing(maps / "zstd", wrapper_fn=str.upper)
     assert isinstance(upper, Wrapped) and len(upper) == 4
     assert [upper[i] for i in range(4)] == [s.upper() for s in STRINGS]
-    assert upper[-1] == "🙂X" and upper[:2] == ["A", ""]
+    assert upper[-1] == "🙂X"
+    # as in 0.9.0, Wrapped passes a slice to wrapper_fn as one batch
+    assert generic.open_existing(maps / "zstd", wrapper_fn=lambda batch: batch[::-1])[:2] == ["", "a"]
 
     total = generic.open_existing(maps / "numpy", wrapper_fn=lambda row: float(row.sum()))
     assert isinstance(total, Wrapped) and len(total) == 4
     assert [total[i] for i in range(4)] == [float(r.sum()) for r in ARRAY]
     assert total[np.int64(-1)] == float(ARRAY[-1].sum()) and list(total) == [float(r.sum()) for r in ARRAY]
+    assert total[0:2] == float(ARRAY[0:2].sum())
 
 
 def test_open_existing_refuses_what_is_no_map(tmp_path):
@@ -102,7 +105,11 @@ def test_open_existing_refuses_what_is_no_map(tmp_path):
 def test_wrapped_over_a_plain_list():
     w = Wrapped([1, 2, 3], lambda x: x * 10)
     assert len(w) == 3 and w[0] == 10 and w[-1] == 30
-    assert w[1:] == [20, 30] and list(w) == [10, 20, 30]
+    assert list(w) == [10, 20, 30]
+    # as in 0.9.0, a slice is wrapped as one batch: wrapper_fn(data[1:])
+    assert w[1:] == [2, 3] * 10
+    batch = Wrapped(np.arange(4), lambda x: x.sum())[1:3]
+    assert batch == 3
 
 
 @pytest.mark.parametrize("copy_first", [True, False])

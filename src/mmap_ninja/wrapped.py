@@ -5,14 +5,15 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Iterator
 
-import numpy as np
 
 
 class Wrapped:
-    """``data`` with ``wrapper_fn`` applied to every sample read (after a copy when asked).
+    """``data`` with ``wrapper_fn`` applied to what is read (after a copy when asked).
 
-    ``w[i]`` is ``wrapper_fn(data[i])``; slices and index lists give lists. Pickles by
-    reference when ``data`` does (every map of this library does).
+    ``w[item]`` is ``wrapper_fn(data[item])`` for any index, as in mmap_ninja 0.9.0: for a
+    slice the function receives the whole batch (a list, or an array for a same-shape map);
+    iterating applies it to each sample. Pickles by reference when ``data`` does (every map
+    of this library does).
     """
 
     def __init__(self, data: Any, wrapper_fn: Callable[[Any], Any], copy_before_wrapper_fn: bool = True):
@@ -24,9 +25,7 @@ class Wrapped:
         return self.wrapper_fn(copy.copy(sample) if self.copy_before_wrapper_fn else sample)
 
     def __getitem__(self, item: Any) -> Any:
-        if isinstance(item, (int, np.integer)):
-            return self._wrap(self.data[item])
-        return [self._wrap(sample) for sample in self.data[item]]
+        return self._wrap(self.data[item])
 
     def __len__(self) -> int:
         return len(self.data)
