@@ -10,9 +10,13 @@ from . import layout
 from .errors import MapFormatError
 
 
-def open_existing(out_dir: Union[str, os.PathLike], wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: str = "r+b") -> Any:
+def open_existing(out_dir: Union[str, os.PathLike], wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: Optional[str] = None) -> Any:
     """Open the map at ``out_dir``, whichever kind it is: a RaggedMmap, a StringsMmap or an
     ``np.memmap``. With ``wrapper_fn``, samples pass through it when read.
+
+    Without ``mode``, as in mmap_ninja 0.9.0: ragged and strings maps allow overwriting samples
+    ("r+b"; files are opened for writing only when a sample is overwritten), same-shape maps
+    are opened read-only ("r").
     """
     out_dir = Path(out_dir)
     if not out_dir.exists():
@@ -21,20 +25,15 @@ def open_existing(out_dir: Union[str, os.PathLike], wrapper_fn: Optional[Callabl
     if kind == "ragged":
         from .ragged import RaggedMmap
 
-        return RaggedMmap(out_dir, wrapper_fn=wrapper_fn, mode=mode)
+        return RaggedMmap(out_dir, wrapper_fn=wrapper_fn, mode=mode or "r+b")
     if kind == "string":
         from .string import StringsMmap
 
-        data: Any = StringsMmap(out_dir, mode=mode)
+        data: Any = StringsMmap(out_dir, mode=mode or "r+b")
     elif kind == "numpy":
         from .numpy import open_existing as open_array
 
-        try:
-            data = open_array(out_dir, mode=mode)
-        except OSError:  # read-only files or file system: 0.9.0's default 'r+b' cannot apply
-            if mode.replace("b", "") == "r":
-                raise
-            data = open_array(out_dir, mode="r")
+        data = open_array(out_dir, mode=mode or "r")
     else:
         raise MapFormatError(f"{out_dir} holds no map: {layout.KIND} is missing")
     if wrapper_fn is None:
