@@ -674,7 +674,3 @@ def _remove_stale_partials(out_dir: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
         except (ValueError, PermissionError):
             pass
-
-
-def is_map_dir(path: Path) -> bool:
-    return read_kind(Path(path)) is not None

@@ -94,15 +94,19 @@ class SpansMap:
         """``self[indices] = values`` for a slice or a list of indices (as in mmap_ninja 0.9.0)."""
         self[indices] = values
 
-    def _position(self, item: Any) -> int:
-        """A single index resolved against the current length, remapping if it grew."""
+    def _resolve(self, item: Any) -> Union[int, np.ndarray]:
+        """``positions(item)``, looking for samples appended elsewhere before an IndexError."""
         try:
-            i = positions(item, self._len)
-        except IndexError:  # perhaps appended by another handle or process since we looked
+            return positions(item, self._len)
+        except IndexError:
             known = self._len
             if self.refresh() == known:
                 raise
-            i = positions(item, self._len)
+            return positions(item, self._len)
+
+    def _position(self, item: Any) -> int:
+        """A single index resolved against the current length, remapping if it grew."""
+        i = self._resolve(item)
         if isinstance(i, np.ndarray):
             raise TypeError(f"expected a single index, got {type(item).__name__}")
         if i >= self._n:
@@ -112,13 +116,7 @@ class SpansMap:
         return i
 
     def _batch_positions(self, item: Any) -> np.ndarray:
-        try:
-            idx = positions(item, self._len)
-        except IndexError:  # perhaps appended by another handle or process since we looked
-            known = self._len
-            if self.refresh() == known:
-                raise
-            idx = positions(item, self._len)
+        idx = self._resolve(item)
         if isinstance(idx, int):
             idx = np.array([idx], np.int64)
         if len(idx) and idx.max() >= self._n:
@@ -207,10 +205,3 @@ class SpansMap:
 
 def _reopen(cls: type, path: str, kwargs: Dict[str, Any]) -> SpansMap:
     return cls(path, **kwargs)
-
-
-def write_offsets_batch(writer: layout.SpansWriter, buffers: Sequence, lengths: List[int], shapes: Any, durable: bool) -> int:
-    """Append one prepared batch under the writer lock; returns the new sample count."""
-    with writer.locked():
-        writer.append(buffers, np.asarray(lengths, np.int64), shapes, durable)
-    return writer.count
