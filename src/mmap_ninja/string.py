@@ -14,6 +14,7 @@ from .progress import batched, progress
 from .samples import prepare_strings
 from .spans import SpansMap
 
+_WRITE_PIECE = 1024  # strings encoded and written together by the builders
 _CHUNK = 256  # strings decoded together when iterating: large enough to amortise, small enough for the cache
 
 
@@ -33,19 +34,24 @@ def _write_batches(
         compress = None
         position = 0
         for batch in batches:
-            buffers = prepare_strings(batch, position)
-            if zstd_level is not None:
-                if compress is None:  # the first batch trains the dictionary
-                    dictionary = None
-                    if zstd_train_dictionary_size is not None:
-                        dictionary = compression.train_dictionary(buffers, zstd_train_dictionary_size)
-                    layout.write_zstd_settings(tmp, zstd_level, dictionary)
-                    compress = compression.compressor(zstd_level, dictionary)
-                buffers = [compress(b) for b in buffers]
-            with writer.locked(lock=False):
-                writer.append(buffers, [len(b) for b in buffers], None, durable)
-            position += len(buffers)
-            del batch, buffers  # hold one batch, not two, while the next is read
+            if zstd_level is not None and compress is None:  # the first batch trains the dictionary
+                dictionary = None
+                if zstd_train_dictionary_size is not None:
+                    sample = prepare_strings(batch, position)
+                    dictionary = compression.train_dictionary(sample, zstd_train_dictionary_size)
+                    del sample
+                layout.write_zstd_settings(tmp, zstd_level, dictionary)
+                compress = compression.compressor(zstd_level, dictionary)
+            # encode and write a piece at a time: memory holds the batch, not also its encoding
+            for first in range(0, len(batch), _WRITE_PIECE):
+                buffers = prepare_strings(batch[first : first + _WRITE_PIECE], position)
+                if compress is not None:
+                    buffers = [compress(b) for b in buffers]
+                with writer.locked(lock=False):
+                    writer.append(buffers, [len(b) for b in buffers], None, durable)
+                position += len(buffers)
+                del buffers
+            del batch  # hold one batch, not two, while the next is read
         if zstd_level is not None and compress is None:
             layout.write_zstd_settings(tmp, zstd_level, None)
         writer.close()
