@@ -601,3 +601,20 @@ def test_close_and_context_manager(tmp_path, same_samples):
     m.close()
     with RaggedMmap(tmp_path / "m") as again:
         same_samples(list(again), [np.arange(2)])
+
+
+def test_maps_forgotten_after_appending_leave_no_open_files(tmp_path):
+    """Each appending map object holds the map's files open; dropping it must close them."""
+    import gc
+    import os
+
+    RaggedMmap.from_lists(tmp_path / "m", [np.arange(3)])
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        m = RaggedMmap(tmp_path / "m")
+        m.append(np.arange(2))
+    del m
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert len(RaggedMmap(tmp_path / "m")) == 51

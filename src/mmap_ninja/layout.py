@@ -390,9 +390,13 @@ class _ArrayFile:
         os.fsync(self._shape)
 
     def close(self) -> None:
-        os.close(self._data)
-        if self._shape >= 0:
-            os.close(self._shape)
+        for fd in (getattr(self, "_data", -1), getattr(self, "_shape", -1)):  # may be half-built
+            if fd >= 0:
+                os.close(fd)
+        self._data = self._shape = -1
+
+    def __del__(self) -> None:  # a map object forgotten without close() must not leak descriptors
+        self.close()
 
 
 class _WriterLock:
@@ -417,6 +421,9 @@ class _WriterLock:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class SpansWriter:
