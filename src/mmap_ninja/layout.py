@@ -537,9 +537,13 @@ class ArrayWriter:
         self._lock = _WriterLock(array_dir)
 
     @contextmanager
-    def locked(self) -> Iterator["ArrayWriter"]:
-        """Hold the map's writer lock and make sure the map holds no half-written tail."""
-        self._lock.acquire()
+    def locked(self, lock: bool = True) -> Iterator["ArrayWriter"]:
+        """Hold the map's writer lock and make sure the map holds no half-written tail.
+
+        ``lock=False`` is for maps still being built in a private directory.
+        """
+        if lock:
+            self._lock.acquire()
         try:
             committed = self._file.rows()
             if committed != self.count:
@@ -547,7 +551,8 @@ class ArrayWriter:
                 self.count = committed
             yield self
         finally:
-            self._lock.release()
+            if lock:
+                self._lock.release()
 
     def append(self, rows: np.ndarray, durable: bool = False) -> None:
         self._file.write(self.count, [np.ascontiguousarray(rows)])

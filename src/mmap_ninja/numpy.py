@@ -153,8 +153,8 @@ def _write_batches(out_dir: PathLike, batches: Iterable[Any], dtype: Any = None,
                 if np.dtype(dtype).kind not in STORABLE_KINDS:
                     raise TypeError(f"a map cannot store dtype {dtype}")
                 writer = layout.ArrayWriter(tmp, layout.create_array(tmp, np.dtype(dtype), row_shape))
-                writer.count = 0
-            writer.append(rows, durable)
+            with writer.locked(lock=False):
+                writer.append(rows, durable)
             position += len(rows)
             del batch, rows  # hold one batch, not two, while the next is read
         if writer is None:
