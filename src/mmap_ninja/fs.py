@@ -137,16 +137,16 @@ def pwrite(fd: int, data: bytes, offset: int) -> int:
 def pwritev(fd: int, buffers: Sequence, offset: int) -> int:
     """Write buffers back to back from ``offset``; returns the bytes written.
 
-    Raises BufferError or ValueError for a buffer that is not contiguous, as ``os.pwritev`` does.
+    Raises ValueError (or BufferError) for a buffer that is not C-contiguous, as ``os.pwritev`` does.
     """
     native = getattr(os, "pwritev", None)
     if native is not None:
         return native(fd, buffers, offset)
     views = [memoryview(b) for b in buffers]
     for v in views:
-        if not v.contiguous:
-            raise BufferError("pwritev needs contiguous buffers")
-    views = [v.cast("B") if v.ndim != 1 or v.format != "B" else v for v in views]
+        if not v.c_contiguous:  # as os.pwritev, which asks for a simple (C-contiguous) buffer
+            raise ValueError("pwritev needs C-contiguous buffers")
+    views = [v if v.ndim == 1 and v.format == "B" else v.cast("B") for v in views if v.nbytes]
     with _SEEK_LOCK:
         os.lseek(fd, offset, os.SEEK_SET)
         for v in views:
