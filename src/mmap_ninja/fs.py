@@ -8,7 +8,11 @@ Every module that changes files on disk goes through these functions, for two re
   rename and mkdir of a build or an append here, and replay them as a crash would.
 
 Which call is used is decided when the call is made, not at import, so that a test may
-hide one (or wrap it) at any time.
+hide one (or wrap it) at any time. For the same reason the functions here call each other
+through the module (``pwrite``, not ``os.pwrite``), and code that changes a map's files calls
+only these: ``open_file`` (creating or truncating), ``write_file``, ``touch``, ``pwrite``,
+``pwritev``, ``ftruncate``, ``copy_range``, ``fsync``, ``sync_path``, ``mkdir``,
+``makedirs``, ``replace``, ``swap_in`` (``exchange``) and ``rmtree``.
 """
 
 from __future__ import annotations
@@ -58,7 +62,9 @@ def write_file(path: PathLike, content: bytes) -> None:
     """Create or overwrite a small file with ``content``."""
     fd = open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        _write_all(fd, memoryview(content).cast("B"))
+        view, done = memoryview(content).cast("B"), 0
+        while done < view.nbytes:
+            done += pwrite(fd, view[done:], done)
     finally:
         os.close(fd)
 
@@ -237,16 +243,16 @@ def swap_in(new: PathLike, target: PathLike, aside: PathLike) -> Path:
     if exchange(new, target):
         return Path(new)
     try:
-        os.replace(target, aside)
+        replace(target, aside)
     except PermissionError as e:
         raise PermissionError(
             f"cannot replace the map at {target}: a process has one of its files open or mapped "
             f"(on Windows a map in use cannot be replaced); close it and build again"
         ) from e
     try:
-        os.replace(new, target)
+        replace(new, target)
     except BaseException:
-        os.replace(aside, target)  # put the old map back
+        replace(aside, target)  # put the old map back
         raise
     return Path(aside)
 

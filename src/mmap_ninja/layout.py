@@ -43,8 +43,9 @@ write. The *commit file* is ``starts/shape.ninja`` for ragged and strings maps a
 1. writes the new bytes of every ``data.ninja`` right after the committed bytes (whatever
    lies beyond them is the tail of an append that was killed, and is overwritten);
 2. with ``durable=True``, fsyncs them;
-3. rewrites every other ``shape.ninja`` in place (first 8 bytes only); a nested ``shapes/``
-   map is appended to by this same protocol, commit included;
+3. rewrites every other ``shape.ninja`` in place (first 8 bytes only), and with
+   ``durable=True`` fsyncs them; a nested ``shapes/`` map is appended to by this same
+   protocol, commit included;
 4. writes the commit file (and with ``durable=True`` fsyncs it).
 
 A reader takes the sample count from the commit file and never looks at bytes beyond what
@@ -385,7 +386,8 @@ class _ArrayFile:
         fs.fsync(self._data)
 
     def sync_shape(self) -> None:
-        fs.fsync(self._shape)
+        if self._shape >= 0:
+            fs.fsync(self._shape)
 
     def close(self) -> None:
         for fd in (getattr(self, "_data", -1), getattr(self, "_shape", -1)):  # may be half-built
@@ -492,6 +494,9 @@ class SpansWriter:
         self._data.publish(new_total)
         for table in self._tables():
             table.publish(count + n)
+        if durable:  # after a power loss the commit must not count more than these do
+            for f in [self._data] + self._tables():
+                f.sync_shape()
         self._starts.publish(count + n)  # the commit
         if durable:
             self._starts.sync_shape()
