@@ -42,11 +42,10 @@ write. The *commit file* is ``starts/shape.ninja`` for ragged and strings maps a
 
 1. writes the new bytes of every ``data.ninja`` right after the committed bytes (whatever
    lies beyond them is the tail of an append that was killed, and is overwritten);
-2. with ``durable=True``, fsyncs them;
-3. rewrites every other ``shape.ninja`` in place (first 8 bytes only), and with
-   ``durable=True`` fsyncs them; a nested ``shapes/`` map is appended to by this same
-   protocol, commit included;
-4. writes the commit file (and with ``durable=True`` fsyncs it).
+2. rewrites every other ``shape.ninja`` in place (first 8 bytes only); a nested
+   ``shapes/`` map is appended to by this same protocol, commit included; with
+   ``durable=True`` all files of steps 1 and 2 are fsynced here, at once (``fs.fsync_all``);
+3. writes the commit file (and with ``durable=True`` fsyncs it).
 
 A reader takes the sample count from the commit file and never looks at bytes beyond what
 those samples cover, so a writer killed at any instant leaves the map with exactly the
@@ -385,6 +384,10 @@ class _ArrayFile:
     def sync(self) -> None:
         fs.fsync(self._data)
 
+    def descriptors(self, with_shape: bool = True) -> List[int]:
+        """The open files (data.ninja, and shape.ninja if any), e.g. to fsync them at once."""
+        return [fd for fd in (self._data, self._shape if with_shape else -1) if fd >= 0]
+
     def sync_shape(self) -> None:
         if self._shape >= 0:
             fs.fsync(self._shape)
@@ -488,15 +491,12 @@ class SpansWriter:
             nested_lengths = np.array([len(s) for s in shapes], OFFSET)
             self._nested_shapes.append(shapes, nested_lengths, nested_lengths[:, None], durable)
         new_total = int(ends[-1]) if n else self.total
-        if durable:
-            for f in [self._data, self._starts] + self._tables():
-                f.sync()
         self._data.publish(new_total)
         for table in self._tables():
             table.publish(count + n)
-        if durable:  # after a power loss the commit must not count more than these do
-            for f in [self._data] + self._tables():
-                f.sync_shape()
+        if durable:  # all the commit vouches for, counts included, durable before it: in one batch
+            files = [fd for f in [self._data] + self._tables() for fd in f.descriptors()]
+            fs.fsync_all(files + self._starts.descriptors(with_shape=False))
         self._starts.publish(count + n)  # the commit
         if durable:
             self._starts.sync_shape()
@@ -632,10 +632,11 @@ def _publish(tmp: Path, out_dir: Path, durable: bool = False) -> None:
 
 
 def _sync_tree(root: Path) -> None:
+    paths: List[Path] = []
     for folder, _, files in os.walk(root):
-        for name in files:
-            fs.sync_path(Path(folder) / name)
-        fs.sync_path(Path(folder))
+        paths.extend(Path(folder) / name for name in files)
+        paths.append(Path(folder))
+    fs.sync_paths(paths)
 
 
 def _remove_stale_partials(out_dir: Path) -> None:
