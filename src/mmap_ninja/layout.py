@@ -549,7 +549,8 @@ class SpansWriter:
         starts = ends - lengths
         new_total = int(ends[-1]) if n else self.total
         if source is not None:
-            self._data.copy_from(source[0], source[1], self.total, (new_total - self.total) * self._data.row_bytes)
+            row_bytes = self._data.row_bytes
+            self._data.copy_from(source[0], source[1], self.total * row_bytes, (new_total - self.total) * row_bytes)
         else:
             # one buffer per sample, or a single buffer holding them all
             sizes = lengths * self._data.row_bytes if len(buffers) == n else None
