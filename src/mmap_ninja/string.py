@@ -116,8 +116,14 @@ class StringsMmap(SpansMap):
         return pieces[0][0] if pieces else []
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        """Overwrite strings in place with strings of the same stored byte length (``mode="r+b"``)."""
+        """Overwrite strings in place with strings of the same stored byte length (``mode="r+b"``).
+
+        Strings of a zstd-compressed map cannot be overwritten: whether a new value would
+        compress to the same length is not something a caller can predict.
+        """
         self._check_writable()
+        if self.zstd_level is not None:
+            raise ValueError(f"{self.path} is zstd-compressed: its strings cannot be overwritten in place; rebuild the map instead")
         if isinstance(key, (int, np.integer)):
             idx, values = [self._position(key)], [value]
         else:
