@@ -440,7 +440,7 @@ INTEROP_DTYPES = ("int32", "uint16", "int64")
 def peer(tmp_path_factory) -> Dict[str, object]:
     """Our corpora read by megatron-core, and corpora written by megatron-core, in one subprocess."""
     root = tmp_path_factory.mktemp("megatron-peer")
-    jobs, inputs, expected = [], {}, {}
+    jobs, inputs, expected = [{"id": "dtypes", "op": "dtypes", "prefix": ""}], {}, {}
     for n, dtype in enumerate(INTEROP_DTYPES):
         seqs = corpus(200, dtype, seed=10 + n)
         if dtype == "int64":  # the builder goes through torch int64 tensors: stay in range
@@ -502,3 +502,8 @@ def test_we_read_what_megatron_core_writes(peer, dtype: str) -> None:
     ours = peer["root"] / f"ours-{dtype}"
     for ext in (".idx", ".bin"):
         assert Path(f"{ours}{ext}").read_bytes() == Path(f"{peer['root'] / f'theirs-{dtype}'}{ext}").read_bytes()
+
+
+def test_dtype_codes_are_megatron_cores(peer) -> None:
+    codes = peer["results"]["dtypes"]["codes"]
+    assert {code: name for name, code in codes.items()} == megatron.MEGATRON_DTYPES

@@ -405,9 +405,7 @@ def _add_megatron_commands(kinds: Any, commands: Any, debug: argparse.ArgumentPa
     sub = kinds.add_parser("megatron", parents=[debug], help=text, description=text + ". OUT appears only complete.")
     sub.add_argument("prefix", metavar="PREFIX", help="the corpus: PREFIX.idx and PREFIX.bin")
     sub.add_argument("out", metavar="OUT", help="map directory to write (must not exist, unless --overwrite)")
-    sub.add_argument("--batch-size", type=_positive_int, default=1024, help="sequences written at a time (default %(default)s)")
-    sub.add_argument("--overwrite", action="store_true", help="replace an existing map at OUT (once the new one is complete)")
-    sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    _write_options(sub, "map at OUT (once the new one is complete)")
     sub.set_defaults(run=_run_convert_megatron)
 
     export = commands.add_parser("export", parents=[debug], help="write a map in another library's format",
@@ -419,10 +417,14 @@ def _add_megatron_commands(kinds: Any, commands: Any, debug: argparse.ArgumentPa
     sub.add_argument("map", metavar="MAP", help="a RaggedMmap directory")
     sub.add_argument("prefix", metavar="PREFIX", help="where to write PREFIX.idx and PREFIX.bin")
     sub.add_argument("--dtype", help="token dtype (uint8, int8, int16, int32, int64, float32, float64, uint16; default: the map's)")
-    sub.add_argument("--batch-size", type=_positive_int, default=1024, help="samples written at a time (default %(default)s)")
-    sub.add_argument("--overwrite", action="store_true", help="replace an existing corpus at PREFIX")
-    sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    _write_options(sub, "corpus at PREFIX")
     sub.set_defaults(run=_run_export_megatron)
+
+
+def _write_options(sub: argparse.ArgumentParser, replaced: str) -> None:
+    sub.add_argument("--batch-size", type=_positive_int, default=1024, help="sequences written at a time (default %(default)s)")
+    sub.add_argument("--overwrite", action="store_true", help=f"replace an existing {replaced}")
+    sub.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 # --- demo ---------------------------------------------------------------------------------

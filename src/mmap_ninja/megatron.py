@@ -272,11 +272,11 @@ class MegatronMap:
     def _spans(self, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """Element offsets (start, end) of the sequences at positions ``idx``, checked."""
         pointers = self._pointers_np[idx]
-        lengths = self._lengths_np[idx].astype(np.int64)
+        lengths = self._lengths_np[idx]
         starts = pointers >> self._shift
-        ends = starts + lengths
-        bad = (pointers & self._mask != 0) | (starts < 0) | (lengths < 0) | (ends > self._size)
-        if bad.any():
+        ends = starts + lengths  # int64
+        if len(idx) and not (((0 <= starts) & (starts <= ends) & (ends <= self._size)).all() and not (self._mask and (pointers & self._mask).any())):
+            bad = (pointers & self._mask != 0) | (starts < 0) | (lengths < 0) | (ends > self._size)
             j = int(np.argmax(bad))
             raise MapFormatError(self._bad_sequence(int(idx[j]), int(pointers[j]), int(lengths[j])))
         return starts, ends

@@ -3,6 +3,7 @@
 Usage: python megatron_job.py JOB_DIR
 
 JOB_DIR/job.json is a list of operations; each has "id", "op" and "prefix":
+  dtypes {}: the codes of megatron-core's DType enum, by name
   read   {"multimodal": bool}: IndexedDataset(prefix) -> every sequence, one by one, its dtype,
          document indices and sequence modes
   write  {"dtype": name, "input": key, "document_ends": [...], "modes": key|null}: the
@@ -26,7 +27,7 @@ def main(job_dir: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Transformer Engine and Apex are not installed"
             import torch
-            from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
+            from megatron.core.datasets.indexed_dataset import DType, IndexedDataset, IndexedDatasetBuilder
     except Exception as e:  # ImportError, or a broken install
         (job_dir / "results.json").write_text(json.dumps({"unavailable": f"{type(e).__name__}: {e}"}))
         return
@@ -35,7 +36,9 @@ def main(job_dir: Path) -> None:
     results, arrays = {}, {}
     for job in jobs:
         try:
-            if job["op"] == "read":
+            if job["op"] == "dtypes":
+                results[job["id"]] = {"codes": {member.name: member.value for member in DType}}
+            elif job["op"] == "read":
                 ds = IndexedDataset(job["prefix"], multimodal=job.get("multimodal", False))
                 items = [ds[i] for i in range(len(ds))]  # multimodal: (sequence, mode)
                 sequences = [np.array(item[0] if ds.multimodal else item) for item in items]
