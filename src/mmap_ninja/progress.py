@@ -17,6 +17,26 @@ def progress(iterable: Iterable, verbose: bool, total: Optional[int] = None, des
     return tqdm(iterable, total=total, desc=desc, unit="sample")
 
 
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def __enter__(self) -> "_NoBar":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def progress_bar(verbose: bool, total: Optional[int], desc: Optional[str] = None, unit: str = "sample") -> Any:
+    """A tqdm bar to ``update(n)`` by hand when ``verbose``, else one that does nothing (both context managers)."""
+    if not verbose:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit)
+
+
 def batched(iterable: Iterable[Any], batch_size: int) -> Iterator[List[Any]]:
     """Consecutive lists of ``batch_size`` items (the last may be shorter)."""
     if not isinstance(batch_size, int) or batch_size < 1:

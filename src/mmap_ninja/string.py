@@ -8,53 +8,13 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import compression, layout
+from . import build, compression, layout
+from .build import StringsEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
-from .samples import prepare_strings
 from .spans import SpansMap
 
-_WRITE_PIECE = 1024  # strings encoded and written together by the builders
 _CHUNK = 256  # strings decoded together when iterating: large enough to amortise, small enough for the cache
-
-
-def _write_batches(
-    out_dir: Union[str, os.PathLike],
-    batches: Iterable[Sequence[Any]],
-    zstd_level: Optional[int] = None,
-    zstd_train_dictionary_size: Optional[int] = None,
-    durable: bool = False,
-) -> None:
-    """Build a strings map from batches of str; it appears at ``out_dir`` only when complete."""
-    if zstd_train_dictionary_size is not None and zstd_level is None:
-        raise ValueError("zstd_train_dictionary_size needs a zstd_level")
-    with layout.building(Path(out_dir), durable) as tmp:
-        layout.create_spans(tmp, "string", np.dtype(np.uint8))
-        writer = layout.SpansWriter(tmp, 1, with_shapes=False)
-        compress = None
-        position = 0
-        for batch in batches:
-            if zstd_level is not None and compress is None:  # the first batch trains the dictionary
-                dictionary = None
-                if zstd_train_dictionary_size is not None:
-                    sample = prepare_strings(batch, position)
-                    dictionary = compression.train_dictionary(sample, zstd_train_dictionary_size)
-                    del sample
-                layout.write_zstd_settings(tmp, zstd_level, dictionary)
-                compress = compression.compressor(zstd_level, dictionary)
-            # encode and write a piece at a time: memory holds the batch, not also its encoding
-            for first in range(0, len(batch), _WRITE_PIECE):
-                buffers = prepare_strings(batch[first : first + _WRITE_PIECE], position)
-                if compress is not None:
-                    buffers = [compress(b) for b in buffers]
-                with writer.locked(lock=False):
-                    writer.append(buffers, [len(b) for b in buffers], None, durable)
-                position += len(buffers)
-                del buffers
-            del batch  # hold one batch, not two, while the next is read
-        if zstd_level is not None and compress is None:
-            layout.write_zstd_settings(tmp, zstd_level, None)
-        writer.close()
 
 
 class StringsMmap(SpansMap):
@@ -152,11 +112,8 @@ class StringsMmap(SpansMap):
     # -- writing -------------------------------------------------------------------------
 
     def _encode(self, strings: Sequence[Any], first_position: int) -> List[bytes]:
-        encoded = prepare_strings(strings, first_position)
-        if self.zstd_level is not None:
-            compress = compression.compressor(self.zstd_level, self._zstd_dict)
-            encoded = [compress(b) for b in encoded]
-        return encoded
+        pieces = list(StringsEncoder(self.zstd_level, dictionary=self._zstd_dict).encode(strings, first_position))
+        return pieces[0][0] if pieces else []
 
     def __setitem__(self, key: Any, value: Any) -> None:
         """Overwrite strings in place with strings of the same stored byte length (``mode="r+b"``)."""
@@ -188,7 +145,7 @@ class StringsMmap(SpansMap):
         strings = list(progress(list_of_strings, verbose))
         if self._view is None:  # the first strings create the map
             if strings:
-                _write_batches(self.path, [strings], durable=durable)
+                build.write(self.path, StringsEncoder(), [strings], durable)
                 self._load()
             return
         buffers = self._encode(strings, self._len)
@@ -219,7 +176,7 @@ class StringsMmap(SpansMap):
         trains a shared dictionary of that many bytes on the strings (both need ``zstandard``).
         """
         strings = list(progress(strings, verbose))
-        _write_batches(out_dir, [strings], zstd_level, zstd_train_dictionary_size, durable)
+        build.write(out_dir, StringsEncoder(zstd_level, zstd_train_dictionary_size), [strings], durable)
         return cls(out_dir, mode=mode, **legacy_keys)
 
     @classmethod
@@ -241,5 +198,5 @@ class StringsMmap(SpansMap):
         exhausted. A dictionary, if asked for, is trained on the first batch.
         """
         batches = batched(progress(sample_generator, verbose, total), batch_size)
-        _write_batches(out_dir, batches, zstd_level, zstd_train_dictionary_size, durable)
+        build.write(out_dir, StringsEncoder(zstd_level, zstd_train_dictionary_size), batches, durable)
         return cls(out_dir, mode=mode)
