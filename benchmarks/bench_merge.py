@@ -41,6 +41,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO_SRC = HERE.parent / "src"
 sys.path.insert(0, str(REPO_SRC))  # ours, from this checkout, before any installed copy
+sys.path.insert(1, str(HERE))
+
+from bench import log, warm  # noqa: E402
+from tables import table  # noqa: E402
 
 import mmap_ninja  # noqa: E402
 from mmap_ninja import parts as mn_parts  # noqa: E402
@@ -51,9 +55,6 @@ NON_DATA_TARGET = 1.0  # seconds, at 512 parts
 COPY_TARGET = 0.80  # of cp's speed
 MEAN_LENGTH = 100
 
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 class Tokens:
@@ -101,13 +102,6 @@ def tree_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def warm(folder: Path) -> None:
-    for p in folder.rglob("*"):
-        if p.is_file():
-            with open(p, "rb", buffering=0) as f:
-                while f.read(16 << 20):
-                    pass
-
 
 def timed(fn: Callable[[], Any], repetitions: int, before: Callable[[], None]) -> float:
     best = float("inf")
@@ -142,13 +136,6 @@ def fit(xs: List[int], ys: List[float]) -> Tuple[float, float]:
     return float(intercept), float(slope)
 
 
-def table(header: List[str], rows: List[List[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
-    lines += [" | ".join(c.ljust(w) if i in (0, len(r) - 2, len(r) - 1) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-              for r in rows]
-    return "\n".join(lines)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,6 +156,7 @@ def main() -> None:
     lengths = np.diff(offsets)
     data_bytes = values.nbytes
     crc = zlib.crc32(values)
+    log(f"mmap_ninja from {Path(mmap_ninja.__file__).parent}")
     log(f"{count:,} samples, {data_bytes / 1e6:,.0f} MB of int32 tokens; building the parts (cached in {work})")
     full, empty = Tokens(values, offsets), Tokens(values, offsets, empty=True)
     t0 = time.perf_counter()

@@ -41,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench  # noqa: E402  (the 0.9.0 side's import rules, isolated environment)
 import jpeg_folder as jf  # noqa: E402
+from tables import table  # noqa: E402
 
 UPSTREAM = bench.UPSTREAM_VERSION
 SPEEDUP_TARGET = 1.7
@@ -233,13 +234,6 @@ def mb(kb: float) -> str:
     return f"{kb / 1024:,.0f}"
 
 
-def table(header: List[str], rows: List[List[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    lines = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
-    lines += [" | ".join(c.ljust(w) if i in (0, len(header) - 2, len(header) - 1) else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    return "\n".join(lines)
-
 
 def report(args: argparse.Namespace, configs: List[Config], sizes: List[int], batch_kb: float, manifest: Dict[str, Any]) -> str:
     serial = configs[0]
@@ -310,7 +304,7 @@ def main() -> None:
     if args.quick:
         args.repetitions = 1
     count = args.count or (120 if args.quick else 3000)
-    sizes = [max(args.batch_size, count // 4), count]
+    sizes = [max(2 * args.batch_size, count // 4), count]  # at least two batches: a peak of one batch needs a second to show
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.folder = args.workdir / "jpegs-seed0"
     t0 = time.perf_counter()
