@@ -201,13 +201,13 @@ def build_into(
     return position - first_position
 
 
-def write(out_dir: Any, encoder: Encoder, batches: Iterable[Any], durable: bool = False) -> None:
+def write(out_dir: Any, encoder: Encoder, batches: Iterable[Any], durable: bool = False, on_batch: Optional[Callable[[int], None]] = None) -> None:
     """Build a map from batches; it appears at ``out_dir`` only when complete."""
     with layout.building(Path(out_dir), durable) as tmp:
-        build_into(tmp, encoder, batches, durable)
+        build_into(tmp, encoder, batches, durable, on_batch)
 
 
-def _indexed_batches(indexable: Any, start: int, stop: int, batch_size: int) -> Iterator[List[Any]]:
+def indexed_batches(indexable: Any, start: int, stop: int, batch_size: int) -> Iterator[List[Any]]:
     """Batches of ``indexable[start:stop]``; an IndexError ends it early (no ``__len__``)."""
     getter = indexable if callable(indexable) and not hasattr(indexable, "__getitem__") else indexable.__getitem__
     for first in range(start, stop, batch_size):
@@ -229,5 +229,5 @@ def build_part(part_dir: Path, kind: str, indexable: Any, start: int, stop: int,
     """See ``parts.build_part``."""
     part_dir.mkdir()  # raises if it exists: a part is always built in a new directory
     encoder = encoder_for(kind, options)
-    count = build_into(part_dir, encoder, _indexed_batches(indexable, start, stop, batch_size), on_batch=on_batch, first_position=start)
+    count = build_into(part_dir, encoder, indexed_batches(indexable, start, stop, batch_size), on_batch=on_batch, first_position=start)
     return Part(str(part_dir), start, start + count)

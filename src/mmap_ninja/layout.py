@@ -489,6 +489,8 @@ class SpansWriter:
         """Hold the map's writer lock and make sure the map holds no half-written tail."""
         if lock:
             self._lock.acquire()
+            if self.count < 0:  # this writer's first append: clear what killed upgrades left
+                _remove_stale_partials(self.dir)
         try:
             committed = self._starts.rows()
             if committed != self.count:

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
-from . import build, layout
+from . import build, layout, parallel
 from .build import ArrayEncoder, as_rows
 from .progress import batched, progress
 
@@ -135,4 +135,22 @@ def from_generator(
     ``out_dir`` only once the iterable is exhausted.
     """
     build.write(out_dir, ArrayEncoder(dtype), batched(progress(sample_generator, verbose, n), batch_size), durable)
+    return open_existing(out_dir, mode="r+")
+
+
+def from_indexable(
+    out_dir: PathLike,
+    indexable: Any,
+    batch_size: int,
+    n_jobs: Optional[int] = None,
+    verbose: bool = False,
+    dtype: Any = None,
+    durable: bool = False,
+) -> np.memmap:
+    """Write the same-shape samples ``indexable[0], indexable[1], ...`` as a new map.
+
+    ``n_jobs=k`` builds with k worker processes (-1: one per core), byte-identical to the
+    serial build (see ``RaggedMmap.from_indexable``).
+    """
+    parallel.build_indexable(out_dir, "numpy", indexable, batch_size, n_jobs, verbose, {"dtype": dtype}, durable)
     return open_existing(out_dir, mode="r+")

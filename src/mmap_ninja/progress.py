@@ -37,10 +37,15 @@ def progress_bar(verbose: bool, total: Optional[int], desc: Optional[str] = None
     return tqdm(total=total, desc=desc, unit=unit)
 
 
+def check_batch_size(batch_size: Any) -> None:
+    """Raise unless ``batch_size`` is a positive int."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
 def batched(iterable: Iterable[Any], batch_size: int) -> Iterator[List[Any]]:
     """Consecutive lists of ``batch_size`` items (the last may be shorter)."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_batch_size(batch_size)
     it = iter(iterable)
     while True:
         batch = list(itertools.islice(it, batch_size))

@@ -8,10 +8,9 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from . import build, layout
+from . import build, layout, parallel
 from .build import RaggedEncoder
 from .errors import MapFormatError
-from .indexable import iterate_indexable
 from .progress import batched, progress
 from .samples import as_array, cast_losslessly
 from .spans import SpansMap
@@ -296,7 +295,17 @@ class RaggedMmap(SpansMap):
         """Write ``indexable[0], indexable[1], ...`` as a new map (see ``from_generator``).
 
         ``indexable`` has ``__getitem__`` (with or without ``__len__``; without, the first
-        IndexError ends it) or is a function of an int. ``n_jobs > 1`` reads it with joblib.
+        IndexError ends it) or is a function of an int. ``n_jobs=k`` builds with k worker
+        processes (-1: one per core), each writing parts of contiguous index ranges that are
+        then merged: the map is byte-identical to the serial build. The dataset must then be
+        picklable. ``kwargs`` are ``from_generator``'s (``dtype``, ``mode``, ``wrapper_fn``,
+        ``durable``).
         """
-        samples, total = iterate_indexable(indexable, batch_size, n_jobs)
-        return cls.from_generator(out_dir, samples, batch_size, verbose=verbose, total=total, **kwargs)
+        _check_legacy_keys({k: kwargs.pop(k) for k in list(kwargs) if k.endswith("_key")})
+        mode, wrapper_fn = kwargs.pop("mode", "r+"), kwargs.pop("wrapper_fn", None)
+        durable = kwargs.pop("durable", False)
+        options = {"dtype": kwargs.pop("dtype", None)}
+        if kwargs:
+            raise TypeError(f"unexpected argument {next(iter(kwargs))}")
+        parallel.build_indexable(out_dir, "ragged", indexable, batch_size, n_jobs, verbose, options, durable)
+        return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)

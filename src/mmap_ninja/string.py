@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import build, compression, layout
+from . import build, compression, layout, parallel
 from .build import StringsEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
@@ -199,4 +199,32 @@ class StringsMmap(SpansMap):
         """
         batches = batched(progress(sample_generator, verbose, total), batch_size)
         build.write(out_dir, StringsEncoder(zstd_level, zstd_train_dictionary_size), batches, durable)
+        return cls(out_dir, mode=mode)
+
+    @classmethod
+    def from_indexable(
+        cls,
+        out_dir: Union[str, os.PathLike],
+        indexable: Any,
+        batch_size: int,
+        n_jobs: Optional[int] = None,
+        verbose: bool = False,
+        mode: str = "r+b",
+        zstd_level: Optional[int] = None,
+        zstd_train_dictionary_size: Optional[int] = None,
+        durable: bool = False,
+    ) -> "StringsMmap":
+        """Write the strings ``indexable[0], indexable[1], ...`` as a new map.
+
+        ``n_jobs=k`` builds with k worker processes (-1: one per core), byte-identical to
+        the serial build (see ``RaggedMmap.from_indexable``). A dictionary, if asked for, is
+        trained on the first batch, here before the workers start.
+        """
+        encoder = StringsEncoder(zstd_level, zstd_train_dictionary_size)  # checks the options
+        options: dict = {"zstd_level": zstd_level, "zstd_train_dictionary_size": zstd_train_dictionary_size}
+        if zstd_train_dictionary_size is not None and parallel.resolve_jobs(n_jobs) > 1:
+            first = next(build.indexed_batches(indexable, 0, batch_size, batch_size), [])
+            list(encoder.encode(first, 0))
+            options = {"zstd_level": zstd_level, "zstd_dictionary": encoder.dictionary}
+        parallel.build_indexable(out_dir, "string", indexable, batch_size, n_jobs, verbose, options, durable)
         return cls(out_dir, mode=mode)
