@@ -125,7 +125,7 @@ def build_in_parallel(
         if not used:  # no samples at all: the serial builder decides what an empty map is
             build.write(out_dir, build.encoder_for(kind, options), [], durable)
         else:
-            merging.merge(used, Path(out_dir), False, durable)
+            merging.merge(used, Path(out_dir), False, durable, one_dataset=True)
     except BaseException:
         _stop(pool)
         raise
