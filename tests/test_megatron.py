@@ -507,3 +507,18 @@ def test_we_read_what_megatron_core_writes(peer, dtype: str) -> None:
 def test_dtype_codes_are_megatron_cores(peer) -> None:
     codes = peer["results"]["dtypes"]["codes"]
     assert {code: name for name, code in codes.items()} == megatron.MEGATRON_DTYPES
+
+
+def test_convert_appears_only_complete(tmp_path) -> None:
+    idx, data, _ = good(tmp_path)
+    prefix = make(tmp_path, "c", patched(idx, POINTERS + 8, "<q", 400), data)  # sequence 1 lies outside the data
+    with pytest.raises(MapFormatError, match="sequence 1"):
+        megatron.to_ragged(prefix, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    leftover = tmp_path / f".out.partial-{dead}-megatron-0000"  # as a killed conversion leaves it
+    (leftover / "map").mkdir(parents=True)
+    idx, data, seqs = good(tmp_path)
+    megatron.to_ragged(make(tmp_path, "c", idx, data), tmp_path / "out")
+    same(list(RaggedMmap(tmp_path / "out")), seqs, "int32")
+    assert not leftover.exists()
