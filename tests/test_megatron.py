@@ -522,3 +522,44 @@ def test_convert_appears_only_complete(tmp_path) -> None:
     megatron.to_ragged(make(tmp_path, "c", idx, data), tmp_path / "out")
     same(list(RaggedMmap(tmp_path / "out")), seqs, "int32")
     assert not leftover.exists()
+
+
+KILLED_WRITER = """
+import sys, numpy as np
+sys.path.insert(0, {src!r})
+from mmap_ninja import megatron
+print("go", flush=True)
+megatron.write({prefix!r}, [np.full(i % 50, i, np.int32) for i in range(20_000)], dtype="int32", batch_size=256)
+"""
+
+
+@pytest.mark.stress
+def test_a_write_killed_at_any_instant_leaves_the_old_corpus_the_new_one_or_no_index(tmp_path) -> None:
+    prefix = tmp_path / "c"
+    old = [np.arange(5, dtype=np.int32)]
+    new = [np.full(i % 50, i, np.int32) for i in range(20_000)]
+    rng = np.random.default_rng(0)
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER.format(src=SRC, prefix=str(prefix))], capture_output=True)
+    assert proc.returncode == 0
+    duration = time.time() - start
+    outcomes = {"old": 0, "new": 0, "none": 0}
+    for _ in range(40):
+        megatron.write(prefix, old)
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER.format(src=SRC, prefix=str(prefix))], stdout=subprocess.PIPE)
+        proc.stdout.readline()  # "go": the interpreter is up; the write is about to start
+        time.sleep(float(rng.uniform(0, duration / 2)))
+        proc.kill()
+        proc.wait()
+        if not (tmp_path / "c.idx").exists():
+            outcomes["none"] += 1
+            continue
+        m = megatron.open(prefix)
+        m.validate()
+        if len(m) == len(old):
+            same(list(m), old, "int32")
+            outcomes["old"] += 1
+        else:
+            same(list(m), new, "int32")
+            outcomes["new"] += 1
+    assert outcomes["old"] and outcomes["new"], outcomes  # the kills hit before and after the end
