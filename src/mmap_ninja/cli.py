@@ -339,6 +339,8 @@ def _run_convert(args: argparse.Namespace) -> int:
         options["dtype"] = args.dtype
     elif args.kind == "text" and args.zstd_level is not None:
         options["zstd_level"] = args.zstd_level
+    if getattr(args, "jobs", 1) != 1:
+        options["n_jobs"] = args.jobs
     out = Path(args.out)
     if out.exists() and not args.overwrite and not (out.is_dir() and not any(out.iterdir())):
         raise CommandError(f"{out} already exists; pass --overwrite to replace the map there")
@@ -456,6 +458,12 @@ def _non_negative_int(text: str) -> int:
     return _positive_int(text)
 
 
+def _jobs(text: str) -> int:
+    if text.strip() == "-1":
+        return -1
+    return _positive_int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mmap-ninja``."""
     debug = argparse.ArgumentParser(add_help=False)
@@ -493,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--skip-bad", action="store_true", help="leave unreadable files out (listed on stderr) instead of stopping")
         sub.add_argument("--overwrite", action="store_true", help="replace an existing map at OUT (once the new one is complete)")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        sub.add_argument("--jobs", type=_jobs, default=1, metavar="K",
+                         help="worker processes reading the files and building parts (default 1; -1: one per core)")
         if kind == "images":
             sub.add_argument("--mode", default="RGB", help="Pillow mode to convert every image to (default RGB: HxWx3; L: HxW; 'keep' keeps each file's own)")
         elif kind == "npy":
