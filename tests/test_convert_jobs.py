@@ -14,12 +14,8 @@ import pytest
 from mmap_ninja.cli import main
 from mmap_ninja.convert import FileSamples, _read_npy
 from mmap_ninja.ragged import RaggedMmap
-from mmap_ninja.string import StringsMmap
 
 needs_pillow = pytest.mark.skipif(importlib.util.find_spec("PIL") is None, reason="Pillow is not installed (pip install 'mmap_ninja[images]')")
-needs_strings_from_indexable = pytest.mark.skipif(
-    not hasattr(StringsMmap, "from_indexable"), reason="StringsMmap.from_indexable (issue 8) is not on this branch yet"
-)
 
 
 def run(capsys, *argv):
@@ -81,7 +77,6 @@ def test_images_jobs_2_writes_the_serial_bytes(tmp_path, capsys):
     same_as_serial(capsys, tmp_path, "convert", "images", src, "--batch-size", "3")
 
 
-@needs_strings_from_indexable
 def test_text_jobs_2_writes_the_serial_bytes(tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
