@@ -97,6 +97,14 @@ def rmtree(path: PathLike) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def link_or_copy(src: PathLike, dst: PathLike) -> None:
+    """``dst`` as a hard link to ``src`` (the same file), or a copy where links are not supported."""
+    try:
+        os.link(src, dst)
+    except OSError:  # FAT, some network file systems
+        shutil.copy2(src, dst)
+
+
 def replace(src: PathLike, dst: PathLike) -> None:
     os.replace(src, dst)
 
