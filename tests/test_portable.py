@@ -70,7 +70,14 @@ sys.exit(pytest.main(sys.argv[1:]))
 
 # The build, read, append, extend and rebuild tests. Left out: joblib's (its workers would not
 # inherit the mode) and the many-indexing ones (reads go through memory maps, the same everywhere).
-CORE_TESTS = ["test_ragged.py", "test_strings.py", "test_numpy_maps.py"]
+CORE_TESTS = ["test_ragged.py", "test_strings.py", "test_numpy_maps.py", "test_ragged_shapes_tables.py"]
+# merges (copy_range) and shapes layout upgrades (hard links, a swap) in this process
+CORE_TESTS += [f"test_parts.py::{name}" for name in (
+    "test_a_1d_map_takes_a_2d_sample_and_keeps_the_bytes_of_a_fresh_build",
+    "test_any_number_of_parts_merges_to_the_serial_bytes",
+    "test_concatenate_every_kind_leaves_sources_untouched",
+    "test_merge_casts_parts_to_the_first_dtype_or_names_the_part_and_sample",
+)]
 LEFT_OUT = "not joblib and not slices and not index_lists and not padded and not iter_chunks and not boolean_masks"
 
 
