@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import itertools
 import os
 import random
 import shutil
@@ -394,8 +393,9 @@ def crash_states(start: Model, types: Dict[int, str], log: List[Op], name: str) 
     each page, so "any order" is covered by applying every subset of the pending
     operations in program order. A power loss during an fsync leaves a state already
     found before it (the fsync made some pending operations durable: a subset), so the
-    fsyncs of one ``fsync_all`` are one step of the log. Torn pages within a page, and garbage in place of lost
-    bytes, are not modelled (journaled file systems in ordered mode do not show them).
+    fsyncs of one ``fsync_all`` are one step of the log. Pages torn within themselves, and
+    garbage in place of lost bytes, are not modelled (journaled file systems in ordered mode
+    do not show them). Where the pending operations are many, ``subsets`` bounds the search.
     """
     durable = {ino: (bytearray(v) if start.types[ino] == FILE else dict(v)) for ino, v in start.nodes.items()}
     pending: List[Op] = []
