@@ -213,7 +213,7 @@ class Config:
 
 
 def run_build(driver: argparse.Namespace, config: Config, python: str, count: int) -> Dict[str, Any]:
-    out = driver.workdir / "maps" / f"{config.side}-{config.jobs}"
+    out = driver.workdir / f"maps-{os.getpid()}" / f"{config.side}-{config.jobs}"  # one folder per run of this script
     command = [python, "-I", str(Path(__file__).resolve()), "--run", "--side", config.side, "--folder", str(driver.folder),
                "--count", str(count), "--batch-size", str(driver.batch_size), "--out", str(out)]
     if config.jobs is not None:
@@ -334,7 +334,7 @@ def main() -> None:
         args.json.write_text(json.dumps({"machine": bench.machine_description(), "count": count, "batch_size": args.batch_size,
                                          "configs": [{"label": c.label, "seconds": c.seconds, "rss": c.rss, "wrong": c.wrong}
                                                      for c in configs]}, indent=2))
-    shutil.rmtree(args.workdir / "maps", ignore_errors=True)
+    shutil.rmtree(args.workdir / f"maps-{os.getpid()}", ignore_errors=True)
     if any(c.wrong for c in configs):
         sys.exit(1)
 
