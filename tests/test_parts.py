@@ -92,6 +92,16 @@ class Failing:
         return np.arange(3)
 
 
+class LossyLater:
+    """Ints, then from sample 30 on floats that an int map cannot hold."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.arange(3) if i < 30 else np.array([0.5])
+
+
 class DiesAt:
     def __init__(self, index: int):
         self.index = index
@@ -187,7 +197,7 @@ def test_merge_refuses_maps_of_other_kinds_and_shapes(tmp_path):
     np_ninja.from_ndarray(tmp_path / "n2", np.zeros((2, 4)))
     with pytest.raises(MapFormatError, match="map 1 .* is a 'string' map, but map 0 .* 'ragged'"):
         mmap_ninja.concatenate(tmp_path / "x", [tmp_path / "r", tmp_path / "s"])
-    with pytest.raises(ValueError, match=r"map 1 .*: sample 2 has shape \(4,\), but map 0 holds samples of shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"map 1 .*: sample 2 has shape \(4,\), but the map holds samples of shape \(3,\)"):
         mmap_ninja.concatenate(tmp_path / "x", [tmp_path / "n1", tmp_path / "n2"])
     with pytest.raises(FileNotFoundError, match="there is no map at"):
         mmap_ninja.concatenate(tmp_path / "x", [tmp_path / "r", tmp_path / "missing"])
@@ -317,6 +327,16 @@ def test_a_sample_that_raises_in_a_worker_names_its_index(tmp_path):
     assert not (tmp_path / "m").exists() and leftovers(tmp_path / "m") == []
     with pytest.raises(KeyError, match="sample 29 of the dataset raised KeyError"):
         RaggedMmap.from_indexable(tmp_path / "m", Failing(), 4)
+
+
+def test_a_lossy_sample_in_a_later_part_gives_the_error_of_the_serial_build(tmp_path):
+    with pytest.raises(ValueError) as serial:
+        RaggedMmap.from_indexable(tmp_path / "s", LossyLater(), 4)
+    with pytest.raises(ValueError) as parallel:
+        RaggedMmap.from_indexable(tmp_path / "p", LossyLater(), 4, n_jobs=2)
+    assert str(serial.value).startswith("sample 30 has dtype float64 and the map holds int64")
+    assert str(parallel.value) == str(serial.value)
+    assert not (tmp_path / "p").exists() and leftovers(tmp_path / "p") == []
 
 
 def test_a_worker_killed_by_the_os_names_its_range(tmp_path):

@@ -37,8 +37,8 @@ Commit protocol
 ---------------
 Samples are only ever appended, and the sample count is published last, by one 8-byte
 write. The *commit file* is ``starts/shape.ninja`` for ragged and strings maps and
-``shape.ninja`` for an array directory. An append, holding an exclusive ``flock`` on
-``.writer.lock`` in the map directory:
+``shape.ninja`` for an array directory. An append, holding the writer lock on
+``.writer.lock`` in the map directory (an ``flock``; ``fs.WriterLock`` says what elsewhere):
 
 1. writes the new bytes of every ``data.ninja`` right after the committed bytes (whatever
    lies beyond them is the tail of an append that was killed, and is overwritten);
@@ -55,18 +55,16 @@ which trusts every ``shape.ninja``, reads and extends it correctly again.
 
 A new map is built in a private sibling directory ``.NAME.partial-PID-*`` and renamed into
 place when complete, so a map either exists whole or not at all; an existing map at that
-path is swapped out in one step (Linux ``renameat2(RENAME_EXCHANGE)``). Leftovers of a
+path is swapped out in one step (Linux ``renameat2(RENAME_EXCHANGE)``; elsewhere two
+renames, see ``fs.swap_in``). Every write, fsync and rename goes through ``fs``. Leftovers of a
 killed build are removed by the next build of the same path.
 """
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import math
 import mmap
 import os
-import shutil
 import struct
 import uuid
 from contextlib import contextmanager
@@ -76,7 +74,7 @@ from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import fs
-from .errors import MapBusyError, MapFormatError
+from .errors import MapFormatError
 from .shapes import LENGTHS, NESTED, ShapeLayout, ShapeRecord, table_layout
 
 DATA = "data.ninja"
@@ -122,8 +120,7 @@ def read_text(path: Path) -> str:
 
 
 def _write_file(path: Path, content: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(content)
+    fs.write_file(path, content)
 
 
 def read_kind(map_dir: Path) -> Optional[str]:
@@ -224,12 +221,12 @@ def read_array_header(array_dir: Path, kind: str = "numpy") -> ArrayHeader:
 
 
 def write_array_header(array_dir: Path, dtype: np.dtype, shape: Sequence[int], kind: str = "numpy") -> None:
-    array_dir.mkdir(exist_ok=True)
+    fs.mkdir(array_dir, exist_ok=True)
     _write_file(array_dir / DTYPE, np.dtype(dtype).name.encode("ascii"))
     _write_file(array_dir / SHAPE, _shape_bytes(shape))
     _write_file(array_dir / ORDER, b"C")
     _write_file(array_dir / KIND, kind.encode("ascii"))
-    (array_dir / DATA).touch()
+    fs.touch(array_dir / DATA)
 
 
 def map_file(path: Path, nbytes: int, writable: bool = False) -> Union[mmap.mmap, bytes]:
@@ -339,14 +336,14 @@ def _write_at(fd: int, buffers: Sequence, offset: int, sizes: Optional[np.ndarra
         if not expected:
             continue
         try:
-            done = os.pwritev(fd, chunk, offset)
+            done = fs.pwritev(fd, chunk, offset)
         except (BufferError, ValueError):  # a non-contiguous array: write a contiguous copy
             chunk = [np.ascontiguousarray(b) for b in chunk]
-            done = os.pwritev(fd, chunk, offset)
+            done = fs.pwritev(fd, chunk, offset)
         if done < expected:  # short write (huge chunk or full disk): finish the rest one by one
             rest = memoryview(b"".join(memoryview(b).cast("B") for b in chunk))[done:]
             while rest:
-                n = os.pwrite(fd, rest, offset + done)
+                n = fs.pwrite(fd, rest, offset + done)
                 if n == 0:
                     raise OSError(f"could not write to {fd}")
                 done += n
@@ -360,18 +357,18 @@ class _ArrayFile:
     def __init__(self, array_dir: Path, row_bytes: int, has_shape: bool = True):
         self.dir = array_dir
         self.row_bytes = row_bytes
-        self._data = os.open(array_dir / DATA, os.O_RDWR)
+        self._data = fs.open_file(array_dir / DATA, os.O_RDWR)
         # a strings map's data.ninja has no shape.ninja: its length lives in ends/
-        self._shape = os.open(array_dir / SHAPE, os.O_RDWR) if has_shape else -1
+        self._shape = fs.open_file(array_dir / SHAPE, os.O_RDWR) if has_shape else -1
 
     def rows(self) -> int:
-        raw = os.pread(self._shape, 8, 0)
+        raw = fs.pread(self._shape, 8, 0)
         if len(raw) != 8:
             raise MapFormatError(f"{self.dir / SHAPE} is truncated")
         return struct.unpack("<Q", raw)[0]
 
     def read_int64(self, row: int) -> int:
-        raw = os.pread(self._data, 8, row * 8)
+        raw = fs.pread(self._data, 8, row * 8)
         if len(raw) != 8:
             raise MapFormatError(f"{self.dir / DATA} is truncated")
         return struct.unpack("<q", raw)[0]
@@ -381,17 +378,17 @@ class _ArrayFile:
 
     def copy_from(self, path: Path, offset: int, dest: int, nbytes: int) -> None:
         """Copy ``nbytes`` of the file at ``path`` from ``offset`` to byte ``dest`` of data.ninja."""
-        src = os.open(path, os.O_RDONLY)
+        src = fs.open_file(path, os.O_RDONLY)
         try:
             if os.fstat(src).st_size < offset + nbytes:
                 raise MapFormatError(f"{path} holds fewer bytes than its map needs: it is truncated")
             fs.copy_range(src, self._data, nbytes, offset, dest)
         finally:
-            os.close(src)
+            fs.close(src)
 
     def publish(self, rows: int) -> None:
         if self._shape >= 0:
-            os.pwrite(self._shape, struct.pack("<Q", rows), 0)
+            fs.pwrite(self._shape, struct.pack("<Q", rows), 0)
 
     def cut(self, rows: int) -> None:
         """Forget everything past ``rows`` (repair after a killed append)."""
@@ -401,49 +398,29 @@ class _ArrayFile:
         if self._shape >= 0 and self.rows() != rows:
             self.publish(rows)
         if size > rows * self.row_bytes:
-            os.ftruncate(self._data, rows * self.row_bytes)
+            fs.ftruncate(self._data, rows * self.row_bytes)
 
     def sync(self) -> None:
-        os.fsync(self._data)
+        fs.fsync(self._data)
 
     def sync_shape(self) -> None:
-        os.fsync(self._shape)
+        fs.fsync(self._shape)
 
     def close(self) -> None:
         for fd in (getattr(self, "_data", -1), getattr(self, "_shape", -1)):  # may be half-built
             if fd >= 0:
-                os.close(fd)
+                fs.close(fd)
         self._data = self._shape = -1
 
     def __del__(self) -> None:  # a map object forgotten without close() must not leak descriptors
         self.close()
 
 
-class _WriterLock:
-    """The advisory lock that admits one writer at a time to a map (flock on .writer.lock)."""
+class _WriterLock(fs.WriterLock):
+    """The lock that admits one writer at a time to a map (on .writer.lock; see fs.WriterLock)."""
 
     def __init__(self, map_dir: Path):
-        self.dir = map_dir
-        self._fd = -1
-
-    def acquire(self) -> None:
-        if self._fd < 0:
-            self._fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MapBusyError(f"another writer is appending to the map at {self.dir}; try again when it is done") from None
-
-    def release(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __del__(self) -> None:
-        self.close()
+        super().__init__(map_dir / LOCK, f"another writer is appending to the map at {map_dir}; try again when it is done")
 
 
 class SpansWriter:
@@ -639,7 +616,7 @@ def create_spans(map_dir: Path, kind: str, dtype: np.dtype, shape_layout: ShapeL
     for table in (STARTS, ENDS):
         write_array_header(map_dir / table, OFFSET, (0,))
     if kind == "string":
-        (map_dir / DATA).touch()
+        fs.touch(map_dir / DATA)
     else:
         write_array_header(map_dir, dtype, (0,), kind="ragged")
         write_array_header(map_dir / FLATTENED_SHAPES, OFFSET, (0,))
@@ -650,7 +627,7 @@ def create_spans(map_dir: Path, kind: str, dtype: np.dtype, shape_layout: ShapeL
 def _create_shapes(map_dir: Path, shape_layout: ShapeLayout) -> None:
     _write_file(map_dir / SHAPES_ARE_FLAT, struct.pack("<i", 0 if shape_layout is NESTED else 1))
     if shape_layout is NESTED:
-        (map_dir / SHAPES).mkdir()
+        fs.mkdir(map_dir / SHAPES)
         create_spans(map_dir / SHAPES, "ragged", OFFSET, LENGTHS)
     else:
         write_array_header(map_dir / SHAPES, OFFSET, (0, shape_layout.width))
@@ -673,7 +650,7 @@ def upgrade_to_nested(map_dir: Path, count: int, published: bool, durable: bool 
         target = map_dir.parent / f".{map_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         _link_tree(map_dir, target, skip={SHAPES, SHAPES_ARE_FLAT})
     else:
-        shutil.rmtree(map_dir / SHAPES)
+        fs.rmtree(map_dir / SHAPES)
     try:
         _create_shapes(target, NESTED)
         writer = SpansWriter(target / SHAPES, 8, with_shapes=True)
@@ -683,29 +660,23 @@ def upgrade_to_nested(map_dir: Path, count: int, published: bool, durable: bool 
         if published:
             if durable:
                 _sync_tree(target)
-            _publish(target, map_dir)
-            if durable:
-                _sync_path(map_dir.parent)
+            _publish(target, map_dir, durable)
     except BaseException:
         if published:
-            shutil.rmtree(target, ignore_errors=True)
+            fs.rmtree(target)
         raise
 
 
 def _link_tree(src: Path, dst: Path, skip: set) -> None:
     """A copy of the tree ``src`` at ``dst`` made of hard links (copies where links fail)."""
-    dst.mkdir()
+    fs.mkdir(dst)
     for entry in os.scandir(src):
         if entry.name in skip:
             continue
-        target = dst / entry.name
         if entry.is_dir(follow_symlinks=False):
-            _link_tree(Path(entry.path), target, set())
-            continue
-        try:
-            os.link(entry.path, target)
-        except OSError:  # a file system without hard links
-            shutil.copy2(entry.path, target)
+            _link_tree(Path(entry.path), dst / entry.name, set())
+        else:
+            fs.link_or_copy(Path(entry.path), dst / entry.name)
 
 
 def create_array(array_dir: Path, dtype: np.dtype, row_shape: Sequence[int]) -> ArrayHeader:
@@ -736,60 +707,39 @@ def building(out_dir: Path, durable: bool = False) -> Iterator[Path]:
     """
     out_dir = Path(out_dir).absolute()
     check_can_build(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    fs.makedirs(out_dir.parent)
     _remove_stale_partials(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    fs.mkdir(tmp)
     try:
         yield tmp
         if durable:
             _sync_tree(tmp)
-        _publish(tmp, out_dir)
-        if durable:
-            _sync_path(out_dir.parent)
+        _publish(tmp, out_dir, durable)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fs.rmtree(tmp)
         raise
 
 
-def _publish(tmp: Path, out_dir: Path) -> None:
+def _publish(tmp: Path, out_dir: Path, durable: bool = False) -> None:
     if not out_dir.exists() or _is_empty_dir(out_dir):
-        os.replace(tmp, out_dir)
+        fs.replace(tmp, out_dir)
+        if durable:
+            fs.sync_path(out_dir.parent)
         return
     check_can_build(out_dir)
-    if _exchange(tmp, out_dir):  # one atomic step: out_dir is always a whole map
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    # no renameat2 here: two renames; the old map waits beside out_dir in between
-    old = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
-    os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _sync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    aside = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
+    old = fs.swap_in(tmp, out_dir, aside)
+    if durable:  # the swap first: removing the old map's files must not reach the disk before it
+        fs.sync_path(out_dir.parent)
+    fs.rmtree(old)
 
 
 def _sync_tree(root: Path) -> None:
     for folder, _, files in os.walk(root):
         for name in files:
-            _sync_path(Path(folder) / name)
-        _sync_path(Path(folder))
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+            fs.sync_path(Path(folder) / name)
+        fs.sync_path(Path(folder))
 
 
 def _remove_stale_partials(out_dir: Path) -> None:
@@ -797,8 +747,7 @@ def _remove_stale_partials(out_dir: Path) -> None:
     for leftover in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
         try:
             pid = int(leftover.name.rsplit(".partial-", 1)[1].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(leftover, ignore_errors=True)
-        except (ValueError, PermissionError):
-            pass
+        except ValueError:
+            continue
+        if not fs.process_alive(pid):
+            fs.rmtree(leftover)

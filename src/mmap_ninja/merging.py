@@ -22,8 +22,9 @@ from .shapes import LENGTHS, NESTED, ShapeLayout, ShapeRecord
 _CHUNK = 1 << 20  # samples (or rows) handled per step of a part
 
 
-def merge(parts: List[Path], out_dir: Path, verbose: bool = False, durable: bool = False) -> None:
-    """See ``parts.merge``."""
+def merge(parts: List[Path], out_dir: Path, verbose: bool = False, durable: bool = False, one_dataset: bool = False) -> None:
+    """See ``parts.merge``. ``one_dataset``: the parts are one build's, and errors name the
+    dataset's samples only, as a serial build's would (the parts are private)."""
     if not parts:
         raise ValueError("nothing to merge: no maps were given")
     kinds = [_kind_of(p) for p in parts]
@@ -32,10 +33,21 @@ def merge(parts: List[Path], out_dir: Path, verbose: bool = False, durable: bool
             raise MapFormatError(f"map {k} ({path}) is a {kind!r} map, but map 0 ({parts[0]}) is a {kinds[0]!r} map: only maps of one kind merge")
     counts = [_count_of(p, kinds[0]) for p in parts]
     with layout.building(out_dir, durable) as tmp, progress_bar(verbose, sum(counts), "merging") as bar:
-        if kinds[0] == "numpy":
-            _merge_arrays(parts, tmp, bar)
-        else:
-            _merge_spans(parts, kinds[0], tmp, bar)
+        try:
+            if kinds[0] == "numpy":
+                _merge_arrays(parts, tmp, bar)
+            else:
+                _merge_spans(parts, kinds[0], tmp, bar)
+        except _PartError as e:
+            raise (e.error if one_dataset else type(e.error)(f"map {e.k} ({e.path}): {e.error}")) from None
+
+
+class _PartError(Exception):
+    """``error`` (naming a sample by its position in the merged map) met in map ``k``."""
+
+    def __init__(self, k: int, path: Path, error: Exception):
+        super().__init__(str(error))
+        self.k, self.path, self.error = k, path, error
 
 
 def _kind_of(path: Path) -> str:
@@ -147,7 +159,7 @@ def _cast(data: np.ndarray, dtype: np.dtype, k: int, path: Path, first: int, len
             except (TypeError, ValueError) as bad:
                 error = bad
                 break
-    raise type(error)(f"map {k} ({path}): {error}; merged maps take the first map's dtype") from None
+    raise _PartError(k, path, error)
 
 
 def _merge_arrays(parts: List[Path], tmp: Path, bar) -> None:
@@ -156,9 +168,10 @@ def _merge_arrays(parts: List[Path], tmp: Path, bar) -> None:
     first = 0
     for k, (path, header) in enumerate(zip(parts, headers)):
         if tuple(header.shape[1:]) != row_shape:
-            raise ValueError(f"map {k} ({path}): sample {first} has shape {tuple(header.shape[1:])}, but map 0 holds samples of shape {row_shape}")
+            error = ValueError(f"sample {first} has shape {tuple(header.shape[1:])}, but the map holds samples of shape {row_shape}")
+            raise _PartError(k, path, error)
         if header.order == "F" and len(header.shape) > 1 and header.shape[0] > 0:
-            raise ValueError(f"map {k} ({path}) is stored in Fortran order, whose samples cannot be merged; rebuild it")
+            raise _PartError(k, path, ValueError("it is stored in Fortran order, whose samples cannot be merged; rebuild it"))
         first += header.shape[0]
     writer = layout.ArrayWriter(tmp, layout.create_array(tmp, dtype, row_shape))
     try:

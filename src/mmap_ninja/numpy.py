@@ -75,6 +75,17 @@ def open_existing(out_dir: PathLike, mode: str = "r") -> np.memmap:
     return arr
 
 
+def _empty(out_dir: PathLike, dtype: Any, shape: Any, order: str = "C") -> np.memmap:
+    """Compatibility alias for 0.9.0's private helper (its own tests call it): a new zero-filled map.
+
+    Not part of the API: use ``from_ndarray``. ``order`` is accepted as 0.9.0 took it; the
+    samples are stored in C order, which gives the same values.
+    """
+    if order not in ("C", "F"):
+        raise ValueError(f"unknown order {order!r}: use 'C' or 'F'")
+    return from_ndarray(out_dir, np.zeros(shape, dtype=dtype))
+
+
 def _map_dir_of(np_mmap: np.memmap) -> Path:
     known = np_mmap.__dict__.get("_map_dir") if isinstance(np_mmap, ArrayMap) else None
     if known:

@@ -12,12 +12,8 @@ fork, which is unsafe in a process that runs threads.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import pickle
-import queue as queues
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -49,6 +45,8 @@ def _build_part(part_dir: str, kind: str, start: int, stop: int, batch_size: int
 
 
 def _context() -> Any:
+    import multiprocessing
+
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
@@ -77,6 +75,9 @@ def build_in_parallel(
 
     With ``count`` None, the dataset ends at its first IndexError, as in a serial build.
     """
+    # imported here: multiprocessing is slow to import, and absent on some platforms
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     try:
         pickle.dumps(indexable)
     except Exception as e:
@@ -85,7 +86,7 @@ def build_in_parallel(
             f"cannot be pickled ({type(e).__name__}: {e}); define it at the top level of a module, or use n_jobs=None"
         ) from None
     context = _context()
-    progress = context.Queue()
+    progress = context.SimpleQueue()  # written through at once: a worker killed next has told its range
     workdir = parts.parts_dir(out_dir)
     running: Dict[int, Tuple[int, int]] = {}  # worker pid -> the range it is building
     pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(indexable, progress))
@@ -94,7 +95,7 @@ def build_in_parallel(
         end = None  # the index of the first part that came back short: the dataset ends there
         with progress_bar(verbose, count, "building") as bar:
             ranges = enumerate(_ranges(count, batch_size, jobs))
-            pending: Dict[Future, int] = {}
+            pending: Dict[Any, int] = {}  # future -> part number
             planned: Dict[int, int] = {}
             processes: Dict[int, Any] = {}
             while True:
@@ -124,7 +125,7 @@ def build_in_parallel(
         if not used:  # no samples at all: the serial builder decides what an empty map is
             build.write(out_dir, build.encoder_for(kind, options), [], durable)
         else:
-            merging.merge(used, Path(out_dir), False, durable)
+            merging.merge(used, Path(out_dir), False, durable, one_dataset=True)
     except BaseException:
         _stop(pool)
         raise
@@ -136,8 +137,10 @@ def build_in_parallel(
 def _drain(progress: Any, bar: Any, running: Dict[int, Tuple[int, int]]) -> None:
     while True:
         try:
-            message = progress.get_nowait()
-        except (queues.Empty, OSError, ValueError):
+            if progress.empty():
+                return
+            message = progress.get()
+        except (OSError, ValueError, EOFError):
             return
         if message[0] == "batch":
             bar.update(message[1])
@@ -145,11 +148,15 @@ def _drain(progress: Any, bar: Any, running: Dict[int, Tuple[int, int]]) -> None
             running[message[1]] = (message[2], message[3])
 
 
-def _raise_if_failed(future: Future, running: Dict[int, Tuple[int, int]], processes: Dict[int, Any]) -> None:
+def _raise_if_failed(future: Any, running: Dict[int, Tuple[int, int]], processes: Dict[int, Any]) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
     error = future.exception()
     if error is None:
         return
     if isinstance(error, BrokenProcessPool):
+        for process in processes.values():
+            process.join(timeout=1)  # so that the dead one has its exit code
         dead = [pid for pid, p in processes.items() if p.exitcode not in (None, 0) and pid in running]
         suspects = dead or list(running)
         where = " or ".join(f"samples {running[pid][0]} to {running[pid][1] - 1}" for pid in suspects)
@@ -161,7 +168,7 @@ def _raise_if_failed(future: Future, running: Dict[int, Tuple[int, int]], proces
     raise error
 
 
-def _stop(pool: ProcessPoolExecutor) -> None:
+def _stop(pool: Any) -> None:
     """Stop the workers now (Ctrl-C, an error): the parts they build are removed after."""
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         try:

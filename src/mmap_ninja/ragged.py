@@ -214,20 +214,10 @@ class RaggedMmap(SpansMap):
         and survive a crash of this process; ``durable=True`` also fsyncs them, to survive a
         power loss.
         """
-        if self._view is None:
-            self._load()  # another process may have created the map meanwhile
-        encoder = RaggedEncoder(self.dtype)
-        pieces = encoder.encode(list(arrays), self._len)
-        if not pieces:
-            return
-        if self._view is None:
-            build.write(self.path, RaggedEncoder(encoder.dtype), [pieces[0][0]], durable)
-            self._load()
-            return
-        writer = self._open_writer()
-        with writer.locked():
-            encoder.append(writer, pieces[0], durable, published=True)
-        self._after_append(writer.count)
+        self._extend(list(arrays), durable)
+
+    def _new_encoder(self) -> RaggedEncoder:
+        return RaggedEncoder(self.dtype)
 
     def _itemsize(self) -> int:
         return self.dtype.itemsize if self.dtype is not None else 1

@@ -112,12 +112,18 @@ class StringsMmap(SpansMap):
     # -- writing -------------------------------------------------------------------------
 
     def _encode(self, strings: Sequence[Any], first_position: int) -> List[bytes]:
-        pieces = list(StringsEncoder(self.zstd_level, dictionary=self._zstd_dict).encode(strings, first_position))
+        pieces = list(self._new_encoder().encode(strings, first_position))
         return pieces[0][0] if pieces else []
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        """Overwrite strings in place with strings of the same stored byte length (``mode="r+b"``)."""
+        """Overwrite strings in place with strings of the same stored byte length (``mode="r+b"``).
+
+        Strings of a zstd-compressed map cannot be overwritten: whether a new value would
+        compress to the same length is not something a caller can predict.
+        """
         self._check_writable()
+        if self.zstd_level is not None:
+            raise ValueError(f"{self.path} is zstd-compressed: its strings cannot be overwritten in place; rebuild the map instead")
         if isinstance(key, (int, np.integer)):
             idx, values = [self._position(key)], [value]
         else:
@@ -140,21 +146,10 @@ class StringsMmap(SpansMap):
 
     def extend(self, list_of_strings: Iterable[str], verbose: bool = False, durable: bool = False) -> None:
         """Add strings at the end, all or none; a non-str raises TypeError and writes nothing."""
-        if self._view is None:
-            self._load()
-        strings = list(progress(list_of_strings, verbose))
-        if self._view is None:  # the first strings create the map
-            if strings:
-                build.write(self.path, StringsEncoder(), [strings], durable)
-                self._load()
-            return
-        buffers = self._encode(strings, self._len)
-        if not buffers:
-            return
-        writer = self._open_writer()
-        with writer.locked():
-            writer.append(buffers, [len(b) for b in buffers], None, durable)
-        self._after_append(writer.count)
+        self._extend(list(progress(list_of_strings, verbose)), durable)
+
+    def _new_encoder(self) -> StringsEncoder:
+        return StringsEncoder(self.zstd_level, dictionary=self._zstd_dict)
 
     # -- building ------------------------------------------------------------------------
 
