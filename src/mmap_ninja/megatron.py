@@ -447,19 +447,21 @@ def _document_indices(document_ends: Any) -> np.ndarray:
     return indices
 
 
-def _remove_stale_partials(prefix: str) -> None:
-    """Remove what writes of ``prefix`` killed before they finished left beside it."""
-    folder, name = os.path.split(prefix)
-    for leftover in Path(folder or ".").glob(f"{name}.*.partial-*"):
+def _remove_stale_partials(folder: Path, pattern: str) -> None:
+    """Remove the ``*.partial-PID-*`` files and folders matching ``pattern`` whose writer ``PID`` has died."""
+    for leftover in folder.glob(pattern):
         try:
             pid = int(leftover.name.rsplit(".partial-", 1)[1].split("-")[0])
             os.kill(pid, 0)
         except ProcessLookupError:
-            try:
-                leftover.unlink()
-            except FileNotFoundError:
-                pass
-        except (ValueError, PermissionError, OSError):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                try:
+                    leftover.unlink()
+                except FileNotFoundError:
+                    pass
+        except (ValueError, OSError):  # not named by us, or a live process of another user
             pass
 
 
@@ -497,7 +499,8 @@ def write(
     folder = os.path.dirname(prefix)
     if folder:
         os.makedirs(folder, exist_ok=True)
-    _remove_stale_partials(prefix)
+    folder_path, name = os.path.split(prefix)
+    _remove_stale_partials(Path(folder_path or "."), f"{name}.*.partial-*")
     tag = f"partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp_bin, tmp_idx, tmp_ptr = (f"{prefix}.{part}.{tag}" for part in ("bin", "idx", "pointers"))
     created: List[str] = []
@@ -633,23 +636,23 @@ def to_ragged(prefix: PathLike, out_dir: PathLike, batch_size: int = 1024, overw
         if not overwrite:
             raise FileExistsError(f"{out_dir} already exists; pass overwrite=True to replace the map there")
         layout.check_can_build(out_dir)  # only ever replaces a map
-    # staged under the name of a build of out_dir, so the next build there removes it if we are killed
-    stage = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-megatron-{uuid.uuid4().hex[:8]}"
+    # everything is staged in one folder named as the library names builds of out_dir, so that
+    # a killed conversion's leftovers go with the next build or conversion there
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(out_dir.parent, f".{out_dir.name}.partial-*")
+    stage_root = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-megatron-{uuid.uuid4().hex[:8]}"
+    stage_root.mkdir()
+    stage = stage_root / "map"
     try:
         RaggedMmap.from_generator(stage, corpus, batch_size, verbose=verbose, dtype=corpus.dtype, total=len(corpus))
         from_ndarray(stage / DOCUMENTS, np.asarray(corpus.document_indices, np.int64))
         if corpus.sequence_modes is not None:
             from_ndarray(stage / SEQUENCE_MODES, np.asarray(corpus.sequence_modes))
         if out_dir.exists() and any(out_dir.iterdir()):
-            old = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, old)
-            os.replace(stage, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+            os.replace(out_dir, stage_root / "old")  # until the next line, no map at out_dir
+        os.replace(stage, out_dir)
+    finally:
+        shutil.rmtree(stage_root, ignore_errors=True)
     return out_dir
 
 

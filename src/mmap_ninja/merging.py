@@ -31,8 +31,8 @@ def merge(parts: List[Path], out_dir: Path, verbose: bool = False, durable: bool
     for k, (path, kind) in enumerate(zip(parts, kinds)):
         if kind != kinds[0]:
             raise MapFormatError(f"map {k} ({path}) is a {kind!r} map, but map 0 ({parts[0]}) is a {kinds[0]!r} map: only maps of one kind merge")
-    counts = [_count_of(p, kinds[0]) for p in parts]
-    with layout.building(out_dir, durable) as tmp, progress_bar(verbose, sum(counts), "merging") as bar:
+    total = sum(_count_of(p, kinds[0]) for p in parts) if verbose else None
+    with layout.building(out_dir, durable) as tmp, progress_bar(verbose, total, "merging") as bar:
         try:
             if kinds[0] == "numpy":
                 _merge_arrays(parts, tmp, bar)
