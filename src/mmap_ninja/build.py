@@ -172,13 +172,14 @@ def build_into(
     map_dir: Path,
     encoder: Encoder,
     batches: Iterable[Any],
-    durable: bool = False,
     on_batch: Optional[Callable[[int], None]] = None,
     first_position: int = 0,
 ) -> int:
     """Write every batch into the private, empty directory ``map_dir``; returns the sample count.
 
     ``first_position`` is the dataset index of the first sample (errors name samples by it).
+    Nothing is fsynced here: a durable build syncs the whole directory once, before it is
+    published (``layout.building``).
     """
     writer = None
     position = first_position
@@ -188,7 +189,7 @@ def build_into(
                 if writer is None:
                     writer = encoder.create(map_dir, piece)
                 with writer.locked(lock=False):
-                    position += encoder.append(writer, piece, durable, published=False)
+                    position += encoder.append(writer, piece, False, published=False)
                 del piece
             if on_batch is not None:
                 on_batch(len(batch))
@@ -204,7 +205,7 @@ def build_into(
 def write(out_dir: Any, encoder: Encoder, batches: Iterable[Any], durable: bool = False, on_batch: Optional[Callable[[int], None]] = None) -> None:
     """Build a map from batches; it appears at ``out_dir`` only when complete."""
     with layout.building(Path(out_dir), durable) as tmp:
-        build_into(tmp, encoder, batches, durable, on_batch)
+        build_into(tmp, encoder, batches, on_batch)
 
 
 def indexed_batches(indexable: Any, start: int, stop: int, batch_size: int) -> Iterator[List[Any]]:

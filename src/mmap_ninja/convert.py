@@ -22,13 +22,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import fs
 from .progress import progress
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -311,11 +311,11 @@ def _convert_by_parts(
     from .generic import open_existing
 
     absolute = out_dir.absolute()
-    absolute.parent.mkdir(parents=True, exist_ok=True)
+    fs.makedirs(absolute.parent)
     scratch = absolute.parent / f".{absolute.name}.partial-{os.getpid()}-convert-{uuid.uuid4().hex[:8]}"
     notes = scratch / "skipped"
     try:
-        notes.mkdir(parents=True)
+        fs.makedirs(notes)
         built = scratch / "map"
         try:
             build_indexable(built, FileSamples(files, read, notes), n_jobs)
@@ -327,8 +327,8 @@ def _convert_by_parts(
         skipped = [(files[i], (notes / str(i)).read_text(encoding="utf-8")) for i in bad]
         if not bad:
             with layout.building(absolute) as tmp:
-                os.rmdir(tmp)
-                os.replace(built, tmp)
+                fs.rmtree(tmp)
+                fs.replace(built, tmp)
             return ConversionResult(out_dir, len(files), [])
         gone = set(bad)
         keep = [i for i in range(len(files)) if i not in gone]
@@ -338,7 +338,7 @@ def _convert_by_parts(
             raise _name_sample(e, [files[i] for i in keep]) from None
         return ConversionResult(out_dir, len(keep), skipped)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        fs.rmtree(scratch)
 
 
 def convert_text(
