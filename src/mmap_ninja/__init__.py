@@ -12,6 +12,7 @@ from .numpy import from_generator as np_from_generator
 from .numpy import from_ndarray as np_from_ndarray
 from .numpy import open_existing as np_open_existing
 from .ragged import RaggedMmap
+from .records import RecordsMmap
 from .string import StringsMmap
 from .wrapped import Wrapped
 
@@ -19,6 +20,7 @@ __version__ = "1.0.0"
 
 __all__ = [
     "RaggedMmap",
+    "RecordsMmap",
     "StringsMmap",
     "Wrapped",
     "open_existing",
