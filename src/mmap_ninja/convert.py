@@ -135,9 +135,9 @@ def _samples(
 
 
 def _name_sample(error: Exception, sources: List[Path]) -> ConversionError:
-    """The library's "sample N ..." error, with N replaced by the file it came from."""
+    """The library's "sample N ..." (or "record N ...") error, with the file it came from named."""
     message = str(error)
-    match = re.match(r"sample (\d+)\b", message)
+    match = re.match(r"(?:sample|record) (\d+)\b", message)
     if match and int(match.group(1)) < len(sources):
         return ConversionError(f"{sources[int(match.group(1))]}: {message}")
     return ConversionError(message)
@@ -243,3 +243,107 @@ def convert_npy(
 
 
 CONVERTERS = {"text": convert_text, "images": convert_images, "npy": convert_npy}
+
+
+# --- image folders: one subfolder per class ---------------------------------------------------
+
+# the extensions torchvision's ImageFolder takes, so that both see the same images
+IMAGEFOLDER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def list_imagefolder(root: PathLike, extensions: Iterable[str] = IMAGEFOLDER_EXTENSIONS) -> Tuple[List[str], List[Tuple[Path, int]]]:
+    """The classes of an image folder and its (file, label) pairs, in torchvision's order.
+
+    Classes are the subfolders of ``root``, sorted by name (code point order), as
+    ``torchvision.datasets.ImageFolder`` sorts them; label ``i`` is class ``i``. A class's
+    images are found recursively, sorted by folder path then file name, as ImageFolder does.
+    Unlike ImageFolder, hidden files and folders (names starting with ".") are ignored.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ConversionError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise ConversionError(f"{root} has no subfolders; an image folder has one subfolder of images per class")
+    suffixes = tuple(e.lower() for e in extensions)
+    samples: List[Tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        found = []
+        for folder, subfolders, names in os.walk(root / name, followlinks=True):
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+            found += [(folder, n) for n in names if not n.startswith(".") and n.lower().endswith(suffixes)]
+        samples += [(Path(folder, n), label) for folder, n in sorted(found)]
+    return classes, samples
+
+
+class _ImageFolderRecords:
+    """The records of an image folder, by index; pickles without its Pillow reader (for workers)."""
+
+    def __init__(self, root: Path, samples: List[Tuple[Path, int]], mode: Optional[str], skip_bad: bool):
+        self.root, self.samples, self.mode, self.skip_bad = root, samples, mode, skip_bad
+        self._read: Optional[Callable[[Path], np.ndarray]] = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_read": None}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Any:
+        from .records import SkippedRecord
+
+        path, label = self.samples[i]
+        if self._read is None:
+            self._read = _image_reader(self.mode)
+        try:
+            try:
+                image = self._read(path)
+            except OSError as e:  # unreadable file: permissions, vanished meanwhile
+                raise ConversionError(f"{path} cannot be read ({e.strerror or e})") from None
+        except ConversionError as e:
+            if not self.skip_bad:
+                raise
+            return SkippedRecord(str(e))
+        return {"image": image, "label": label, "path": path.relative_to(self.root).as_posix()}
+
+
+def convert_imagefolder(
+    root: PathLike,
+    out_dir: PathLike,
+    batch_size: int = 256,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    verbose: bool = False,
+    mode: Optional[str] = "RGB",
+    jobs: Optional[int] = None,
+) -> ConversionResult:
+    """An image folder (one subfolder per class) as a RecordsMmap with three fields.
+
+    ``image``: HxWxC uint8 (decoded by Pillow, converted to ``mode`` as ``convert_images``
+    does); ``label``: int64, the class's index in the sorted class names (see
+    ``list_imagefolder``), which are stored with the map (``RecordsMmap.classes``); ``path``:
+    the file's path relative to ``root``, with "/". ``jobs=k`` decodes and writes in ``k``
+    processes. The map appears at ``out_dir`` only when complete.
+    """
+    from .records import build_records
+
+    root, out_dir = Path(root), Path(out_dir)
+    _check_out(out_dir, overwrite)
+    classes, samples = list_imagefolder(root)
+    if not samples:
+        raise ConversionError(f"found no images ({', '.join(IMAGEFOLDER_EXTENSIONS)}) in the class folders of {root}")
+    _pillow()  # say at once if Pillow is missing
+    skipped: List[Tuple[int, str]] = []
+    schema = {"image": "ragged", "label": ("numpy", "int64"), "path": "strings"}
+    try:
+        build_records(out_dir, _ImageFolderRecords(root, samples, mode, skip_bad), batch_size, jobs, verbose, schema,
+                      classes=classes, skipped=skipped)
+    except ConversionError as e:
+        raise ConversionError(re.sub(r"^sample \d+ of the dataset raised ConversionError: ", "", str(e))) from None
+    except (TypeError, ValueError) as e:  # an image the map cannot store: name its file
+        if skipped and len(skipped) == len(samples):
+            raise ConversionError(f"none of the {len(samples)} images could be read; no map was written") from None
+        left_out = {i for i, _ in skipped}
+        raise _name_sample(e, [p for i, (p, _) in enumerate(samples) if i not in left_out]) from None
+    return ConversionResult(out_dir, len(samples) - len(skipped), [(samples[i][0], why) for i, why in skipped])
+

@@ -443,7 +443,7 @@ class _FieldWriter:
 
 def _write_records(path: Path, batches: Iterable[Sequence[Any]], hints: Dict[str, Tuple[str, Optional[np.dtype]]],
                    layout_of: Optional[Tuple[Tuple[str, FieldSpec], ...]], durable: bool, classes: Optional[Sequence[str]],
-                   first: int = 0, skipped: Optional[List[Tuple[int, str]]] = None) -> int:
+                   first: int = 0) -> int:
     """Write a records map of ``batches`` into the existing, empty directory ``path``.
 
     ``layout_of`` fixes the fields and their specs (parts of a parallel build); otherwise the
@@ -455,10 +455,6 @@ def _write_records(path: Path, batches: Iterable[Sequence[Any]], hints: Dict[str
     position = first
     try:
         for batch in batches:
-            if skipped is not None:
-                batch = _without_skips(batch, position, skipped)
-            if not batch:
-                continue
             if writer is None:
                 if not specs:
                     names, specs = _decide_fields(batch, hints, position)
@@ -482,16 +478,6 @@ def _write_records(path: Path, batches: Iterable[Sequence[Any]], hints: Dict[str
     write_records_file(path, RecordsInfo(position - first, tuple((n, specs[n].kind) for n in names),
                                          None if classes is None else tuple(classes)), durable)
     return position - first
-
-
-def _without_skips(batch: Sequence[Any], position: int, skipped: List[Tuple[int, str]]) -> List[Any]:
-    kept = []
-    for record in batch:
-        if isinstance(record, SkippedRecord):
-            skipped.append((position + len(kept), record.reason))
-        else:
-            kept.append(record)
-    return kept
 
 
 def _decide_fields(batch: Sequence[Any], hints: Dict[str, Tuple[str, Optional[np.dtype]]], first: int) -> Tuple[List[str], Dict[str, FieldSpec]]:
@@ -797,8 +783,12 @@ class RecordsMmap:
 # --- building from an indexable, serially or by parts -----------------------------------------------
 
 
-def _records_of(indexable: Any, start: int, stop: Optional[int], written: List[int]) -> Iterator[Any]:
-    """``indexable[start:stop]`` one by one, until its first IndexError; errors name the index."""
+def _records_of(indexable: Any, start: int, stop: Optional[int], written: List[int],
+                skipped: Optional[List[Tuple[int, str]]] = None) -> Iterator[Any]:
+    """``indexable[start:stop]`` one by one, until its first IndexError; errors name the index.
+
+    With ``skipped``, a ``SkippedRecord`` is left out and its (index, reason) noted there.
+    """
     getter = indexable if callable(indexable) and not hasattr(indexable, "__getitem__") else indexable.__getitem__
     i = start
     while stop is None or i < stop:
@@ -809,7 +799,10 @@ def _records_of(indexable: Any, start: int, stop: Optional[int], written: List[i
         except Exception as e:
             raise parts.name_sample(e, i) from e
         written[0] = i + 1
-        yield record
+        if skipped is not None and isinstance(record, SkippedRecord):
+            skipped.append((i, record.reason))
+        else:
+            yield record
         i += 1
 
 
@@ -835,39 +828,39 @@ def build_part(part_dir: PathLike, indexable: Any, start: int, stop: int, batch_
     part_dir.mkdir()
     written = [start]
     skipped: List[Tuple[int, str]] = []
-    records = _records_of(indexable, start, stop, written)
-    _write_records(part_dir, batched(records, batch_size), {}, layout_of, False, None, start, skipped if skips else None)
+    records = _records_of(indexable, start, stop, written, skipped if skips else None)
+    _write_records(part_dir, batched(records, batch_size), {}, layout_of, False, None, start)
     return parts.Part(str(part_dir), start, written[0]), skipped
 
 
 def build_records(out_dir: PathLike, indexable: Any, batch_size: int, n_jobs: Optional[int] = None, verbose: bool = False,
                   schema: Optional[Mapping] = None, durable: bool = False, classes: Optional[Sequence[str]] = None,
-                  skips: bool = False) -> List[Tuple[int, str]]:
-    """The work of ``RecordsMmap.from_indexable``; with ``skips``, the dataset may return
-    ``SkippedRecord`` to leave a record out, and the (index, reason) of those are returned."""
+                  skipped: Optional[List[Tuple[int, str]]] = None) -> None:
+    """The work of ``RecordsMmap.from_indexable``. With a ``skipped`` list, the dataset may
+    return ``SkippedRecord`` to leave a record out, and its (index, reason) is added there."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs < 1):
         raise ValueError(f"n_jobs must be a positive int or None, got {n_jobs!r}")
     hints = _parse_schema(schema)
     count = _count_of(indexable)
-    skipped: List[Tuple[int, str]] = []
     if n_jobs is None or n_jobs == 1 or count is None or count <= batch_size:
         written = [0]
-        records = progress(_records_of(indexable, 0, count, written), verbose, count, desc="records")
+        records = progress(_records_of(indexable, 0, count, written, skipped), verbose, count, desc="records")
         with layout.building_dataset(Path(out_dir), is_records_dir, durable) as tmp:
-            _write_records(tmp, batched(records, batch_size), hints, None, durable, classes, 0, skipped if skips else None)
-        return skipped
+            _write_records(tmp, batched(records, batch_size), hints, None, durable, classes)
+        return
     # the first records decide the fields, for every part alike (as they do for a serial build)
     first: List[Any] = []
     written = [0]
-    for record in _records_of(indexable, 0, count, written):
-        if isinstance(record, SkippedRecord) and skips:
-            continue
+    probe = None if skipped is None else []  # the parts note these skips again
+    for record in _records_of(indexable, 0, count, written, probe):
         first.append(record)
         if len(first) == batch_size:
             break
     if not first:
+        if skipped is not None:
+            skipped.extend(probe)
         raise ValueError("no records were given; a records map needs one to know its fields")
     names, specs = _decide_fields(first, hints, 0)
     layout_of = tuple((n, specs[n]) for n in names)
@@ -875,18 +868,18 @@ def build_records(out_dir: PathLike, indexable: Any, batch_size: int, n_jobs: Op
     ranges = parts.part_ranges(count, batch_size, n_jobs)
     work = parts.parts_dir(out_dir)
     try:
-        built = _build_parts(work, indexable, ranges, batch_size, layout_of, skips, n_jobs, verbose)
+        built = _build_parts(work, indexable, ranges, batch_size, layout_of, skipped is not None, n_jobs, verbose)
         kept = []
         for (part, part_skipped), (_, stop) in zip(built, ranges):
             kept.append(part)
-            skipped.extend(part_skipped)
+            if skipped is not None:
+                skipped.extend(part_skipped)
             if part.stop < stop:  # an indexable shorter than its len ends here, as a serial build would
                 break
         non_empty = [p.path for p in kept if read_records_file(p.path).count] or [kept[0].path]
         merge_parts(out_dir, non_empty, verbose, durable, classes)
     finally:
         parts.remove(work)
-    return skipped
 
 
 def _build_parts(work: Path, indexable: Any, ranges: List[Tuple[int, int]], batch_size: int,
