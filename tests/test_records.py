@@ -795,7 +795,7 @@ def test_convert_imagefolder(image_folder, tmp_path, cli):
     root, files = image_folder
     done = cli("convert", "imagefolder", str(root), str(tmp_path / "out"), "--quiet", "--batch-size", "4")
     assert done.returncode == 0, done.stderr
-    assert done.stderr == "" and "wrote 20 records" in done.stdout
+    assert done.stderr == "" and "wrote 20 samples" in done.stdout
     r = RecordsMmap(tmp_path / "out")
     classes, order = _imagefolder_order(root)
     assert r.classes == classes == ["B", "a", "a b", "c", "empty"]
@@ -868,3 +868,13 @@ def test_info_lists_the_classes(image_folder, tmp_path, cli):
     done = cli("info", str(tmp_path / "out"))
     assert "classes:       5: 0 B, 1 a, 2 a b, 3 c, 4 empty" in done.stdout
     assert json.loads(cli("info", str(tmp_path / "out"), "--json").stdout)["classes"] == ["B", "a", "a b", "c", "empty"]
+
+
+def test_convert_imagefolder_patterns(image_folder, tmp_path):
+    from mmap_ninja.convert import convert_imagefolder
+
+    root, _ = image_folder
+    result = convert_imagefolder(root, tmp_path / "out", patterns=["*.jpg"])
+    r = RecordsMmap(tmp_path / "out")
+    assert result.samples == len(r) == 4 and list(r["path"]) == ["B/sub/deeper/0.jpg", "a/sub/deeper/0.jpg", "a b/sub/deeper/0.jpg", "c/sub/deeper/0.jpg"]
+    assert r["label"].tolist() == [0, 1, 2, 3] and r.classes == ["B", "a", "a b", "c", "empty"]

@@ -405,8 +405,10 @@ def _run_convert(args: argparse.Namespace) -> int:
     from . import convert
 
     options: Dict[str, Any] = {}
-    if args.kind == "images":
+    if args.kind in ("images", "imagefolder"):
         options["mode"] = None if args.mode == "keep" else args.mode
+    if args.kind == "imagefolder":
+        options["jobs"] = args.jobs
     elif args.kind == "npy" and args.dtype:
         options["dtype"] = args.dtype
     elif args.kind == "text" and args.zstd_level is not None:
@@ -437,42 +439,22 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_convert_imagefolder(args: argparse.Namespace) -> int:
-    from . import convert
-
-    out = Path(args.out)
-    if out.exists() and not args.overwrite and not (out.is_dir() and not any(out.iterdir())):
-        raise CommandError(f"{out} already exists; pass --overwrite to replace the map there")
-    try:
-        result = convert.convert_imagefolder(args.root, args.out, batch_size=args.batch_size, skip_bad=args.skip_bad,
-                                             overwrite=args.overwrite, verbose=not args.quiet,
-                                             mode=None if args.mode == "keep" else args.mode, jobs=args.jobs)
-    except convert.ConversionError as e:
-        raise CommandError(f"{e}; nothing was written to {args.out}") from e
-    except KeyboardInterrupt:
-        print(f"mmap-ninja: interrupted; nothing was written to {args.out}", file=sys.stderr)
-        raise SystemExit(130) from None
-    for _, why in result.skipped:
-        print(f"skipped: {why}", file=sys.stderr)
-    skipped = f", left out {_count(len(result.skipped), 'unreadable file')}" if result.skipped else ""
-    print(f"wrote {_count(result.samples, 'record')} (fields image, label, path) to {result.out_dir}{skipped}")
-    return 0
-
-
 def _add_imagefolder_parser(kinds: Any, debug: argparse.ArgumentParser) -> None:
     help_text = "a folder with one subfolder of images per class -> a RecordsMmap of image, label, path (needs Pillow)"
     sub = kinds.add_parser("imagefolder", parents=[debug], help=help_text, description=help_text + ". Classes are the "
                            "subfolders sorted by name, as torchvision's ImageFolder sorts them (label i is class i); their "
                            "names are stored with the map. The map appears at OUT only once every image is in.")
-    sub.add_argument("root", metavar="ROOT", help="folder with one subfolder per class")
+    sub.add_argument("src_dir", metavar="ROOT", help="folder with one subfolder per class")
     sub.add_argument("out", metavar="OUT", help="records map directory to write (must not exist, unless --overwrite)")
     sub.add_argument("--jobs", type=_positive_int, default=None, metavar="K", help="decode and write in K processes (default 1)")
     sub.add_argument("--batch-size", type=_positive_int, default=256, help="records written at a time (default %(default)s)")
     sub.add_argument("--skip-bad", action="store_true", help="leave unreadable images out (listed on stderr) instead of stopping")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing map at OUT (once the new one is complete)")
+    sub.add_argument("--pattern", action="append", metavar="GLOB",
+                     help="image file names to take (repeatable; default: ImageFolder's extensions, " + " ".join(_default_patterns("imagefolder")) + ")")
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_argument("--mode", default="RGB", help="Pillow mode to convert every image to (default RGB: HxWx3; 'keep' keeps each file's own)")
-    sub.set_defaults(run=_run_convert_imagefolder)
+    sub.set_defaults(run=_run_convert)
 
 
 # --- demo ---------------------------------------------------------------------------------

@@ -248,10 +248,11 @@ CONVERTERS = {"text": convert_text, "images": convert_images, "npy": convert_npy
 # --- image folders: one subfolder per class ---------------------------------------------------
 
 # the extensions torchvision's ImageFolder takes, so that both see the same images
-IMAGEFOLDER_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IMAGEFOLDER_PATTERNS = ("*.jpg", "*.jpeg", "*.png", "*.ppm", "*.bmp", "*.pgm", "*.tif", "*.tiff", "*.webp")
+DEFAULT_PATTERNS["imagefolder"] = IMAGEFOLDER_PATTERNS
 
 
-def list_imagefolder(root: PathLike, extensions: Iterable[str] = IMAGEFOLDER_EXTENSIONS) -> Tuple[List[str], List[Tuple[Path, int]]]:
+def list_imagefolder(root: PathLike, patterns: Optional[Iterable[str]] = None) -> Tuple[List[str], List[Tuple[Path, int]]]:
     """The classes of an image folder and its (file, label) pairs, in torchvision's order.
 
     Classes are the subfolders of ``root``, sorted by name (code point order), as
@@ -265,13 +266,13 @@ def list_imagefolder(root: PathLike, extensions: Iterable[str] = IMAGEFOLDER_EXT
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
     if not classes:
         raise ConversionError(f"{root} has no subfolders; an image folder has one subfolder of images per class")
-    suffixes = tuple(e.lower() for e in extensions)
+    regex = re.compile("|".join(_glob_to_regex(p) for p in (patterns or IMAGEFOLDER_PATTERNS)), re.IGNORECASE)
     samples: List[Tuple[Path, int]] = []
     for label, name in enumerate(classes):
         found = []
         for folder, subfolders, names in os.walk(root / name, followlinks=True):
             subfolders[:] = [d for d in subfolders if not d.startswith(".")]
-            found += [(folder, n) for n in names if not n.startswith(".") and n.lower().endswith(suffixes)]
+            found += [(folder, n) for n in names if not n.startswith(".") and regex.fullmatch(n)]
         samples += [(Path(folder, n), label) for folder, n in sorted(found)]
     return classes, samples
 
@@ -311,6 +312,7 @@ def convert_imagefolder(
     root: PathLike,
     out_dir: PathLike,
     batch_size: int = 256,
+    patterns: Optional[Iterable[str]] = None,
     skip_bad: bool = False,
     overwrite: bool = False,
     verbose: bool = False,
@@ -322,16 +324,17 @@ def convert_imagefolder(
     ``image``: HxWxC uint8 (decoded by Pillow, converted to ``mode`` as ``convert_images``
     does); ``label``: int64, the class's index in the sorted class names (see
     ``list_imagefolder``), which are stored with the map (``RecordsMmap.classes``); ``path``:
-    the file's path relative to ``root``, with "/". ``jobs=k`` decodes and writes in ``k``
+    the file's path relative to ``root``, with "/". ``patterns`` are globs of the file names
+    to take instead of ImageFolder's extensions. ``jobs=k`` decodes and writes in ``k``
     processes. The map appears at ``out_dir`` only when complete.
     """
     from .records import build_records
 
     root, out_dir = Path(root), Path(out_dir)
     _check_out(out_dir, overwrite)
-    classes, samples = list_imagefolder(root)
+    classes, samples = list_imagefolder(root, patterns)
     if not samples:
-        raise ConversionError(f"found no images ({', '.join(IMAGEFOLDER_EXTENSIONS)}) in the class folders of {root}")
+        raise ConversionError(f"found no files matching {', '.join(patterns or IMAGEFOLDER_PATTERNS)} in the class folders of {root}")
     _pillow()  # say at once if Pillow is missing
     skipped: List[Tuple[int, str]] = []
     schema = {"image": "ragged", "label": ("numpy", "int64"), "path": "strings"}
@@ -347,3 +350,6 @@ def convert_imagefolder(
         raise _name_sample(e, [p for i, (p, _) in enumerate(samples) if i not in left_out]) from None
     return ConversionResult(out_dir, len(samples) - len(skipped), [(samples[i][0], why) for i, why in skipped])
 
+
+
+CONVERTERS["imagefolder"] = convert_imagefolder

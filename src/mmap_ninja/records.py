@@ -342,11 +342,7 @@ def write_records_file(path: Path, info: RecordsInfo, durable: bool = False) -> 
             pass
         raise
     if durable:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        layout._sync_path(path)
 
 
 def _remove_stale_records_files(path: Path) -> None:
