@@ -500,8 +500,9 @@ class RecordsMmap:
 
     ``r[i]`` is a dict of field values; ``r[slice | list | int array]`` a dict of batches
     (lists for ragged and strings fields, one ndarray for same-shape fields); ``r["label"]``
-    the field's own map. ``append``/``extend`` add records to every field, all or none, and
-    commit them together (see the module docstring). ``mode="r+"`` opens the fields so that
+    the field's own map (after an interrupted append it may hold samples past ``len(r)``,
+    until the next writer cuts them: read it below ``len(r)``). ``append``/``extend`` add
+    records to every field, all or none, and commit them together (see the module docstring). ``mode="r+"`` opens the fields so that
     samples may be overwritten in place. Pickles by reference to ``out_dir``.
     """
 
