@@ -124,15 +124,36 @@ def inject_rename_kill(after_renames: int, before: bool) -> None:
     os.replace = replace
 
 
+def inject_commit_kill(after_commits: int, before: bool) -> None:
+    """SIGKILL this process at its ``after_commits``-th write to records.json (the commit of
+    an extend), just before it or just after it."""
+    calls = 0
+    real_pwrite = os.pwrite
+
+    def pwrite(fd: int, data: Any, offset: int) -> int:
+        nonlocal calls
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith("records.json"):
+            return real_pwrite(fd, data, offset)
+        calls += 1
+        if calls >= after_commits and before:
+            os.kill(os.getpid(), signal.SIGKILL)
+        done = real_pwrite(fd, data, offset)
+        if calls >= after_commits:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return done
+
+    os.pwrite = pwrite
+
+
 def run_forked(path: str, seed: int, first_batch: int, progress_fd: int, error_path: str, prepared: Dict[int, List[Record]],
                writer: str = "ours", kill_after_writes: Optional[int] = None, partial_write: bool = False,
-               kill_at_rename: Optional[int] = None, before_rename: bool = False) -> None:
+               kill_at_commit: Optional[int] = None, before_commit: bool = False) -> None:
     """The body of a forked writer: extends until killed; never returns; a traceback goes to ``error_path``."""
     try:
         if kill_after_writes is not None:
             crash_child.inject_kill(kill_after_writes, partial_write)
-        if kill_at_rename is not None:
-            inject_rename_kill(kill_at_rename, before_rename)
+        if kill_at_commit is not None:
+            inject_commit_kill(kill_at_commit, before_commit)
         extend = extender(path, writer)
         number = first_batch
         while True:

@@ -5,8 +5,8 @@ batch 0, then, again and again:
 
 1. a child process extends it with known batches of records in a loop and is killed with
    SIGKILL: after a random delay, or by itself at a random write to a field's files
-   (sometimes halfway through it), or just before or after the rename that commits the
-   records file;
+   (sometimes halfway through it), or just before or after the write that commits the
+   record count;
 2. the map must open and hold exactly the records of a prefix of the extends (every one
    that reported success, plus at most the one in flight), each record equal, field by
    field, to what was written; every field must open alone with its own class and hold at
@@ -54,7 +54,7 @@ PREFETCH = 300  # batches generated before each fork, more than a child extends 
 class Stats:
     kills: int = 0
     at_write: int = 0  # the writer killed itself at a write to a field's files
-    at_rename: int = 0  # ... just before or after the rename that commits the records file
+    at_commit: int = 0  # ... just before or after the write that commits the record count
     uneven: int = 0  # kills that left fields holding more samples than the record count
     repairs: int = 0
     peer_checks: int = 0
@@ -186,13 +186,13 @@ def _start(run: RecordsRun, first: int, work: Path, **kill: Any) -> Tuple[int, i
 
 
 def kill_cycle(run: RecordsRun, rng: np.random.Generator, work: Path, how: str, repair: bool) -> None:
-    """Start a writer, have it SIGKILLed (``how``: "timed", "write" or "rename"), check the map."""
+    """Start a writer, have it SIGKILLed (``how``: "timed", "write" or "commit"), check the map."""
     first = run.count
     if how == "write":
         pid, fd, error_path = _start(run, first, work, kill_after_writes=int(rng.integers(1, 400)), partial_write=bool(rng.random() < 0.3))
         wait_status = _wait_for_suicide(pid)
-    elif how == "rename":
-        pid, fd, error_path = _start(run, first, work, kill_at_rename=int(rng.integers(1, 6)), before_rename=bool(rng.random() < 0.5))
+    elif how == "commit":
+        pid, fd, error_path = _start(run, first, work, kill_at_commit=int(rng.integers(1, 6)), before_commit=bool(rng.random() < 0.5))
         wait_status = _wait_for_suicide(pid)
     else:
         pid, fd, error_path = _start(run, first, work)
@@ -203,7 +203,7 @@ def kill_cycle(run: RecordsRun, rng: np.random.Generator, work: Path, how: str, 
     os.close(fd)
     run.stats.kills += 1
     run.stats.at_write += how == "write"
-    run.stats.at_rename += how == "rename"
+    run.stats.at_commit += how == "commit"
     errors = error_path.read_text() if error_path.exists() else ""
     if not (os.WIFSIGNALED(wait_status) and os.WTERMSIG(wait_status) == signal.SIGKILL):
         raise AssertionError(f"the writer stopped before it was killed:\n{errors}")
@@ -242,7 +242,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         run.create()
         for i in range(args.kills):
-            how = ("timed", "write", "rename")[i % 3]
+            how = ("timed", "write", "commit")[i % 3]
             repair = i == args.kills - 1 or rng.random() < 0.5
             try:
                 kill_cycle(run, rng, work, how, repair)
@@ -256,9 +256,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     s = run.stats
     writer = "a naive field-by-field writer (control run)" if args.writer == "naive" else "RecordsMmap.extend"
     print(f"records crash stress: {args.kills} SIGKILLs, writers using {writer}, seed {args.seed}, {time.monotonic() - started:.1f} s")
-    print(f"{'kills':>6}{'at write':>10}{'at rename':>11}{'uneven':>8}{'repairs':>9}{'0.9.0 reads':>13}{'batches':>9}{'records':>9}{'failures':>10}")
+    print(f"{'kills':>6}{'at write':>10}{'at commit':>11}{'uneven':>8}{'repairs':>9}{'0.9.0 reads':>13}{'batches':>9}{'records':>9}{'failures':>10}")
     records = run.ends[run.count - 1] if run.count else 0
-    print(f"{s.kills:>6}{s.at_write:>10}{s.at_rename:>11}{s.uneven:>8}{s.repairs:>9}{s.peer_checks:>13}{run.count:>9}{records:>9}{len(s.failures):>10}")
+    print(f"{s.kills:>6}{s.at_write:>10}{s.at_commit:>11}{s.uneven:>8}{s.repairs:>9}{s.peer_checks:>13}{run.count:>9}{records:>9}{len(s.failures):>10}")
     print("uneven = the kill left fields holding more samples than the record count (cut back by the next writer)")
     for failure in s.failures:
         print(f"FAILED {failure}")

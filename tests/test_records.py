@@ -388,18 +388,6 @@ def test_add_field_refuses_without_writing(built):
     assert list(RecordsMmap(path).fields) == list(r.fields) and "p" not in r.fields
 
 
-def _fork_and_kill_at_rename(path: Path, action, before: bool) -> None:
-    pid = os.fork()
-    if pid == 0:
-        try:
-            records_crash_child.inject_rename_kill(1, before)
-            action(RecordsMmap(path))
-        finally:
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-
-
 @pytest.mark.parametrize("before", [True, False], ids=["before the commit", "after the commit"])
 def test_add_field_killed_is_all_or_nothing(built, before):
     path, r, records = built
@@ -442,8 +430,8 @@ def _extend_killed_at(run: RecordsRun, work: Path, **kill: Any) -> bool:
         try:
             if kill.get("kill_after_writes"):
                 records_crash_child.crash_child.inject_kill(kill["kill_after_writes"], kill.get("partial_write", False))
-            if kill.get("kill_at_rename"):
-                records_crash_child.inject_rename_kill(kill["kill_at_rename"], kill.get("before_rename", False))
+            if kill.get("kill_at_commit"):
+                records_crash_child.inject_commit_kill(kill["kill_at_commit"], kill.get("before_commit", False))
             records_crash_child.extender(str(run.path), run.writer)(prepared[number])
             os.write(write_fd, b"done")
         finally:
@@ -497,14 +485,25 @@ def test_kill_at_every_write_catches_a_naive_writer(tmp_path):
 
 
 @pytest.mark.parametrize("before", [True, False])
-def test_kill_at_the_commit_rename(tmp_path, before):
+def test_kill_at_the_commit(tmp_path, before):
     run = _kill_run(tmp_path)
-    assert _extend_killed_at(run, tmp_path, kill_at_rename=1, before_rename=before)
+    assert _extend_killed_at(run, tmp_path, kill_at_commit=1, before_commit=before)
     run.count = run.check(1 if before else 2, 1 if before else 2)
-    if before:
-        assert list((run.path).glob(f".{RECORDS_FILE}.tmp-*"))  # the new records file never renamed
     run.repair_and_compare()
-    assert not list((run.path).glob(f".{RECORDS_FILE}.tmp-*"))
+
+
+def test_the_commit_is_one_write_in_place(built):
+    path, r, records = built
+    raw = (path / RECORDS_FILE).read_bytes()
+    assert raw.startswith(b'{"count":                   40,')
+    r.extend(make_records(2, first=40))
+    assert (path / RECORDS_FILE).read_bytes() == raw.replace(b"                  40,", b"                  42,", 1)
+    doc = json.loads((path / RECORDS_FILE).read_bytes())
+    (path / RECORDS_FILE).write_text(json.dumps(doc))  # another layout (edited by hand): rewritten whole
+    r.extend(make_records(1, first=42))
+    assert json.loads((path / RECORDS_FILE).read_text())["count"] == 43
+    assert (path / RECORDS_FILE).read_bytes().startswith(b'{"count":                   43,')
+    check_records(RecordsMmap(path), records + make_records(2, first=40) + make_records(1, first=42))
 
 
 def _stress(*args: str, timeout: float) -> subprocess.CompletedProcess:

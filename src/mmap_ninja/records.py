@@ -8,9 +8,14 @@ A records map is a directory holding one ordinary map per field, in mmap_ninja 0
 layout, so that ``RaggedMmap(out_dir / "image")``, ``generic.open_existing(out_dir /
 "caption")`` and mmap_ninja 0.9.0 open any field alone, and beside them one small file::
 
-    records.json   {"format": "mmap_ninja.records", "version": 1, "count": N,
+    records.json   {"count":                   N, "format": "mmap_ninja.records", "version": 1,
                     "fields": [{"name": "image", "kind": "ragged"}, ...],
                     "classes": ["cat", "dog"]}          (classes: optional)
+
+``records.json`` is JSON that begins with ``{"count": `` and the count right-aligned in 20
+characters, so that committing records is one positioned write of those 20 bytes, as a
+map's commit is one 8-byte write. (Readers take any JSON; a writer that finds another
+layout rewrites the file whole.)
     <field>/       the field's map: "ragged" (RaggedMmap), "strings" (StringsMmap) or
                    "numpy" (same-shape, np_ninja)
     .writer.lock   the lock that admits one writer at a time
@@ -24,7 +29,7 @@ the dataset's writer lock:
 2. cuts back any field that holds more than ``count`` samples (the tail of an append that
    was killed), with ``layout.roll_back``;
 3. appends the new samples to each field in turn, each by the field's own commit protocol;
-4. replaces ``records.json`` with one that counts the new records (a rename: atomic).
+4. writes the new count into ``records.json`` (the commit: one 20-byte write in place).
 
 Readers take ``count`` from ``records.json`` and never look past it, so a record is
 visible only once every field holds it, and a writer killed at any instant leaves exactly
@@ -322,16 +327,20 @@ def read_records_file(path: PathLike) -> RecordsInfo:
     return RecordsInfo(count, tuple((f["name"], f["kind"]) for f in fields), None if classes is None else tuple(classes))
 
 
+_COUNT_AT = b'{"count": '  # what records.json begins with; the count follows in 20 characters
+_COUNT_WIDTH = 20
+
+
 def write_records_file(path: Path, info: RecordsInfo, durable: bool = False) -> None:
     """Replace ``records.json`` in one step (write a new file, rename it over the old one)."""
-    doc: Dict[str, Any] = {"format": FORMAT, "version": VERSION, "count": info.count,
-                           "fields": [{"name": n, "kind": k} for n, k in info.fields]}
+    doc: Dict[str, Any] = {"format": FORMAT, "version": VERSION, "fields": [{"name": n, "kind": k} for n, k in info.fields]}
     if info.classes is not None:
         doc["classes"] = list(info.classes)
+    text = _COUNT_AT + str(info.count).rjust(_COUNT_WIDTH).encode("ascii") + b"," + json.dumps(doc, indent=1)[1:].encode("utf-8")
     tmp = path / f".{RECORDS_FILE}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "wb") as f:
-            f.write(json.dumps(doc, indent=1).encode("utf-8"))
+            f.write(text)
             if durable:
                 os.fsync(f.fileno())
         os.replace(tmp, path / RECORDS_FILE)  # the commit
@@ -343,6 +352,22 @@ def write_records_file(path: Path, info: RecordsInfo, durable: bool = False) -> 
         raise
     if durable:
         layout._sync_path(path)
+
+
+def commit_count(path: Path, info: RecordsInfo, durable: bool = False) -> None:
+    """Publish ``info.count`` records: one write of the count's 20 bytes in ``records.json``."""
+    fd = os.open(path / RECORDS_FILE, os.O_RDWR)
+    try:
+        head = os.pread(fd, len(_COUNT_AT) + _COUNT_WIDTH + 1, 0)
+        digits = head[len(_COUNT_AT):-1]
+        if head.startswith(_COUNT_AT) and head.endswith(b",") and digits.strip().isdigit() and len(str(info.count)) <= _COUNT_WIDTH:
+            os.pwrite(fd, str(info.count).rjust(_COUNT_WIDTH).encode("ascii"), len(_COUNT_AT))  # the commit
+            if durable:
+                os.fsync(fd)
+            return
+    finally:
+        os.close(fd)
+    write_records_file(path, info, durable)  # laid out otherwise (edited by hand): rewrite it whole
 
 
 def _remove_stale_records_files(path: Path) -> None:
@@ -538,6 +563,7 @@ class RecordsMmap:
         self._count = info.count
         self._kinds = dict(info.fields)
         self._maps = maps
+        self._specs: Optional[Dict[str, FieldSpec]] = None  # read when first needed
 
     def refresh(self) -> int:
         """Pick up records appended (and fields added) since the map was opened; returns the length."""
@@ -633,7 +659,9 @@ class RecordsMmap:
             self.refresh()
             count = self._count
             names = list(self._kinds)
-            specs = {n: read_spec(self.path / n, self._kinds[n]) for n in names}
+            if self._specs is None:
+                self._specs = {n: read_spec(self.path / n, self._kinds[n]) for n in names}
+            specs = self._specs
             columns = _columns(records, names, count)
             converted = {n: convert_column(n, specs[n], columns[n], count) for n in names}
             del columns
@@ -641,7 +669,7 @@ class RecordsMmap:
             info = self._info._replace(count=count + len(records))
             try:
                 _FieldWriter(self.path, names, specs, self._maps).append(converted, durable)
-                write_records_file(self.path, info, durable)
+                commit_count(self.path, info, durable)
             except BaseException:
                 self._undo(count)  # so that each field alone is as it was too
                 raise
