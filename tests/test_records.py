@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -345,6 +346,60 @@ def test_writers_take_turns(built):
         with pytest.raises(MapBusyError):
             r.append(make_records(1, first=40)[0])
     assert len(RecordsMmap(path)) == 40
+
+
+def test_a_reader_during_appends_sees_whole_intact_records(tmp_path):
+    """A reader process checks the map again and again while a writer process extends it."""
+    run = _kill_run(tmp_path)
+    for number in range(40):
+        run.batch(number)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            extend = records_crash_child.extender(str(run.path))
+            for number in range(1, 40):
+                extend(run.batch(number))
+                time.sleep(0.005)  # so that the reader meets the map at many lengths
+        finally:
+            os._exit(0)
+    seen = set()
+    reader = RecordsMmap(run.path)
+    while True:
+        done = os.waitpid(pid, os.WNOHANG)[0] == pid
+        batches = run.check(1, 40)  # opens the map afresh: whole batches, every record equal
+        seen.add(batches)
+        reader.refresh()  # and a reader that stays open sees the same
+        assert run.batches_for(len(reader)) is not None
+        last = reader[len(reader) - 1]
+        assert last["caption"] == run.expected(run.batches_for(len(reader)))[-1]["caption"]
+        if done:
+            break
+    assert batches == 40 and len(seen) > 1
+
+
+def test_durable_builds_appends_and_fields(tmp_path):
+    r = RecordsMmap.from_generator(tmp_path / "ds", make_records(10), 4, durable=True)
+    r.extend(make_records(3, first=10), durable=True)
+    r.add_field("w", list(range(13)), durable=True)
+    r2 = RecordsMmap.from_indexable(tmp_path / "ds2", make_records(40), 8, n_jobs=2, durable=True)
+    check_records(RecordsMmap(tmp_path / "ds"), [{**x, "w": i} for i, x in enumerate(make_records(10) + make_records(3, first=10))])
+    check_records(r2, make_records(40))
+
+
+def test_opening_what_is_not_a_records_map(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no records map"):
+        RecordsMmap(tmp_path / "nothing")
+    RaggedMmap.from_lists(tmp_path / "plain", [np.zeros(2)])
+    with pytest.raises(MapFormatError, match="records.json is missing"):
+        RecordsMmap(tmp_path / "plain")
+    RecordsMmap.from_generator(tmp_path / "ds", make_records(3), 4)
+    (tmp_path / "ds" / RECORDS_FILE).write_text("{not json")
+    with pytest.raises(MapFormatError, match="not valid JSON"):
+        RecordsMmap(tmp_path / "ds")
+    (tmp_path / "ds" / RECORDS_FILE).write_text(json.dumps({"format": "mmap_ninja.records", "version": 1, "count": 3,
+                                                            "fields": [{"name": "image", "kind": "ragged"}, {"name": "gone", "kind": "numpy"}]}))
+    with pytest.raises(MapFormatError, match="gone is missing"):
+        RecordsMmap(tmp_path / "ds")
 
 
 # --- add_field -------------------------------------------------------------------------------------
