@@ -53,13 +53,14 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
-from . import layout, parts
+from . import fs, layout, parts
 from . import numpy as np_ninja
 from .errors import MapFormatError
 from .indexing import positions
 from .progress import batched, progress
 from .ragged import RaggedMmap
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype
+from .shapes import LENGTHS, NESTED
 from .string import StringsMmap
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -95,7 +96,7 @@ class FieldSpec(NamedTuple):
     kind: str  # "ragged", "strings" or "numpy"
     dtype: Optional[str] = None  # numpy's dtype name; None for strings
     row_shape: Tuple[int, ...] = ()  # numpy: the shape of every sample
-    shape_width: int = 1  # ragged: 1 for 0-d/1-D samples (flat shapes table), 0 for any shape
+    shape_width: int = 1  # ragged: the shape layout to start with (1: lengths, 0: nested); appends upgrade it
 
 
 # --- names, schemas and kinds ------------------------------------------------------------------
@@ -246,12 +247,6 @@ def convert_column(field: str, spec: FieldSpec, values: Sequence[Any], first: in
         if spec.kind == "numpy" and a.shape != spec.row_shape:
             raise ValueError(f"record {first + i}, field {field!r} has shape {a.shape}, but the field holds samples of "
                              f"shape {spec.row_shape} (give it as 'ragged' in the schema to store varying shapes)")
-        if spec.kind == "ragged":
-            width = spec.shape_width
-            if (width == 1 and a.ndim > 1) or (width > 1 and a.ndim != width):
-                expected = "0-d or 1-D" if width == 1 else f"{width}-D"
-                raise ValueError(f"record {first + i}, field {field!r} has shape {a.shape}, but the field was created with "
-                                 f"{expected} samples (its first batch), and cannot record another number of axes")
         try:
             out.append(a if a.dtype == dtype else cast_losslessly(a, dtype, first + i))
         except (TypeError, ValueError) as e:
@@ -339,11 +334,10 @@ def write_records_file(path: Path, info: RecordsInfo, durable: bool = False) -> 
     text = _COUNT_AT + str(info.count).rjust(_COUNT_WIDTH).encode("ascii") + b"," + json.dumps(doc, indent=1)[1:].encode("utf-8")
     tmp = path / f".{RECORDS_FILE}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        with open(tmp, "wb") as f:
-            f.write(text)
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path / RECORDS_FILE)  # the commit
+        fs.write_file(tmp, text)
+        if durable:
+            fs.sync_path(tmp)
+        fs.replace(tmp, path / RECORDS_FILE)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -351,22 +345,22 @@ def write_records_file(path: Path, info: RecordsInfo, durable: bool = False) -> 
             pass
         raise
     if durable:
-        layout._sync_path(path)
+        fs.sync_path(path)
 
 
 def commit_count(path: Path, info: RecordsInfo, durable: bool = False) -> None:
     """Publish ``info.count`` records: one write of the count's 20 bytes in ``records.json``."""
-    fd = os.open(path / RECORDS_FILE, os.O_RDWR)
+    fd = fs.open_file(path / RECORDS_FILE, os.O_RDWR)
     try:
-        head = os.pread(fd, len(_COUNT_AT) + _COUNT_WIDTH + 1, 0)
+        head = fs.pread(fd, len(_COUNT_AT) + _COUNT_WIDTH + 1, 0)
         digits = head[len(_COUNT_AT):-1]
         if head.startswith(_COUNT_AT) and head.endswith(b",") and digits.strip().isdigit() and len(str(info.count)) <= _COUNT_WIDTH:
-            os.pwrite(fd, str(info.count).rjust(_COUNT_WIDTH).encode("ascii"), len(_COUNT_AT))  # the commit
+            fs.pwrite(fd, str(info.count).rjust(_COUNT_WIDTH).encode("ascii"), len(_COUNT_AT))  # the commit
             if durable:
-                os.fsync(fd)
+                fs.fsync(fd)
             return
     finally:
-        os.close(fd)
+        fs.close(fd)
     write_records_file(path, info, durable)  # laid out otherwise (edited by hand): rewrite it whole
 
 
@@ -374,14 +368,14 @@ def _remove_stale_records_files(path: Path) -> None:
     """Remove new records files that writers killed before their rename left behind."""
     for leftover in path.glob(f".{RECORDS_FILE}.tmp-*"):
         try:
-            os.kill(int(leftover.name.split(".tmp-", 1)[1].split("-")[0]), 0)
-        except ProcessLookupError:
+            pid = int(leftover.name.split(".tmp-", 1)[1].split("-")[0])
+        except ValueError:
+            continue
+        if not fs.process_alive(pid):
             try:
                 leftover.unlink()
             except OSError:
                 pass
-        except (ValueError, PermissionError):
-            pass
 
 
 # --- fields on disk --------------------------------------------------------------------------------
@@ -404,19 +398,18 @@ def read_spec(field_dir: Path, kind: str) -> FieldSpec:
         header = layout.read_array_header(field_dir)
         return FieldSpec("numpy", header.dtype.name, tuple(header.shape[1:]))
     header = layout.read_array_header(field_dir, kind="ragged")
-    width = layout.read_array_header(field_dir / layout.SHAPES).shape[1] if layout.read_flat_flag(field_dir) else 0
-    return FieldSpec("ragged", header.dtype.name, (), width)
+    return FieldSpec("ragged", header.dtype.name, (), layout.read_shape_layout(field_dir).width)
 
 
 def create_field(field_dir: Path, spec: FieldSpec) -> None:
     """Lay out an empty map for a field (the directory must not exist)."""
-    field_dir.mkdir()
+    fs.mkdir(field_dir)
     if spec.kind == "strings":
         layout.create_spans(field_dir, "string", np.dtype(np.uint8))
     elif spec.kind == "numpy":
         layout.create_array(field_dir, np.dtype(spec.dtype), spec.row_shape)
     else:
-        layout.create_spans(field_dir, "ragged", np.dtype(spec.dtype), spec.shape_width)
+        layout.create_spans(field_dir, "ragged", np.dtype(spec.dtype), LENGTHS if spec.shape_width == 1 else NESTED)
 
 
 def _open_field(field_dir: Path, kind: str, mode: str) -> Any:
@@ -722,7 +715,7 @@ class RecordsMmap:
             hint = None if kind is None else _parse_schema({name: (kind, dtype)})[name]
             spec = _infer(name, values[:_FIELD_PIECE], 0, hint)
             with layout.building(self.path / name, durable) as tmp:
-                os.rmdir(tmp)  # create_field lays the map out in a new directory
+                fs.rmtree(tmp)  # create_field lays the map out in a new directory
                 create_field(tmp, spec)
                 writer = _FieldWriter(tmp.parent, [tmp.name], {tmp.name: spec})
                 try:
@@ -850,7 +843,7 @@ def build_part(part_dir: PathLike, indexable: Any, start: int, stop: int, batch_
     Returns the part and, with ``skips``, the (index, reason) of records the dataset left out.
     """
     part_dir = Path(part_dir)
-    part_dir.mkdir()
+    fs.mkdir(part_dir)
     written = [start]
     skipped: List[Tuple[int, str]] = []
     records = _records_of(indexable, start, stop, written, skipped if skips else None)
@@ -865,11 +858,12 @@ def build_records(out_dir: PathLike, indexable: Any, batch_size: int, n_jobs: Op
     return ``SkippedRecord`` to leave a record out, and its (index, reason) is added there."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if n_jobs is not None and (not isinstance(n_jobs, int) or n_jobs < 1):
-        raise ValueError(f"n_jobs must be a positive int or None, got {n_jobs!r}")
+    from .parallel import resolve_jobs
+
+    n_jobs = resolve_jobs(n_jobs)
     hints = _parse_schema(schema)
     count = _count_of(indexable)
-    if n_jobs is None or n_jobs == 1 or count is None or count <= batch_size:
+    if n_jobs == 1 or count is None or count <= batch_size:
         written = [0]
         records = progress(_records_of(indexable, 0, count, written, skipped), verbose, count, desc="records")
         with layout.building_dataset(Path(out_dir), is_records_dir, durable) as tmp:
