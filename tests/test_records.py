@@ -942,3 +942,10 @@ def test_convert_imagefolder_patterns(image_folder, tmp_path):
     r = RecordsMmap(tmp_path / "out")
     assert result.samples == len(r) == 4 and list(r["path"]) == ["B/sub/deeper/0.jpg", "a/sub/deeper/0.jpg", "a b/sub/deeper/0.jpg", "c/sub/deeper/0.jpg"]
     assert r["label"].tolist() == [0, 1, 2, 3] and r.classes == ["B", "a", "a b", "c", "empty"]
+
+
+def test_parallel_build_shows_one_bar_of_records(tmp_path, capfd):
+    RecordsMmap.from_indexable(tmp_path / "ds", make_records(40), batch_size=8, n_jobs=2, verbose=True)
+    assert "40/40" in capfd.readouterr().err
+    RecordsMmap.from_indexable(tmp_path / "ds", make_records(40), batch_size=8, n_jobs=2)
+    assert capfd.readouterr().err == ""

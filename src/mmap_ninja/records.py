@@ -43,11 +43,9 @@ This module holds the file I/O of ``records.json``; the fields' files are ``layo
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -57,7 +55,7 @@ from . import fs, layout, parts
 from . import numpy as np_ninja
 from .errors import MapFormatError
 from .indexing import positions
-from .progress import batched, progress
+from .progress import batched, progress, progress_bar
 from .ragged import RaggedMmap
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype
 from .shapes import LENGTHS, NESTED
@@ -831,11 +829,6 @@ def _count_of(indexable: Any) -> Optional[int]:
         return None
 
 
-def _pool_context() -> Any:
-    """A start method that is safe with threads and open maps: forkserver where there is one."""
-    return multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
-
-
 def build_part(part_dir: PathLike, indexable: Any, start: int, stop: int, batch_size: int,
                layout_of: Tuple[Tuple[str, FieldSpec], ...], skips: bool = False) -> Tuple[parts.Part, List[Tuple[int, str]]]:
     """Build ``indexable[start:stop]`` as a records map at ``part_dir`` with the given fields.
@@ -903,12 +896,18 @@ def build_records(out_dir: PathLike, indexable: Any, batch_size: int, n_jobs: Op
 
 def _build_parts(work: Path, indexable: Any, ranges: List[Tuple[int, int]], batch_size: int,
                  layout_of: Tuple[Tuple[str, FieldSpec], ...], skips: bool, n_jobs: int, verbose: bool) -> List[Any]:
-    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(ranges)), mp_context=_pool_context())
+    from concurrent.futures import ProcessPoolExecutor, as_completed  # only when used, as parallel.py does
+
+    from .parallel import _context
+
+    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(ranges)), mp_context=_context())
     try:
         futures = [pool.submit(build_part, str(work / f"part-{k:05d}"), indexable, start, stop, batch_size, layout_of, skips)
                    for k, (start, stop) in enumerate(ranges)]
-        for future in progress(as_completed(futures), verbose, len(futures), desc="records parts"):
-            future.result()  # the first failure stops the build
+        with progress_bar(verbose, ranges[-1][1], desc="records") as bar:
+            for future in as_completed(futures):
+                part, _ = future.result()  # the first failure stops the build
+                bar.update(part.stop - part.start)
         return [f.result() for f in futures]
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
