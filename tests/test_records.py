@@ -621,6 +621,7 @@ class Failing:
 
 def test_parallel_build_by_parts_equals_the_serial_build(tmp_path):
     records = make_records(150, seed=9)
+    records[120]["tokens"] = np.arange(6, dtype=np.int32).reshape(3, 2)  # a later part upgrades its shape layout
     serial = RecordsMmap.from_indexable(tmp_path / "serial", records, batch_size=16)
     parallel = RecordsMmap.from_indexable(tmp_path / "parallel", records, batch_size=16, n_jobs=2)
     assert parallel.fields == serial.fields
