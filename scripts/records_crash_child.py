@@ -107,8 +107,8 @@ def extender(path: str, writer: str = "ours") -> Callable[[List[Record]], None]:
 
 
 def inject_rename_kill(after_renames: int, before: bool) -> None:
-    """SIGKILL this process at its ``after_renames``-th os.replace (the records file's commit),
-    just before it or just after it."""
+    """SIGKILL this process at its ``after_renames``-th os.replace, just before or just after it
+    (add_field publishes its field, then a new records file, by renames)."""
     calls = 0
     real_replace = os.replace
 
