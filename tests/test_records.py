@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -949,3 +950,16 @@ def test_parallel_build_shows_one_bar_of_records(tmp_path, capfd):
     assert "40/40" in capfd.readouterr().err
     RecordsMmap.from_indexable(tmp_path / "ds", make_records(40), batch_size=8, n_jobs=2)
     assert capfd.readouterr().err == ""
+
+
+def test_info_of_a_broken_records_map(built, cli):
+    path, r, records = built
+    RaggedMmap.from_lists(path / "orphan", [np.zeros(2)])  # what an add_field killed before its commit leaves
+    done = cli("info", str(path))
+    assert done.returncode == 0 and "not a field:   orphan" in done.stdout
+    shutil.rmtree(path / "caption")
+    done = cli("info", str(path))
+    assert done.returncode == 1 and "unhealthy" in done.stdout and "caption" in done.stdout
+    (path / RECORDS_FILE).write_text("{broken")
+    done = cli("info", str(path), "--json")
+    assert done.returncode == 1 and json.loads(done.stdout)["health"] == "unhealthy"
