@@ -73,7 +73,6 @@ import builtins  # this module's own open() shadows the built-in one
 import contextlib
 import mmap
 import os
-import shutil
 import struct
 import sys
 import uuid
@@ -452,17 +451,17 @@ def _remove_stale_partials(folder: Path, pattern: str) -> None:
     for leftover in folder.glob(pattern):
         try:
             pid = int(leftover.name.rsplit(".partial-", 1)[1].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                try:
-                    leftover.unlink()
-                except FileNotFoundError:
-                    pass
-        except (ValueError, OSError):  # not named by us, or a live process of another user
-            pass
+        except ValueError:  # not named by us
+            continue
+        if fs.process_alive(pid):
+            continue
+        if leftover.is_dir():
+            fs.rmtree(leftover)
+        else:
+            try:
+                os.unlink(leftover)
+            except FileNotFoundError:
+                pass
 
 
 def write(
@@ -498,7 +497,7 @@ def write(
         modes = cast_losslessly(modes, np.dtype(np.int8), 0) if modes.size else modes.astype(np.int8)
     folder = os.path.dirname(prefix)
     if folder:
-        os.makedirs(folder, exist_ok=True)
+        fs.makedirs(folder)
     folder_path, name = os.path.split(prefix)
     _remove_stale_partials(Path(folder_path or "."), f"{name}.*.partial-*")
     tag = f"partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -544,8 +543,8 @@ def write(
                 if len(modes) != count:
                     raise ValueError(f"sequence_modes has {len(modes)} entries, but {count} samples were given")
                 idx_file.write(modes.tobytes())
-            idx_file.seek(0)
-            idx_file.write(_HEAD.pack(MAGIC, VERSION, _CODE_OF[dtype], count) + _DOCS.pack(doc_count))
+            idx_file.flush()
+            fs.pwrite(idx_file.fileno(), _HEAD.pack(MAGIC, VERSION, _CODE_OF[dtype], count) + _DOCS.pack(doc_count), 0)
         os.unlink(tmp_ptr)
         created.remove(tmp_ptr)
         # the old pair stays whole until here; then no .idx until the new pair is in place
@@ -553,9 +552,9 @@ def write(
             os.unlink(prefix + ".idx")
         except FileNotFoundError:
             pass
-        os.replace(tmp_bin, prefix + ".bin")
+        fs.replace(tmp_bin, prefix + ".bin")
         created.remove(tmp_bin)
-        os.replace(tmp_idx, prefix + ".idx")
+        fs.replace(tmp_idx, prefix + ".idx")
         created.remove(tmp_idx)
     except BaseException:
         for path in created:
@@ -638,10 +637,10 @@ def to_ragged(prefix: PathLike, out_dir: PathLike, batch_size: int = 1024, overw
         layout.check_can_build(out_dir)  # only ever replaces a map
     # everything is staged in one folder named as the library names builds of out_dir, so that
     # a killed conversion's leftovers go with the next build or conversion there
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    fs.makedirs(out_dir.parent)
     _remove_stale_partials(out_dir.parent, f".{out_dir.name}.partial-*")
     stage_root = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-megatron-{uuid.uuid4().hex[:8]}"
-    stage_root.mkdir()
+    fs.mkdir(stage_root)
     stage = stage_root / "map"
     try:
         RaggedMmap.from_generator(stage, corpus, batch_size, verbose=verbose, dtype=corpus.dtype, total=len(corpus))
@@ -649,10 +648,11 @@ def to_ragged(prefix: PathLike, out_dir: PathLike, batch_size: int = 1024, overw
         if corpus.sequence_modes is not None:
             from_ndarray(stage / SEQUENCE_MODES, np.asarray(corpus.sequence_modes))
         if out_dir.exists() and any(out_dir.iterdir()):
-            os.replace(out_dir, stage_root / "old")  # until the next line, no map at out_dir
-        os.replace(stage, out_dir)
+            fs.swap_in(stage, out_dir, stage_root / "old")  # one atomic step where the system has one
+        else:
+            fs.replace(stage, out_dir)
     finally:
-        shutil.rmtree(stage_root, ignore_errors=True)
+        fs.rmtree(stage_root)
     return out_dir
 
 
