@@ -13,6 +13,7 @@ from .numpy import from_ndarray as np_from_ndarray
 from .numpy import open_existing as np_open_existing
 from .parts import concatenate
 from .ragged import RaggedMmap
+from .records import RecordsMmap
 from .string import StringsMmap
 from .wrapped import Wrapped
 
@@ -20,6 +21,7 @@ __version__ = "1.0.0"
 
 __all__ = [
     "RaggedMmap",
+    "RecordsMmap",
     "StringsMmap",
     "Wrapped",
     "open_existing",

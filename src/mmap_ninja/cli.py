@@ -316,6 +316,10 @@ def _megatron_lines(report: Dict[str, Any]) -> List[str]:
 
 
 def _run_info(args: argparse.Namespace) -> int:
+    from .records import is_records_dir
+
+    if is_records_dir(args.path):
+        return _run_records_info(args)
     report = inspect_map(args.path)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -326,6 +330,98 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- info of a records map (RecordsMmap) ---------------------------------------------------
+
+
+def inspect_records(path: "os.PathLike[str] | str") -> Dict[str, Any]:
+    """What ``mmap-ninja info`` reports about the records map at ``path``, as a dict.
+
+    Every field is inspected as a map of its own (``inspect_map``); the whole is "healthy"
+    when every field is and holds exactly the committed records, "needs repair on next
+    append" when a field holds more (an interrupted append: readers see the committed
+    records, the next append cuts the rest), and "unhealthy" when a field holds fewer, is
+    missing or unhealthy itself.
+    """
+    from . import records
+
+    path = Path(path)
+    report: Dict[str, Any] = {"path": str(path), "kind": "records", "records": None, "classes": None, "fields": [],
+                              "bytes_on_disk": _bytes_on_disk(path), "health": HEALTHY, "problems": [], "unlisted": []}
+    try:
+        info = records.read_records_file(path)
+    except MapFormatError as e:
+        report.update(health=UNHEALTHY, problems=[str(e)])
+        return report
+    report["records"] = info.count
+    report["classes"] = None if info.classes is None else list(info.classes)
+    worst = {HEALTHY: 0, NEEDS_REPAIR: 1, UNHEALTHY: 2}
+    health = HEALTHY
+    for name, kind in info.fields:
+        try:
+            field = inspect_map(path / name)
+        except CommandError as e:
+            field = {"path": str(path / name), "kind": None, "samples": None, "health": UNHEALTHY, "problems": [str(e)]}
+        field["field"], field["field_kind"] = name, kind
+        if field.get("kind") not in (None, records._DISK_KIND[kind]):
+            field["health"] = UNHEALTHY
+            field["problems"] = [f"{records.RECORDS_FILE} lists it as {kind!r}, but it holds a {field['kind']!r} map"] + field["problems"]
+        held = field.get("samples")
+        if held is not None and held < info.count:
+            field["health"] = UNHEALTHY
+            report["problems"].append(f"field {name!r} holds {held:,} samples, fewer than the {info.count:,} committed records")
+        elif held is not None and held > info.count:
+            if field["health"] == HEALTHY:
+                field["health"] = NEEDS_REPAIR
+            report["problems"].append(f"field {name!r} holds {held - info.count:,} samples past the {info.count:,} committed "
+                                      "records (the tail of an interrupted append)")
+        report["problems"] += [f"field {name!r}: {p}" for p in field["problems"]]
+        if worst[field["health"]] > worst[health]:
+            health = field["health"]
+        report["fields"].append(field)
+    listed = {name for name, _ in info.fields}
+    report["unlisted"] = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in listed)
+    report["health"] = health
+    return report
+
+
+def format_records_report(report: Dict[str, Any]) -> str:
+    """The report of ``inspect_records`` as the text ``mmap-ninja info`` prints."""
+    lines = [f"path:          {report['path']}", "kind:          records (RecordsMmap)"]
+    if report["records"] is not None:
+        lines.append(f"records:       {report['records']:,}")
+    if report["classes"] is not None:
+        lines.append(f"classes:       {len(report['classes']):,}: " + ", ".join(f"{i} {c}" for i, c in enumerate(report["classes"])))
+    if report["fields"]:
+        names = ", ".join(f"{f['field']} ({f['field_kind']})" for f in report["fields"])
+        lines.append(f"fields:        {len(report['fields'])}: {names}")
+    lines.append(f"on disk:       {_human_bytes(report['bytes_on_disk'])}")
+    lines.append(f"health:        {report['health']}")
+    shown = report["problems"][:_PROBLEMS_SHOWN]
+    lines += [f"               - {p}" for p in shown]
+    if len(report["problems"]) > len(shown):
+        lines.append(f"               - and {len(report['problems']) - len(shown)} more (--json lists all)")
+    if report["health"] == NEEDS_REPAIR:
+        lines.append("               (readers see every committed record; the next append cuts the rest)")
+    if report["unlisted"]:
+        lines.append(f"not a field:   {', '.join(report['unlisted'])} (folders not in records.json, e.g. an interrupted add_field)")
+    for field in report["fields"]:
+        lines.append("")
+        lines.append(f"field {field['field']!r}:")
+        if field.get("kind") is None:
+            lines.append(f"  health:      {field['health']}: {field['problems'][0] if field['problems'] else ''}")
+            continue
+        lines += ["  " + line.replace(":  ", ":", 1) if line.strip() else line for line in format_report(field).split("\n")]
+    return "\n".join(lines)
+
+
+def _run_records_info(args: argparse.Namespace) -> int:
+    report = inspect_records(args.path)
+    print(json.dumps(report, indent=2) if args.json else format_records_report(report))
+    if report["health"] == UNHEALTHY:
+        raise CommandError(f"the records map at {args.path} is unhealthy: {report['problems'][0] if report['problems'] else 'see above'}")
+    return 0
+
+
 # --- convert ------------------------------------------------------------------------------
 
 
@@ -333,9 +429,9 @@ def _run_convert(args: argparse.Namespace) -> int:
     from . import convert
 
     options: Dict[str, Any] = {}
-    if args.kind == "images":
+    if args.kind in ("images", "imagefolder"):
         options["mode"] = None if args.mode == "keep" else args.mode
-    elif args.kind == "npy" and args.dtype:
+    if args.kind == "npy" and args.dtype:
         options["dtype"] = args.dtype
     elif args.kind == "text" and args.zstd_level is not None:
         options["zstd_level"] = args.zstd_level
@@ -429,6 +525,28 @@ def _write_options(sub: argparse.ArgumentParser, replaced: str) -> None:
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+# --- records: convert imagefolder ----------------------------------------------------------
+
+
+def _add_imagefolder_parser(kinds: Any, debug: argparse.ArgumentParser) -> None:
+    help_text = "a folder with one subfolder of images per class -> a RecordsMmap of image, label, path (needs Pillow)"
+    sub = kinds.add_parser("imagefolder", parents=[debug], help=help_text, description=help_text + ". Classes are the "
+                           "subfolders sorted by name, as torchvision's ImageFolder sorts them (label i is class i); their "
+                           "names are stored with the map. The map appears at OUT only once every image is in.")
+    sub.add_argument("src_dir", metavar="ROOT", help="folder with one subfolder per class")
+    sub.add_argument("out", metavar="OUT", help="records map directory to write (must not exist, unless --overwrite)")
+    sub.add_argument("--jobs", type=_jobs, default=1, metavar="K",
+                     help="worker processes decoding the images and building parts (default 1; -1: one per core)")
+    sub.add_argument("--batch-size", type=_positive_int, default=256, help="records written at a time (default %(default)s)")
+    sub.add_argument("--skip-bad", action="store_true", help="leave unreadable images out (listed on stderr) instead of stopping")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing map at OUT (once the new one is complete)")
+    sub.add_argument("--pattern", action="append", metavar="GLOB",
+                     help="image file names to take (repeatable; default: ImageFolder's extensions, " + " ".join(_default_patterns("imagefolder")) + ")")
+    sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_argument("--mode", default="RGB", help="Pillow mode to convert every image to (default RGB: HxWx3; 'keep' keeps each file's own)")
+    sub.set_defaults(run=_run_convert)
+
+
 # --- demo ---------------------------------------------------------------------------------
 
 
@@ -511,6 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--zstd-level", type=int, help="compress each string with zstd at this level (needs zstandard)")
         sub.set_defaults(run=_run_convert)
     _add_megatron_commands(kinds, commands, debug)
+    _add_imagefolder_parser(kinds, debug)
 
     demo = commands.add_parser("demo", parents=[debug], help="build a text corpus and images, convert them, compare read speed",
                                description="Generate a review-like text corpus and a set of images in a temporary folder, "

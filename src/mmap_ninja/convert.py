@@ -230,7 +230,7 @@ class _Kept:
 
 
 def _name_sample(error: Exception, sources: Sequence[PathLike]) -> ConversionError:
-    """The library's "sample N ..." error, with N replaced by the file it came from.
+    """The library's "sample N ..." (or "record N ...") error, with N replaced by the file it came from.
 
     A reader's error re-raised by a worker ("sample N of the dataset raised ConversionError:
     <file> is not ...") already names the file: then it is given without the prefix. What
@@ -238,7 +238,7 @@ def _name_sample(error: Exception, sources: Sequence[PathLike]) -> ConversionErr
     are gone by now: the file says more.
     """
     message = str(error)
-    match = re.search(r"\bsample (\d+)\b", message)
+    match = re.search(r"\b(?:sample|record) (\d+)\b", message)
     if match and int(match.group(1)) < len(sources):
         message = message[match.start():]
         path = str(sources[int(match.group(1))])
@@ -426,3 +426,105 @@ def convert_npy(
 
 
 CONVERTERS = {"text": convert_text, "images": convert_images, "npy": convert_npy}
+
+
+# --- image folders: one subfolder per class ---------------------------------------------------
+
+# the extensions torchvision's ImageFolder takes, so that both see the same images
+IMAGEFOLDER_PATTERNS = ("*.jpg", "*.jpeg", "*.png", "*.ppm", "*.bmp", "*.pgm", "*.tif", "*.tiff", "*.webp")
+DEFAULT_PATTERNS["imagefolder"] = IMAGEFOLDER_PATTERNS
+
+
+def list_imagefolder(root: PathLike, patterns: Optional[Iterable[str]] = None) -> Tuple[List[str], List[Tuple[Path, int]]]:
+    """The classes of an image folder and its (file, label) pairs, in torchvision's order.
+
+    Classes are the subfolders of ``root``, sorted by name (code point order), as
+    ``torchvision.datasets.ImageFolder`` sorts them; label ``i`` is class ``i``. A class's
+    images are found recursively, sorted by folder path then file name, as ImageFolder does.
+    Unlike ImageFolder, hidden files and folders (names starting with ".") are ignored.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ConversionError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise ConversionError(f"{root} has no subfolders; an image folder has one subfolder of images per class")
+    regex = re.compile("|".join(_glob_to_regex(p) for p in (patterns or IMAGEFOLDER_PATTERNS)), re.IGNORECASE)
+    samples: List[Tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        found = []
+        for folder, subfolders, names in os.walk(root / name, followlinks=True):
+            subfolders[:] = [d for d in subfolders if not d.startswith(".")]
+            found += [(folder, n) for n in names if not n.startswith(".") and regex.fullmatch(n)]
+        samples += [(Path(folder, n), label) for folder, n in sorted(found)]
+    return classes, samples
+
+
+class _ImageFolderRecords:
+    """The records of an image folder, by index (picklable, for worker processes)."""
+
+    def __init__(self, root: Path, samples: List[Tuple[Path, int]], mode: Optional[str], skip_bad: bool):
+        self.root, self.samples, self.skip_bad = root, samples, skip_bad
+        self._read = _image_reader(mode)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Any:
+        from .records import SkippedRecord
+
+        path, label = self.samples[i]
+        try:
+            image = _read_file(self._read, path)
+        except ConversionError as e:
+            if not self.skip_bad:
+                raise
+            return SkippedRecord(str(e))
+        return {"image": image, "label": label, "path": path.relative_to(self.root).as_posix()}
+
+
+def convert_imagefolder(
+    root: PathLike,
+    out_dir: PathLike,
+    batch_size: int = 256,
+    patterns: Optional[Iterable[str]] = None,
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    verbose: bool = False,
+    mode: Optional[str] = "RGB",
+    n_jobs: Optional[int] = None,
+) -> ConversionResult:
+    """An image folder (one subfolder per class) as a RecordsMmap with three fields.
+
+    ``image``: HxWxC uint8 (decoded by Pillow, converted to ``mode`` as ``convert_images``
+    does); ``label``: int64, the class's index in the sorted class names (see
+    ``list_imagefolder``), which are stored with the map (``RecordsMmap.classes``); ``path``:
+    the file's path relative to ``root``, with "/". ``patterns`` are globs of the file names
+    to take instead of ImageFolder's extensions. ``n_jobs=k`` decodes and writes in ``k``
+    processes (-1: one per core). The map appears at ``out_dir`` only when complete.
+    """
+    from .records import build_records
+
+    root, out_dir = Path(root), Path(out_dir)
+    _check_out(out_dir, overwrite)
+    classes, samples = list_imagefolder(root, patterns)
+    if not samples:
+        raise ConversionError(f"found no files matching {', '.join(patterns or IMAGEFOLDER_PATTERNS)} in the class folders of {root}")
+    _pillow()  # say at once if Pillow is missing
+    skipped: List[Tuple[int, str]] = []
+    schema = {"image": "ragged", "label": ("numpy", "int64"), "path": "strings"}
+    try:
+        build_records(out_dir, _ImageFolderRecords(root, samples, mode, skip_bad), batch_size, n_jobs, verbose, schema,
+                      classes=classes, skipped=skipped)
+    except ConversionError as e:
+        raise ConversionError(re.sub(r"^sample \d+ of the dataset raised ConversionError: ", "", str(e))) from None
+    except (TypeError, ValueError) as e:  # an image the map cannot store: name its file
+        if skipped and len(skipped) == len(samples):
+            raise _none_readable(len(samples)) from None
+        left_out = {i for i, _ in skipped}
+        raise _name_sample(e, [p for i, (p, _) in enumerate(samples) if i not in left_out]) from None
+    return ConversionResult(out_dir, len(samples) - len(skipped), [(samples[i][0], why) for i, why in skipped])
+
+
+
+CONVERTERS["imagefolder"] = convert_imagefolder

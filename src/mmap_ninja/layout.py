@@ -770,3 +770,99 @@ def _remove_stale_partials(out_dir: Path) -> None:
             continue
         if not fs.process_alive(pid):
             fs.rmtree(leftover)
+
+
+# --- datasets of several maps (RecordsMmap) ---------------------------------------------------
+
+
+def roll_back(map_dir: Path, count: int) -> None:
+    """Cut the map at ``map_dir`` back to its first ``count`` samples, under its writer lock.
+
+    For a field of a dataset whose fields commit together: an append that reached some
+    fields but not the dataset's commit is undone here. The field's commit file is lowered
+    by one 8-byte write (from then on readers see ``count`` samples), then every file is cut
+    to what those samples cover, by the repair a killed append gets. Killed at any instant,
+    the map holds either its old samples or ``count``, and the next call finishes the job.
+    """
+    map_dir = Path(map_dir)
+    kind = read_kind(map_dir)
+    if kind == "numpy":
+        array = ArrayWriter(map_dir, read_array_header(map_dir))
+        try:
+            with array.locked():
+                if array.count < count:
+                    raise MapFormatError(f"{map_dir / SHAPE} counts {array.count} samples; cannot roll back to {count}")
+                if array.count > count:
+                    array._file.cut(count)  # the commit is the first 8 bytes of shape.ninja: lowered first
+                    array.count = count
+        finally:
+            array.close()
+        return
+    if kind is None:
+        raise MapFormatError(f"{map_dir} holds no map: {KIND} is missing")
+    itemsize = read_array_header(map_dir, kind="ragged").dtype.itemsize if kind == "ragged" else 1
+    spans = SpansWriter(map_dir, itemsize, with_shapes=kind == "ragged")
+    try:
+        with spans.locked():
+            if spans.count < count:
+                raise MapFormatError(f"{map_dir / STARTS / SHAPE} counts {spans.count} samples; cannot roll back to {count}")
+            if spans.count > count:
+                spans._starts.publish(count)  # un-commit first: readers now see `count` samples
+                spans.repair(count)
+    finally:
+        spans.close()
+
+
+@contextmanager
+def hold_writer_lock(map_dir: Path) -> Iterator[None]:
+    """Hold the writer lock of ``map_dir`` (a map, or a dataset of maps) for a block."""
+    lock = _WriterLock(Path(map_dir))
+    try:
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+    finally:
+        lock.close()
+
+
+@contextmanager
+def building_dataset(out_dir: Path, replaceable: "Callable[[Path], bool]", durable: bool = False) -> Iterator[Path]:
+    """``building`` for a directory of several maps, which is no map itself.
+
+    ``replaceable(out_dir)`` says whether what lies at ``out_dir`` may be swapped out (an
+    older dataset); anything else there is refused, as ``building`` refuses it.
+    """
+    out_dir = Path(out_dir).absolute()
+
+    def check() -> None:
+        if out_dir.exists() and not _is_empty_dir(out_dir):
+            if not out_dir.is_dir():
+                raise FileExistsError(f"{out_dir} is a file, not a directory for a dataset")
+            if not replaceable(out_dir):
+                raise FileExistsError(f"{out_dir} holds files that are not a dataset of maps; refusing to overwrite them")
+
+    check()
+    fs.makedirs(out_dir.parent)
+    _remove_stale_partials(out_dir)
+    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(tmp)
+    try:
+        yield tmp
+        if durable:
+            _sync_tree(tmp)
+        if not out_dir.exists() or _is_empty_dir(out_dir):
+            fs.replace(tmp, out_dir)
+            if durable:
+                fs.sync_path(out_dir.parent)
+        else:
+            check()
+            aside = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
+            old = fs.swap_in(tmp, out_dir, aside)
+            if durable:
+                fs.sync_path(out_dir.parent)
+            fs.rmtree(old)
+    except BaseException:
+        fs.rmtree(tmp)
+        raise

@@ -25,13 +25,16 @@ Which calls copy
   ``MapDataset``, straight from the map with ``RaggedMmap.padded``: one vectorised gather).
 - Strings come out of a ``StringsMmap`` as Python ``str`` (decoded, so always new objects);
   a batch of them is a list of str.
+- A :class:`~mmap_ninja.records.RecordsMmap` gives dicts: each field as a tensor, strings as
+  ``str``. ``PadCollate`` batches them as a dict too: ragged 1-D fields padded, same-shape
+  fields stacked, strings and multi-axis ragged fields (images of several sizes) as lists.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -43,6 +46,7 @@ except ImportError:  # pragma: no cover - exercised only without torch
 
 from .megatron import MegatronMap
 from .ragged import RaggedMmap
+from .records import RecordsMmap
 from .spans import SpansMap
 from .wrapped import Wrapped
 
@@ -83,6 +87,13 @@ def to_tensor(sample: Any, copy: bool = True) -> Any:
     if isinstance(sample, np.generic):
         return torch.from_numpy(np.array(sample))
     return sample
+
+
+def _to_tensors(sample: Any, copy: bool) -> Any:
+    """``to_tensor`` of a sample, or of every field of a record (a dict)."""
+    if isinstance(sample, dict):
+        return {name: to_tensor(value, copy) for name, value in sample.items()}
+    return to_tensor(sample, copy)
 
 
 def _open(source: Any) -> Any:
@@ -141,7 +152,7 @@ class MapDataset(Dataset):
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"MapDataset indices must be integers, not {type(index).__name__}")
-        samples = tuple(to_tensor(m[index], self.copy) for m in self.maps)
+        samples = tuple(_to_tensors(m[index], self.copy) for m in self.maps)
         item = samples[0] if len(samples) == 1 else samples
         return item if self.transform is None else self.transform(item)
 
@@ -157,12 +168,24 @@ class MapDataset(Dataset):
         return batch
 
     def _column(self, source: Any, indices: List[int]) -> List[Any]:
+        if isinstance(source, RecordsMmap):
+            return self._records_column(source, indices)
         if not _batch_indexable(source):
             return [to_tensor(source[i], self.copy) for i in indices]
         samples = source[indices]
         if isinstance(samples, np.ndarray):  # numpy gathered the rows into a new array: wrap it once
             return list(torch.from_numpy(samples.view(np.ndarray)).unbind(0))
         return [to_tensor(s, self.copy) for s in samples]
+
+    def _records_column(self, source: RecordsMmap, indices: List[int]) -> List[Any]:
+        """Records as dicts of tensors, each field read for the whole batch at once."""
+        columns = {}
+        for name, values in source[indices].items():
+            if isinstance(values, np.ndarray):  # a same-shape field, gathered into a new array
+                columns[name] = list(torch.from_numpy(values).unbind(0))
+            else:
+                columns[name] = [to_tensor(v, self.copy) for v in values]
+        return [dict(zip(columns, row)) for row in zip(*columns.values())]
 
     def __repr__(self) -> str:
         maps = ", ".join(repr(m) if isinstance(m, (SpansMap, Wrapped)) else type(m).__name__ for m in self.maps)
@@ -211,6 +234,8 @@ class PadCollate:
     def __call__(self, batch: Sequence[Any]) -> Any:
         if not len(batch):
             raise ValueError("cannot collate an empty batch")
+        if isinstance(batch[0], dict):
+            return self._collate_records(batch)
         zipped = isinstance(batch[0], (tuple, list))
         columns = list(zip(*batch)) if zipped else [list(batch)]
         sources: Sequence[Any] = ()
@@ -236,6 +261,35 @@ class PadCollate:
             return _pad_tensors(column, self.pad_value, self.max_len)
         # both are new arrays, so the tensors share them without a copy or a warning
         return torch.from_numpy(padded), torch.from_numpy(np.asarray(lengths, np.int64))
+
+    def _collate_records(self, batch: Sequence[Any]) -> Dict[str, Any]:
+        """Records (dicts) as one dict: ragged 1-D fields padded, same-shape fields stacked,
+        strings and multi-axis ragged fields as lists."""
+        source = None
+        if isinstance(batch, MapBatch) and not batch.transformed and len(batch.maps) == 1 and isinstance(batch.maps[0], RecordsMmap):
+            source = batch.maps[0]
+        out: Dict[str, Any] = {}
+        for name in batch[0]:
+            column = [item[name] for item in batch]
+            kind = source.fields.get(name) if source is not None else None
+            if kind == "ragged":
+                try:
+                    padded, lengths = source[name].padded(batch.indices, pad_value=self.pad_value, max_len=self.max_len)
+                except ValueError:  # samples with several axes: they cannot share one tensor
+                    out[name] = list(column)
+                else:
+                    out[name] = (torch.from_numpy(padded), torch.from_numpy(np.asarray(lengths, np.int64)))
+            elif kind == "numpy":
+                out[name] = default_collate(column)
+            elif kind == "strings" or all(isinstance(v, str) for v in column):
+                out[name] = list(column)
+            elif all(isinstance(v, torch.Tensor) and v.dim() == 1 for v in column):
+                out[name] = _pad_tensors(column, self.pad_value, self.max_len)
+            elif all(isinstance(v, torch.Tensor) and v.shape == column[0].shape for v in column):
+                out[name] = default_collate(column)
+            else:
+                out[name] = list(column)
+        return out
 
     def __repr__(self) -> str:
         return f"PadCollate(pad_value={self.pad_value!r}, max_len={self.max_len!r})"
