@@ -154,10 +154,10 @@ def test_workers_start_by_spawn_or_forkserver_never_fork(tmp_path, monkeypatch, 
 
     from mmap_ninja import parallel
 
-    assert parallel._context().get_start_method() != "fork"
+    assert parallel.worker_context().get_start_method() != "fork"
     if method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"{method} is not available on this platform")
-    monkeypatch.setattr(parallel, "_context", lambda: multiprocessing.get_context(method))
+    monkeypatch.setattr(parallel, "worker_context", lambda: multiprocessing.get_context(method))
     RaggedMmap.from_indexable(tmp_path / "serial", Mixed(), 8)
     RaggedMmap.from_indexable(tmp_path / "two", Mixed(), 8, n_jobs=2)
     assert tree_hashes(tmp_path / "two") == tree_hashes(tmp_path / "serial")

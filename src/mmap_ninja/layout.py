@@ -62,6 +62,7 @@ killed build are removed by the next build of the same path.
 
 from __future__ import annotations
 
+import functools
 import math
 import mmap
 import os
@@ -69,7 +70,7 @@ import struct
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -707,24 +708,32 @@ def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
 
-def check_can_build(out_dir: Path) -> None:
-    """Raise unless ``out_dir`` is free, an empty directory, or a map we may replace."""
+def is_map(path: Path) -> bool:
+    """Whether ``path`` holds a map (which a new build may replace)."""
+    return read_kind(path) is not None
+
+
+def check_can_build(out_dir: Path, replaceable: Callable[[Path], bool] = is_map, what: str = "a map") -> None:
+    """Raise unless ``out_dir`` is free, an empty directory, or ``what`` we may replace."""
     if not out_dir.exists() or _is_empty_dir(out_dir):
         return
     if not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} is a file, not a directory for a map")
-    if read_kind(out_dir) is None:
-        raise FileExistsError(f"{out_dir} holds files that are not a map; refusing to overwrite them")
+        raise FileExistsError(f"{out_dir} is a file, not a directory for {what}")
+    if not replaceable(out_dir):
+        raise FileExistsError(f"{out_dir} holds files that are not {what}; refusing to overwrite them")
 
 
 @contextmanager
-def building(out_dir: Path, durable: bool = False) -> Iterator[Path]:
+def building(out_dir: Path, durable: bool = False, replaceable: Callable[[Path], bool] = is_map, what: str = "a map") -> Iterator[Path]:
     """A private directory to build a map in; on success it replaces ``out_dir`` at once.
 
     With ``durable``, every file and directory is fsynced before and after the rename.
+    ``replaceable`` says what may be replaced at ``out_dir`` (a map; for a dataset of
+    several maps, such a dataset), ``what`` names it in errors.
     """
     out_dir = Path(out_dir).absolute()
-    check_can_build(out_dir)
+    check = functools.partial(check_can_build, out_dir, replaceable, what)
+    check()
     fs.makedirs(out_dir.parent)
     _remove_stale_partials(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -733,19 +742,20 @@ def building(out_dir: Path, durable: bool = False) -> Iterator[Path]:
         yield tmp
         if durable:
             _sync_tree(tmp)
-        _publish(tmp, out_dir, durable)
+        _publish(tmp, out_dir, durable, check)
     except BaseException:
         fs.rmtree(tmp)
         raise
 
 
-def _publish(tmp: Path, out_dir: Path, durable: bool = False) -> None:
+def _publish(tmp: Path, out_dir: Path, durable: bool = False, check: Optional[Callable[[], None]] = None) -> None:
     if not out_dir.exists() or _is_empty_dir(out_dir):
         fs.replace(tmp, out_dir)
         if durable:
             fs.sync_path(out_dir.parent)
         return
-    check_can_build(out_dir)
+    # again: something else may have appeared at out_dir meanwhile
+    (check or functools.partial(check_can_build, out_dir))()
     aside = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
     old = fs.swap_in(tmp, out_dir, aside)
     if durable:  # the swap first: removing the old map's files must not reach the disk before it
@@ -825,44 +835,3 @@ def hold_writer_lock(map_dir: Path) -> Iterator[None]:
             lock.release()
     finally:
         lock.close()
-
-
-@contextmanager
-def building_dataset(out_dir: Path, replaceable: "Callable[[Path], bool]", durable: bool = False) -> Iterator[Path]:
-    """``building`` for a directory of several maps, which is no map itself.
-
-    ``replaceable(out_dir)`` says whether what lies at ``out_dir`` may be swapped out (an
-    older dataset); anything else there is refused, as ``building`` refuses it.
-    """
-    out_dir = Path(out_dir).absolute()
-
-    def check() -> None:
-        if out_dir.exists() and not _is_empty_dir(out_dir):
-            if not out_dir.is_dir():
-                raise FileExistsError(f"{out_dir} is a file, not a directory for a dataset")
-            if not replaceable(out_dir):
-                raise FileExistsError(f"{out_dir} holds files that are not a dataset of maps; refusing to overwrite them")
-
-    check()
-    fs.makedirs(out_dir.parent)
-    _remove_stale_partials(out_dir)
-    tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    fs.mkdir(tmp)
-    try:
-        yield tmp
-        if durable:
-            _sync_tree(tmp)
-        if not out_dir.exists() or _is_empty_dir(out_dir):
-            fs.replace(tmp, out_dir)
-            if durable:
-                fs.sync_path(out_dir.parent)
-        else:
-            check()
-            aside = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
-            old = fs.swap_in(tmp, out_dir, aside)
-            if durable:
-                fs.sync_path(out_dir.parent)
-            fs.rmtree(old)
-    except BaseException:
-        fs.rmtree(tmp)
-        raise

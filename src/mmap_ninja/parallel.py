@@ -44,7 +44,8 @@ def _build_part(part_dir: str, kind: str, start: int, stop: int, batch_size: int
     return build.build_part(Path(part_dir), kind, _WORKER["indexable"], start, stop, batch_size, options, on_batch=lambda n: progress.put(("batch", n)))
 
 
-def _context() -> Any:
+def worker_context() -> Any:
+    """The multiprocessing context of worker processes: forkserver where the platform has it, else spawn."""
     import multiprocessing
 
     methods = multiprocessing.get_all_start_methods()
@@ -85,7 +86,7 @@ def build_in_parallel(
             f"n_jobs={jobs} sends the dataset to worker processes, but {type(indexable).__name__} {indexable!r:.80} "
             f"cannot be pickled ({type(e).__name__}: {e}); define it at the top level of a module, or use n_jobs=None"
         ) from None
-    context = _context()
+    context = worker_context()
     progress = context.SimpleQueue()  # written through at once: a worker killed next has told its range
     workdir = parts.parts_dir(out_dir)
     pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(indexable, progress))

@@ -751,7 +751,7 @@ class RecordsMmap:
         """
         batches = batched(progress(records, verbose, total, desc="records"), batch_size)
         hints = _parse_schema(schema)
-        with layout.building_dataset(Path(out_dir), is_records_dir, durable) as tmp:
+        with layout.building(Path(out_dir), durable, is_records_dir, "a dataset of maps") as tmp:
             _write_records(tmp, batches, hints, None, durable, classes)
         return cls(out_dir)
 
@@ -859,7 +859,7 @@ def build_records(out_dir: PathLike, indexable: Any, batch_size: int, n_jobs: Op
     if n_jobs == 1 or count is None or count <= batch_size:
         written = [0]
         records = progress(_records_of(indexable, 0, count, written, skipped), verbose, count, desc="records")
-        with layout.building_dataset(Path(out_dir), is_records_dir, durable) as tmp:
+        with layout.building(Path(out_dir), durable, is_records_dir, "a dataset of maps") as tmp:
             _write_records(tmp, batched(records, batch_size), hints, None, durable, classes)
         return
     # the first records decide the fields, for every part alike (as they do for a serial build)
@@ -898,9 +898,9 @@ def _build_parts(work: Path, indexable: Any, ranges: List[Tuple[int, int]], batc
                  layout_of: Tuple[Tuple[str, FieldSpec], ...], skips: bool, n_jobs: int, verbose: bool) -> List[Any]:
     from concurrent.futures import ProcessPoolExecutor, as_completed  # only when used, as parallel.py does
 
-    from .parallel import _context
+    from .parallel import worker_context
 
-    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(ranges)), mp_context=_context())
+    pool = ProcessPoolExecutor(max_workers=min(n_jobs, len(ranges)), mp_context=worker_context())
     try:
         futures = [pool.submit(build_part, str(work / f"part-{k:05d}"), indexable, start, stop, batch_size, layout_of, skips)
                    for k, (start, stop) in enumerate(ranges)]
@@ -928,7 +928,7 @@ def merge_parts(out_dir: PathLike, part_dirs: Sequence[PathLike], verbose: bool 
     for p, info in zip(part_dirs, infos):
         if info.fields != fields:
             raise MapFormatError(f"part {p} has fields {list(info.fields)}, the first part {list(fields)}")
-    with layout.building_dataset(Path(out_dir), is_records_dir, durable) as tmp:
+    with layout.building(Path(out_dir), durable, is_records_dir, "a dataset of maps") as tmp:
         for name, _ in fields:
             parts.merge(tmp / name, [Path(p) / name for p in part_dirs], verbose=False, durable=durable)
         total = sum(info.count for info in infos)
