@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Dict
 
@@ -360,17 +361,40 @@ def test_a_worker_killed_by_the_os_names_its_range(tmp_path):
     assert not (tmp_path / "m").exists() and leftovers(tmp_path / "m") == []
 
 
+class HoldsALock:
+    """A dataset that no pickler can send: it holds a lock."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+
+    def __len__(self):
+        return 3
+
+    def __getitem__(self, i):
+        return np.arange(i)
+
+
 def test_an_unpicklable_dataset_is_refused_before_any_work(tmp_path):
-    class Local:  # defined in a function: cannot be pickled
-        def __len__(self):
-            return 3
-
-        def __getitem__(self, i):
-            return np.arange(i)
-
-    with pytest.raises(TypeError, match="Local .* cannot be pickled"):
-        RaggedMmap.from_indexable(tmp_path / "m", Local(), 4, n_jobs=2)
+    with pytest.raises(TypeError, match="HoldsALock .* cannot be pickled .*lock"):
+        RaggedMmap.from_indexable(tmp_path / "m", HoldsALock(), 4, n_jobs=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_closures_and_lambdas_go_to_the_workers_by_cloudpickle(tmp_path):
+    from mmap_ninja import parallel
+
+    if parallel._cloudpickle() is None:
+        pytest.skip("cloudpickle is not installed (pip install 'mmap_ninja[parallel]')")
+    scale = 3
+
+    def sample(i):
+        if i >= 21:
+            raise IndexError(i)
+        return np.arange(i) * scale
+
+    RaggedMmap.from_indexable(tmp_path / "closure", sample, 4, n_jobs=2)
+    RaggedMmap.from_indexable(tmp_path / "serial", sample, 4)
+    assert tree_hashes(tmp_path / "closure") == tree_hashes(tmp_path / "serial")
 
 
 @pytest.mark.parametrize("n_jobs", [0, -2, 1.5, True])

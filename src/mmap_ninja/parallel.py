@@ -34,8 +34,38 @@ def resolve_jobs(n_jobs: Optional[int]) -> int:
     return os.cpu_count() or 1 if n_jobs == -1 else n_jobs
 
 
-def _init_worker(indexable: Any, progress: Any) -> None:
-    _WORKER["indexable"], _WORKER["progress"] = indexable, progress
+def _init_worker(payload: bytes, progress: Any) -> None:
+    _WORKER["indexable"], _WORKER["progress"] = pickle.loads(payload), progress
+
+
+def _dumps(indexable: Any, jobs: int) -> bytes:
+    """The dataset pickled for the workers; closures and lambdas by cloudpickle, when installed."""
+    try:
+        return pickle.dumps(indexable)
+    except Exception as e:
+        error = e
+    cloudpickle = _cloudpickle()
+    if cloudpickle is not None:
+        try:
+            return cloudpickle.dumps(indexable)
+        except Exception as e:
+            error = e
+    hint = "" if cloudpickle is not None else ", or pip install 'mmap_ninja[parallel]' (cloudpickle) for closures and lambdas"
+    raise TypeError(
+        f"n_jobs={jobs} sends the dataset to worker processes, but {type(indexable).__name__} {indexable!r:.80} "
+        f"cannot be pickled ({type(error).__name__}: {error}); define it at the top level of a module, or use n_jobs=None{hint}"
+    ) from None
+
+
+def _cloudpickle() -> Any:
+    try:
+        import cloudpickle
+    except ImportError:
+        try:
+            from joblib.externals import cloudpickle  # joblib ships one
+        except ImportError:
+            return None
+    return cloudpickle
 
 
 def _build_part(part_dir: str, kind: str, start: int, stop: int, batch_size: int, options: Dict[str, Any]) -> parts.Part:
@@ -79,17 +109,11 @@ def build_in_parallel(
     # imported here: multiprocessing is slow to import, and absent on some platforms
     from concurrent.futures import ProcessPoolExecutor
 
-    try:
-        pickle.dumps(indexable)
-    except Exception as e:
-        raise TypeError(
-            f"n_jobs={jobs} sends the dataset to worker processes, but {type(indexable).__name__} {indexable!r:.80} "
-            f"cannot be pickled ({type(e).__name__}: {e}); define it at the top level of a module, or use n_jobs=None"
-        ) from None
+    payload = _dumps(indexable, jobs)
     context = worker_context()
     progress = context.SimpleQueue()  # written through at once: a worker killed next has told its range
     workdir = parts.parts_dir(out_dir)
-    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(indexable, progress))
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(payload, progress))
     try:
         with layout.building(Path(out_dir), durable) as tmp, progress_bar(verbose, count, "building") as bar:
             # parts are merged in order as they come, while the workers build the next ones
