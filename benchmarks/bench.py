@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Speed benchmark: this repository's mmap_ninja against the released mmap_ninja 0.9.0.
+"""Speed benchmark: this repository's mmap_ninja against the released mmap_ninja 0.9.0
+(and, where it fits, Hugging Face ``datasets`` as an optional peer column).
 
     python benchmarks/bench.py --quick            # development: small data, 1 repetition
     python benchmarks/bench.py --json out.json    # the full run (~10 minutes on 2 cores)
@@ -9,7 +10,10 @@ Each library runs in its own *worker* process (this same file, ``--worker``), st
 0.9.0 from its own virtualenv (``--upstream-python``). The driver sends each workload to
 both workers in turn (ours, 0.9.0, 0.9.0, ours, ...), keeps the best of the repetitions,
 checks the checksum of what each side read against the data generator's ground truth, and
-prints one table. Timings are with a warm page cache; see benchmarks/README.md.
+prints one table. HF ``datasets`` runs in a third worker, from a virtualenv of its own
+(``--hf-python``), on the read and iteration workloads it has an equivalent for; without
+it that column says why it is empty. Timings are with a warm page cache; see
+benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ REPO = HERE.parent
 REPO_SRC = REPO / "src"
 UPSTREAM_VERSION = "0.9.0"
 DEFAULT_UPSTREAM = Path("/work/venv-upstream/bin/python")
+HF_VERSION = "5.2.0"
+DEFAULT_HF = Path("/work/venv-hf/bin/python")
 
 sys.path.insert(0, str(HERE))
 import workloads as wl  # noqa: E402  (numpy only; safe under either interpreter)
@@ -141,7 +147,8 @@ class Worker:
     def op_prepare(self) -> Dict[str, Any]:
         built = []
         for name, kind in (("images", "ragged"), ("tokens", "ragged"), ("imdb", "string"), ("sameshape", "numpy"),
-                           ("open_ragged", "ragged"), ("open_strings", "string")):
+                           ("open_ragged", "ragged"), ("open_strings", "string"), ("imdb_mixed", "string"),
+                           ("sameshape64", "numpy")):
             path = self.map_path(name)
             if (path.parent / (path.name + ".done")).exists():
                 continue
@@ -152,7 +159,7 @@ class Worker:
             elif kind == "string":
                 self.mn.StringsMmap.from_generator(path, src.samples(), batch_size=10_000)
             else:
-                self.mn.np_from_ndarray(path, np.asarray(src.values).reshape((len(src),) + wl.SAMESHAPE_ROW))
+                self.mn.np_from_ndarray(path, np.asarray(src.values).reshape((len(src), *src.shapes[0].tolist())))
             (path.parent / (path.name + ".done")).write_text(str(len(src)))
             built.append(name)
         return {"built": built}
@@ -171,6 +178,10 @@ class Worker:
         if how == "index":
             m = self.opened(name, kind)
             return m.__getitem__ if kind != "numpy" else (lambda i: m[i])
+        if how == "view":  # a plain ndarray over the same file, indexed the same way
+            m = self.opened(name, kind)
+            view = np.memmap(self.map_path(name) / "data.ninja", dtype=m.dtype, mode="r", shape=m.shape).view(np.ndarray)
+            return lambda i: view[i]
         src = self.src(name)
         off_mem = memoryview(np.array(src.offsets))
         if how == "arrow":  # offsets + values files, memory-mapped, Python ints from a memoryview
@@ -293,6 +304,18 @@ class Worker:
         elif how == "iter":
             m = self.opened(name, "string")
             stream = lambda: iter(m)  # noqa: E731
+        elif how == "for":
+            m = self.opened(name, "string")
+            return for_loop(self, f"iterate:{name}:for", m, n)
+        elif how == "floor_for":  # the pure-Python floor: in-memory bytes, 256 strings decoded at a time
+            src = self.src(name)
+            blob, off = bytes(src.values), src.offsets_list()
+
+            def decoded() -> Iterator[str]:
+                for first in range(0, n, 256):
+                    yield [blob[s:e].decode() for s, e in zip(off[first : first + 256], off[first + 1 : first + 257])]
+
+            return for_loop(self, f"iterate:{name}:floor", _Restartable(lambda: itertools.chain.from_iterable(decoded())), n)
         else:
             m = self.opened(name, "string")
             stream = lambda: itertools.chain.from_iterable(m.iter_chunks())  # noqa: E731
@@ -309,11 +332,108 @@ class Worker:
                 "numpy": np.__version__}
 
 
+def for_loop(worker: Any, key: str, iterable: Any, n: int) -> Dict[str, Any]:
+    """Time ``for s in iterable`` written as a user writes it, keeping a few strings to verify."""
+    idx = sorted(set(wl.random_indices(n, wl.VERIFY_COUNT, seed=40)) | {n - 1})
+    mask = [False] * (n + 1)
+    for position in idx:
+        mask[position] = True
+    mask[n] = True  # one string too many would be kept, and fail verification
+
+    def loop() -> List[Any]:
+        kept = []
+        for s, keep in zip(iterable, mask):
+            if keep:
+                kept.append(s)
+        return kept
+
+    seconds, out = worker.timed(key, loop)
+    length = n + 1 if len(out) > len(idx) else n if len(out) == len(idx) else -1
+    return {"seconds": seconds, "count": n, "length": length, "checksum": wl.checksum(out[: len(idx)]), "indices": idx}
+
+
+class HFWorker:
+    """The workloads that Hugging Face ``datasets`` has an equivalent for, on the same data
+    (datasets saved with ``save_to_disk`` and memory-mapped by ``load_from_disk``)."""
+
+    def __init__(self, workdir: Path, mode: str):
+        import datasets
+
+        self.datasets = datasets
+        self.workdir = workdir
+        self.mode = mode
+        self.cache: Dict[str, Any] = {}
+        self.warmed: set = set()
+        datasets.disable_progress_bars()
+
+    timed = Worker.timed
+    timed_stream = Worker.timed_stream
+    src = Worker.src
+
+    def path(self, name: str) -> Path:
+        return Path(self.workdir) / "hf" / f"{name}-{len(self.src(name))}"
+
+    def op_hello(self) -> Dict[str, Any]:
+        return {"file": self.datasets.__file__, "version": self.datasets.__version__, "python": sys.version.split()[0],
+                "numpy": np.__version__}
+
+    def op_prepare(self) -> Dict[str, Any]:
+        built = []
+        for name in ("imdb", "imdb_mixed", "sameshape64"):
+            path = self.path(name)
+            if (path.parent / (path.name + ".done")).exists():
+                continue
+            src = self.src(name)
+            shutil.rmtree(path, ignore_errors=True)
+            if src.kind == "text":
+                ds = self.datasets.Dataset.from_dict({"text": list(src.samples())})
+            else:
+                shape = tuple(src.shapes[0].tolist())
+                features = self.datasets.Features({"x": self.datasets.Array2D(shape=shape, dtype=str(src.values.dtype))})
+                ds = self.datasets.Dataset.from_dict({"x": np.asarray(src.values).reshape((len(src), *shape))}, features=features)
+            ds.save_to_disk(str(path))
+            (path.parent / (path.name + ".done")).write_text(str(len(src)))
+            built.append(name)
+        return {"built": built}
+
+    def opened(self, name: str) -> Any:
+        key = "ds:" + name
+        if key not in self.cache:
+            ds = self.datasets.load_from_disk(str(self.path(name)))
+            self.cache[key] = ds.with_format("numpy") if self.src(name).kind == "array" else ds
+        return self.cache[key]
+
+    def op_read(self, name: str, kind: str, how: str = "index") -> Dict[str, Any]:
+        n = len(self.src(name))
+        count = wl.SIZES[self.mode]["single_reads"] if kind == "string" else min(2_000, wl.SIZES[self.mode]["single_reads"])
+        idx = wl.random_indices(n, count, seed=10)  # a prefix of the others' indices (HF's array reads are slow)
+        ds = self.opened(name)
+        column = "text" if kind == "string" else "x"
+        keep = range(min(wl.VERIFY_COUNT, count))
+        seconds, out = self.timed_stream(f"read:{name}", lambda: (ds[i][column] for i in idx), len(idx), keep)
+        return {"seconds": seconds, "count": len(idx), "checksum": wl.checksum(out), "indices": idx[: len(keep)]}
+
+    def op_iterate(self, name: str, how: str = "for") -> Dict[str, Any]:
+        ds = self.opened(name)  # rows as a user iterates them: ds.iter(batch_size=1000)
+        rows = _Restartable(lambda: itertools.chain.from_iterable(b["text"] for b in ds.iter(batch_size=1_000)))
+        return for_loop(self, f"iterate:{name}", rows, len(self.src(name)))
+
+
+class _Restartable:
+    """An iterable whose every ``iter()`` starts afresh (timed() runs the loop twice)."""
+
+    def __init__(self, make: Callable[[], Iterator[Any]]):
+        self.make = make
+
+    def __iter__(self) -> Iterator[Any]:
+        return self.make()
+
+
 def worker_main(side: str, workdir: Path, mode: str) -> None:
     """Answer one JSON request per line on stdin with one JSON line on the original stdout."""
     answer = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything the library prints goes to stderr, never into the protocol
-    worker = Worker(side, workdir, mode)
+    worker = HFWorker(workdir, mode) if side == "hf" else Worker(side, workdir, mode)
     for line in sys.stdin:
         request = json.loads(line)
         try:
@@ -444,31 +564,44 @@ def run_probe(python: str, side: str, workdir: Path, *args: str) -> Dict[str, An
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def find_upstream(requested: Optional[str], cache_dir: Path) -> Optional[str]:
-    """An interpreter that has mmap_ninja 0.9.0, or None (then only ours is measured)."""
-    candidates = [requested, os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON")]
-    if DEFAULT_UPSTREAM.exists():
-        candidates.append(str(DEFAULT_UPSTREAM))
+def _peer_python(what: str, candidates: Sequence[Optional[str]], cache_dir: Path, venv_name: str,
+                 packages: Sequence[str]) -> Optional[str]:
+    """The first existing interpreter of ``candidates``, else one of a virtualenv made once in
+    ``cache_dir`` with ``packages``; None (saying why) when it cannot be had."""
     for python in candidates:
         if python:
-            if not Path(python).exists():
-                log(f"upstream interpreter {python} does not exist; ignoring it")
-                continue
-            return python
-    venv = cache_dir / "venv-mmap_ninja-0.9.0"
+            if Path(python).exists():
+                return python
+            log(f"{what} interpreter {python} does not exist; ignoring it")
+    venv = cache_dir / venv_name
     python = venv / "bin" / "python"
     if python.exists():
         return str(python)
-    log(f"no mmap_ninja 0.9.0 interpreter given; creating one in {venv}")
+    log(f"no {what} interpreter given; creating one in {venv}")
     try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"mmap_ninja=={UPSTREAM_VERSION}", "zstandard"], check=True,
-                       capture_output=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True, capture_output=True, text=True)
         return str(python)
-    except (subprocess.CalledProcessError, OSError) as e:
-        log(f"could not create it ({e}); measuring ours only")
-        shutil.rmtree(venv, ignore_errors=True)
-        return None
+    except subprocess.CalledProcessError as e:
+        log(f"{what} cannot be installed ({' '.join((e.stderr or str(e)).strip().splitlines()[-1:])}); leaving it out")
+    except OSError as e:
+        log(f"{what} cannot be installed ({e}); leaving it out")
+    shutil.rmtree(venv, ignore_errors=True)
+    return None
+
+
+def find_upstream(requested: Optional[str], cache_dir: Path) -> Optional[str]:
+    """An interpreter that has mmap_ninja 0.9.0, or None (then only ours is measured)."""
+    candidates = [requested, os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON"), str(DEFAULT_UPSTREAM) if DEFAULT_UPSTREAM.exists() else None]
+    return _peer_python(f"mmap_ninja {UPSTREAM_VERSION}", candidates, cache_dir, f"venv-mmap_ninja-{UPSTREAM_VERSION}",
+                        [f"mmap_ninja=={UPSTREAM_VERSION}", "zstandard"])
+
+
+def find_hf(requested: Optional[str], cache_dir: Path) -> Optional[str]:
+    """An interpreter that has Hugging Face datasets, or None (then its column stays empty)."""
+    candidates = [requested, os.environ.get("MMAP_NINJA_HF_PYTHON"), str(DEFAULT_HF) if DEFAULT_HF.exists() else None]
+    return _peer_python(f"HF datasets {HF_VERSION}", candidates, cache_dir, f"venv-datasets-{HF_VERSION}",
+                        [f"datasets=={HF_VERSION}", f"numpy=={np.__version__}"])
 
 
 def prepare_files(workdir: Path, mode: str) -> None:
@@ -520,6 +653,7 @@ class Row:
         self.absolute = absolute  # (limit, "ours below this") for absolute targets
         self.ours: Optional[float] = None
         self.upstream: Optional[float] = None
+        self.hf: Optional[float] = None  # Hugging Face datasets, where it has an equivalent
         self.wrong: List[str] = []
         self.ratio_override: Optional[float] = None
 
@@ -550,7 +684,7 @@ class Row:
         return "yes" if r >= self.min_ratio else f"NO ({r / self.min_ratio:.0%} of target)"
 
     def as_dict(self) -> Dict[str, Any]:
-        return {"workload": self.label, "unit": self.unit, "ours": self.ours, "upstream": self.upstream, "ratio": self.ratio(),
+        return {"workload": self.label, "unit": self.unit, "ours": self.ours, "upstream": self.upstream, "hf": self.hf, "ratio": self.ratio(),
                 "target": self.target, "met": self.met(), "wrong": self.wrong, "baseline_of": self.baseline_of.label if self.baseline_of else None}
 
 
@@ -570,7 +704,7 @@ def fmt_value(value: Optional[float], unit: str) -> str:
 
 
 def render(rows: List[Row]) -> str:
-    header = ["workload", "ours", UPSTREAM_VERSION, "ratio", "target", "met?"]
+    header = ["workload", "ours", UPSTREAM_VERSION, "ratio", "target", "met?", f"HF {HF_VERSION}"]
     lines = []
     for r in rows:
         ratio = r.ratio()
@@ -578,11 +712,14 @@ def render(rows: List[Row]) -> str:
         up = fmt_value(r.upstream, r.unit)
         if any(w.startswith("0.9.0") for w in r.wrong):
             up = "WRONG " + up
-        lines.append([r.label, ours, up, "-" if ratio is None else f"{ratio:.2f}x", r.target, r.met()])
+        hf = fmt_value(r.hf, r.unit)
+        if any(w.startswith("HF") for w in r.wrong):
+            hf = "WRONG " + hf
+        lines.append([r.label, ours, up, "-" if ratio is None else f"{ratio:.2f}x", r.target, r.met(), hf])
     widths = [max(len(str(x[i])) for x in lines + [header]) for i in range(len(header))]
     out = [" | ".join(h.ljust(w) for h, w in zip(header, widths)), "-+-".join("-" * w for w in widths)]
     for line in lines:
-        out.append(" | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) if i < 4 else str(c).ljust(w)
+        out.append(" | ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) if i < 4 or i == 6 else str(c).ljust(w)
                               for i, (c, w) in enumerate(zip(line, widths))))
     return "\n".join(out)
 
@@ -591,8 +728,9 @@ def render(rows: List[Row]) -> str:
 
 
 class Driver:
-    def __init__(self, args: argparse.Namespace, upstream: Optional[str]):
+    def __init__(self, args: argparse.Namespace, upstream: Optional[str], hf: Optional[str] = None):
         self.args = args
+        self.hf_python = hf
         self.mode = "quick" if args.quick else "full"
         self.workdir: Path = args.workdir
         self.reps = 1 if args.quick else args.repetitions
@@ -625,16 +763,21 @@ class Driver:
             log(f"  !! {row.label}: {row.wrong}")
 
     def measure(self, row: Row, name: str, op: str, params: Dict[str, Any], reps: Optional[int] = None,
-                ours_only: Optional[Dict[str, Any]] = None, expected_length: Optional[int] = None, baseline: bool = False) -> None:
-        """Alternate the sides for ``reps`` repetitions; keep each side's best per-unit time."""
+                ours_only: Optional[Dict[str, Any]] = None, expected_length: Optional[int] = None, baseline: bool = False,
+                hf: Optional[Dict[str, Any]] = None) -> None:
+        """Alternate the sides for ``reps`` repetitions; keep each side's best per-unit time.
+
+        ``hf``: the parameters of HF datasets' equivalent workload, run in the same rotation."""
         reps = reps or self.reps
         sides = ["ours"] if (baseline or ours_only is not None) else self.sides()
+        if hf is not None and "hf" in self.workers:
+            sides = sides + ["hf"]
         best: Dict[str, float] = {}
         for rep in range(reps):
             for side in (sides if rep % 2 == 0 else sides[::-1]):
-                call_params = ours_only if (side == "ours" and ours_only is not None) else params
+                call_params = ours_only if (side == "ours" and ours_only is not None) else hf if side == "hf" else params
                 result = self.workers[side].call(op, **call_params)
-                who = "baseline" if baseline else ("ours" if side == "ours" else UPSTREAM_VERSION)
+                who = "baseline" if baseline else ("ours" if side == "ours" else "HF datasets" if side == "hf" else UPSTREAM_VERSION)
                 if rep == 0:
                     self.check(row, who, name, result, expected_length)
                 per_unit = result["seconds"] / result["count"]
@@ -643,7 +786,10 @@ class Driver:
         row.ours = to_value(best["ours"])
         if "upstream" in best:
             row.upstream = to_value(best["upstream"])
-        log(f"  {row.label}: ours {fmt_value(row.ours, row.unit)}  0.9.0 {fmt_value(row.upstream, row.unit)}  ratio {row.ratio() or 0:.2f}")
+        if "hf" in best:
+            row.hf = to_value(best["hf"])
+        log(f"  {row.label}: ours {fmt_value(row.ours, row.unit)}  0.9.0 {fmt_value(row.upstream, row.unit)}  ratio {row.ratio() or 0:.2f}"
+            + (f"  HF {fmt_value(row.hf, row.unit)}" if row.hf is not None else ""))
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -659,7 +805,17 @@ class Driver:
         if self.upstream_python:
             self.workers["upstream"] = WorkerProcess("upstream", self.upstream_python, self.workdir, self.mode)
             self.meta["upstream"] = self.workers["upstream"].call("hello")
-        log(f"ours: {self.meta['ours']}\n0.9.0: {self.meta.get('upstream', 'not measured')}")
+        if self.hf_python:
+            try:
+                self.workers["hf"] = WorkerProcess("hf", self.hf_python, self.workdir, self.mode)
+                self.meta["hf"] = self.workers["hf"].call("hello")
+                hf_built = self.workers["hf"].call("prepare")["built"]
+                log(f"HF datasets ready (built: {hf_built or 'none, all cached'})")
+            except RuntimeError as e:
+                log(f"HF datasets cannot run ({str(e).strip().splitlines()[-1]}); its column stays empty")
+                self.workers.pop("hf", None)
+                self.meta["hf"] = f"not measured: {e}"
+        log(f"ours: {self.meta['ours']}\n0.9.0: {self.meta.get('upstream', 'not measured')}\nHF: {self.meta.get('hf', 'not measured')}")
 
     def stop(self) -> None:
         for w in self.workers.values():
@@ -691,8 +847,9 @@ class Driver:
         self.measure(b, "tokens", "read", {"name": "tokens", "kind": "ragged", "how": "floor"}, baseline=True)
         # -- strings
         warm(mp("imdb"), files_path(w, "imdb", len(self.src("imdb"))))
+        warm(w / "hf")
         r = self.row("strings read: IMDB-sized review", "s", ">= 3x", 3)
-        self.measure(r, "imdb", "read", {"name": "imdb", "kind": "string"})
+        self.measure(r, "imdb", "read", {"name": "imdb", "kind": "string"}, hf={"name": "imdb", "kind": "string"})
         b = self.row("  baseline: .txt files (open+read+decode)", "s", baseline_of=r)
         self.measure(b, "imdb", "read", {"name": "imdb", "kind": "string", "how": "files"}, baseline=True)
         b = self.row("  floor: in-memory bytes slice+decode", "s", baseline_of=r)
@@ -703,6 +860,12 @@ class Driver:
         self.measure(r, "sameshape", "read", {"name": "sameshape", "kind": "numpy"})
         b = self.row("  floor: in-memory ndarray row", "s", baseline_of=r)
         self.measure(b, "sameshape", "read", {"name": "sameshape", "kind": "numpy", "how": "floor"}, baseline=True)
+        warm(mp("sameshape64"))
+        rows64 = f"{len(self.src('sameshape64')):,}"
+        r = self.row(f"np_ninja read: 64x64 float32 row of {rows64}, m[i]", "s", ">= 5x", 5)
+        self.measure(r, "sameshape64", "read", {"name": "sameshape64", "kind": "numpy"}, hf={"name": "sameshape64", "kind": "numpy"})
+        b = self.row("  baseline: plain ndarray view of the file, v[i]", "s", ">= 0.95 (within 1.05x)", 1 / 1.05, baseline_of=r)
+        self.measure(b, "sameshape64", "read", {"name": "sameshape64", "kind": "numpy", "how": "view"}, baseline=True)
 
         log("batches of 256 by one index array")
         r = self.row("ragged batch of 256: tokens, m[idx]", "s", ">= 20x", 20)
@@ -732,6 +895,13 @@ class Driver:
             o = self.row("  baseline: the .txt files, 0.9.0 faster by", "s")
             o.ours = txt.ours
             o.ratio_override = txt.ours / r.upstream
+        warm(mp("imdb_mixed"))
+        n_mixed = len(self.src("imdb_mixed"))
+        r = self.row(f"iterate {n_mixed:,} strings, 27% non-ASCII: for s in m", "s", "<= 0.38 µs", absolute=(0.38e-6, "µs"))
+        self.measure(r, "imdb_mixed", "iterate", {"name": "imdb_mixed", "how": "for"}, expected_length=n_mixed,
+                     hf={"name": "imdb_mixed"})
+        b = self.row("  floor: in-memory bytes, slice+decode each, for s in", "s", baseline_of=r)
+        self.measure(b, "imdb_mixed", "iterate", {"name": "imdb_mixed", "how": "floor_for"}, baseline=True, expected_length=n_mixed)
 
         log("from_generator")
         fg_reps = 1 if self.args.quick else max(1, self.reps - 2)
@@ -827,10 +997,14 @@ def main() -> None:
                         help="python of a virtualenv with mmap_ninja==0.9.0 (default: $MMAP_NINJA_UPSTREAM_PYTHON, "
                              f"else {DEFAULT_UPSTREAM} if present, else one created in the cache dir)")
     parser.add_argument("--no-upstream", action="store_true", help="measure ours only")
+    parser.add_argument("--hf-python", default=None,
+                        help=f"python of a virtualenv with datasets=={HF_VERSION} (default: $MMAP_NINJA_HF_PYTHON, "
+                             f"else {DEFAULT_HF} if present, else one created in the cache dir)")
+    parser.add_argument("--no-hf", action="store_true", help="leave out the HF datasets column")
     parser.add_argument("--repetitions", type=int, default=5, help="repetitions per workload in a full run (best is kept)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     # internal: worker and probe modes
-    parser.add_argument("--worker", choices=["ours", "upstream"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["ours", "upstream", "hf"], help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="full", help=argparse.SUPPRESS)
     parser.add_argument("--probe", choices=["open", "peak"], help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=["ours", "upstream"], help=argparse.SUPPRESS)
@@ -851,7 +1025,8 @@ def main() -> None:
     args.workdir = args.workdir.resolve()
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmap-ninja-bench"
     upstream = None if args.no_upstream else find_upstream(args.upstream_python, cache)
-    driver = Driver(args, upstream)
+    hf = None if args.no_hf else find_hf(args.hf_python, cache)
+    driver = Driver(args, upstream, hf)
     try:
         driver.start()
         driver.run()
@@ -862,6 +1037,8 @@ def main() -> None:
     print(f"mmap_ninja benchmark ({driver.mode}, best of {driver.reps}; {machine_description()}; {elapsed:.0f} s)")
     print(table)
     print("ratio: 0.9.0 / ours (>1: ours faster). Baseline rows: baseline / ours (>1: ours faster than the baseline).")
+    if "hf" not in driver.workers:
+        print(f"HF datasets: {driver.meta.get('hf', 'not measured (--no-hf)' if args.no_hf else 'not measured: no interpreter')}")
     wrong = [(r.label, w) for r in driver.rows for w in r.wrong]
     if wrong:
         print("WRONG DATA: " + "; ".join(f"{label}: {w}" for label, w in wrong))

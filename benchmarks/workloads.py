@@ -26,6 +26,7 @@ SIZES: Dict[str, Dict[str, int]] = {
         "tokens": 200_000,
         "imdb": 100_000,
         "sameshape": 100_000,
+        "sameshape64": 10_000,
         "open": 1_000_000,
         "token_files": 20_000,  # .npy files for the file baseline (a subset: 200k files is silly)
         "single_reads": 20_000,
@@ -40,6 +41,7 @@ SIZES: Dict[str, Dict[str, int]] = {
         "tokens": 20_000,
         "imdb": 10_000,
         "sameshape": 10_000,
+        "sameshape64": 2_000,
         "open": 1_000_000,
         "token_files": 5_000,
         "single_reads": 5_000,
@@ -52,6 +54,7 @@ SIZES: Dict[str, Dict[str, int]] = {
 }
 
 SAMESHAPE_ROW = (28, 28)  # MNIST-sized uint8 rows
+SAMESHAPE64_ROW = (64, 64)  # float32 rows, e.g. spectrograms
 TOKEN_VOCAB = 50_257
 VERIFY_COUNT = 1_000  # samples whose checksum is compared with the ground truth
 BATCH = 256
@@ -147,6 +150,15 @@ def make_tiny_tokens(n: int) -> Dict[str, Any]:
     return {"kind": "array", "values": values, "offsets": offsets}
 
 
+def make_sameshape64(n: int) -> Dict[str, Any]:
+    """n rows of SAMESHAPE64_ROW float32 in [0, 1)."""
+    rng = np.random.default_rng(SEED + 7)
+    row = int(np.prod(SAMESHAPE64_ROW))
+    values = rng.random(n * row, dtype=np.float32)
+    return {"kind": "array", "values": values, "offsets": np.arange(n + 1, dtype=np.int64) * row,
+            "shapes": np.tile(np.array(SAMESHAPE64_ROW, np.int64), (n, 1))}
+
+
 def make_sameshape(n: int) -> Dict[str, Any]:
     """n rows of SAMESHAPE_ROW uint8 (an MNIST-sized same-shape dataset)."""
     rng = np.random.default_rng(SEED + 4)
@@ -179,11 +191,13 @@ def _vocabulary(rng: np.random.Generator) -> List[str]:
     return _COMMON + sorted(made)
 
 
-def make_imdb(n: int, mean_bytes: float = 1_300.0, sigma: float = 0.75, non_ascii_docs: float = 0.03) -> Dict[str, Any]:
+def make_imdb(n: int, mean_bytes: float = 1_300.0, sigma: float = 0.75, non_ascii_docs: float = 0.03,
+              non_ascii_words: float = 1.4e-4) -> Dict[str, Any]:
     """English-like reviews: lognormal byte lengths (mean ~1,300), Zipf-distributed words.
 
     About ``non_ascii_docs`` of the documents contain a non-ASCII word (as real reviews do:
-    accents, curly quotes, dashes); some contain IMDB's ``<br /><br />``.
+    accents, curly quotes, dashes), which follows from the share ``non_ascii_words`` of such
+    words (1.4e-4: 3.5% of documents; 1.3e-3: 27%); some contain IMDB's ``<br /><br />``.
     """
     rng = np.random.default_rng(SEED + 5)
     vocab = _vocabulary(rng)
@@ -191,7 +205,8 @@ def make_imdb(n: int, mean_bytes: float = 1_300.0, sigma: float = 0.75, non_asci
     words = np.array(vocab + _NON_ASCII + ["<br /><br />"], dtype=object)
     mu = np.log(mean_bytes) - sigma**2 / 2
     target = np.maximum(40, rng.lognormal(mu, sigma, n)).astype(np.int64)
-    probs = np.concatenate([weights / weights.sum() * (1 - 2e-3 - 1.4e-4), np.full(len(_NON_ASCII), 1.4e-4 / len(_NON_ASCII)), [2e-3]])
+    probs = np.concatenate([weights / weights.sum() * (1 - 2e-3 - non_ascii_words),
+                            np.full(len(_NON_ASCII), non_ascii_words / len(_NON_ASCII)), [2e-3]])
     avg_word = float(probs @ np.array([len(w.encode()) + 1 for w in words], np.float64))
     count = int(target.sum() / avg_word * 1.1) + 10_000
     ids = rng.choice(len(words), size=count, p=probs)
@@ -230,11 +245,18 @@ def make_tiny_strings(n: int) -> Dict[str, Any]:
     return {"kind": "text", "values": values, "offsets": offsets}
 
 
+def make_imdb_mixed(n: int) -> Dict[str, Any]:
+    """IMDB-like reviews of which about 27% contain a non-ASCII character."""
+    return make_imdb(n, non_ascii_docs=0.27, non_ascii_words=1.3e-3)
+
+
 MAKERS = {
     "images": ("images", make_images),
     "tokens": ("tokens", make_tokens),
     "imdb": ("imdb", make_imdb),
+    "imdb_mixed": ("imdb", make_imdb_mixed),
     "sameshape": ("sameshape", make_sameshape),
+    "sameshape64": ("sameshape64", make_sameshape64),
     "open_ragged": ("open", make_tiny_tokens),
     "open_strings": ("open", make_tiny_strings),
 }

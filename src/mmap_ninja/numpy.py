@@ -6,8 +6,11 @@ which pickles by reference to its directory instead of by copying its data.
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import os
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
@@ -23,12 +26,17 @@ PathLike = Union[str, os.PathLike]
 class ArrayMap(np.memmap):
     """An ``np.memmap`` of a map directory: ``m[i]`` is a plain ndarray view, not a memmap."""
 
-    def __getitem__(self, index: Any) -> Any:
-        try:
-            return self._plain[index]
-        except AttributeError:  # a view numpy derived from the map (a transpose, a reshape...)
-            result = np.ndarray.__getitem__(self, index)
-            return result.view(np.ndarray) if isinstance(result, np.ndarray) else result
+    # An ndarray subclass returns views of its own type, so plain results need a
+    # __getitem__ of our own; one written in Python costs about half as much again as the
+    # indexing itself. This one runs no Python code: the property (C) fetches the array's
+    # ``_getitem``, for an opened map a partial (C) of operator.getitem over a plain view.
+    __getitem__ = property(operator.attrgetter("_getitem"))
+
+    def __array_finalize__(self, obj: Any) -> None:
+        super().__array_finalize__(obj)
+        # an array numpy derives from a map (a transpose, a reshape...) indexes itself; by a
+        # weak reference, since a cycle through an ndarray is one the collector cannot see
+        self._getitem = functools.partial(_index_derived, weakref.ref(self))
 
     def __array_wrap__(self, arr: np.ndarray, context: Any = None, return_scalar: bool = False) -> Any:
         # results of computations are plain arrays (or scalars), as they are for np.memmap
@@ -45,6 +53,11 @@ class ArrayMap(np.memmap):
     def map_dir(self) -> Optional[str]:
         """The directory of the map this array was opened from."""
         return self.__dict__.get("_map_dir")
+
+
+def _index_derived(ref: "weakref.ref[ArrayMap]", index: Any) -> Any:
+    result = np.ndarray.__getitem__(ref(), index)
+    return result.view(np.ndarray) if isinstance(result, np.ndarray) else result
 
 
 def _memmap_mode(mode: str) -> str:
@@ -70,7 +83,10 @@ def open_existing(out_dir: PathLike, mode: str = "r") -> np.memmap:
         arr._mmap, arr.filename, arr.offset, arr.mode = None, str(out_dir / layout.DATA), 0, mode
     else:
         arr = ArrayMap(out_dir / layout.DATA, dtype=header.dtype, mode=mode, shape=header.shape, order=header.order)
-    arr._plain = arr.view(np.ndarray)
+        # a view of the mapping itself, not of arr: a view of arr held by arr would be a
+        # cycle the garbage collector cannot see, and the file would stay mapped for good
+        plain = np.ndarray(header.shape, header.dtype, buffer=arr._mmap, order=header.order)
+        arr._getitem = functools.partial(operator.getitem, plain)
     arr._map_dir, arr._map_mode = str(out_dir), mode
     return arr
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
@@ -15,6 +16,7 @@ from .progress import batched, progress
 from .spans import SpansMap
 
 _CHUNK = 256  # strings decoded together when iterating: large enough to amortise, small enough for the cache
+_ASCII_RETRY = 32  # runs decoded one string at a time before checking again for an all-ASCII run
 
 
 class StringsMmap(SpansMap):
@@ -39,6 +41,7 @@ class StringsMmap(SpansMap):
         self._decompress = compression.decompressor(self._zstd_dict) if self.zstd_level is not None else None
         # the fast path serves uncompressed strings, while all strings are mapped
         self._plain = view is not None and self._decompress is None
+        self._ascii_probe = 0  # runs until _consecutive next checks for an all-ASCII run
 
     def _after_append(self, count: int) -> None:
         super()._after_append(count)
@@ -92,22 +95,36 @@ class StringsMmap(SpansMap):
             yield self._consecutive(first, min(first + chunk_size, self._len))
 
     def _consecutive(self, first: int, stop: int) -> List[str]:
-        """Strings ``first..stop-1``; an all-ASCII run is decoded in one call, then sliced."""
+        """Strings ``first..stop-1``, decoded straight from the map's bytes.
+
+        A run of ASCII strings is decoded in one call and sliced. Whether a run is ASCII is
+        only checked while runs keep being ASCII, and then once every ``_ASCII_RETRY`` runs:
+        on text with some non-ASCII strings in every run that check would be wasted work.
+        """
         if stop > self._n:
             self._load()
         if self._decompress is None and self._view is not None and stop > first:
             starts, ends = self._view.starts[first:stop], self._view.ends[first:stop]
             low, high = int(starts.min()), int(ends.max())
             if 0 <= low and high <= self._total and (starts <= ends).all():
-                chunk = self._buffer[low:high]
-                if chunk.isascii():  # then byte offsets are character offsets
-                    text = chunk.decode("ascii")
-                    return [text[s:e] for s, e in zip((starts - low).tolist(), (ends - low).tolist())]
+                raw = self._buffer
+                self._ascii_probe -= 1
+                if self._ascii_probe <= 0 and high - low <= 2 * int((ends - starts).sum()) + 4096:
+                    chunk = raw[low:high]
+                    if chunk.isascii():  # then byte offsets are character offsets
+                        self._ascii_probe = 0
+                        text = chunk.decode("ascii")
+                        return [text[s:e] for s, e in zip((starts - low).tolist(), (ends - low).tolist())]
+                    self._ascii_probe = _ASCII_RETRY
+                try:
+                    return [raw[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist())]
+                except UnicodeDecodeError:
+                    pass  # get_batch names the string that is not UTF-8
         return self.get_batch(slice(first, stop))
 
     def __iter__(self) -> Iterator[str]:
-        for chunk in self.iter_chunks():
-            yield from chunk
+        # a C-level chain: no Python frame is resumed per string
+        return itertools.chain.from_iterable(self.iter_chunks())
 
     # -- writing -------------------------------------------------------------------------
 
