@@ -1,0 +1,292 @@
+"""Building a map on a Dask cluster: workers build parts, the client merges them.
+
+Needs Dask's distributed scheduler (``pip install 'mmap_ninja[dask]'``), imported only when
+a function here is called. Parts are written into a directory beside ``out_dir``, so every
+worker and the client must see that directory at the same path (one machine, or a shared
+filesystem).
+
+Dask may run a task more than once (a retry after a worker died, a duplicate after work
+stealing, a worker the scheduler gave up on that is still running). Each attempt therefore
+builds into a directory of its own, named for its index range and a fresh uuid; the client
+merges only the parts whose results the scheduler returned, and removes the rest with the
+parts directory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+
+from . import layout
+from .parts import Part, build_part, disk_kind, merge, part_ranges, parts_dir, remove
+from .progress import progress
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# While this file exists in the parts directory the build is live; tasks stop at their next
+# check once it is gone (the build failed, or the parts directory was removed).
+_LIVE = "live"
+_CHECK_SECONDS = 0.5
+# After a failure, how long the client waits for running tasks to notice and stop before it
+# removes the parts directory anyway.
+_STOP_WAIT_SECONDS = 30.0
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError("mmap_ninja.dask needs Dask's distributed scheduler: pip install 'mmap_ninja[dask]'") from None
+    return distributed
+
+
+class _Stopped(Exception):
+    """The build this task belongs to has failed or finished: stop writing."""
+
+
+class _Watched:
+    """The user's samples, checking now and then that the build is still live."""
+
+    def __init__(self, indexable: Any, pdir: Path):
+        self._get = indexable if callable(indexable) and not hasattr(indexable, "__getitem__") else indexable.__getitem__
+        self._live = pdir / _LIVE
+        self._next_check = 0.0
+
+    def __getitem__(self, i: int) -> Any:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + _CHECK_SECONDS
+            if not self._live.exists():
+                raise _Stopped("the build was abandoned")
+        return self._get(i)
+
+
+def _not_shared(pdir: Path, where: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"the parts directory {pdir} is not visible on {where}: every Dask worker and the client "
+        "must see the directory beside out_dir at the same path (one machine or a shared filesystem)"
+    )
+
+
+def _start_attempt(pdir: Path, name: str) -> Optional[Path]:
+    """A fresh directory name for this attempt's part, or None if the build is over."""
+    if not pdir.is_dir():
+        raise _not_shared(pdir, f"the worker on {os.uname().nodename}")
+    if not (pdir / _LIVE).exists():
+        return None
+    return pdir / f"{name}-{uuid.uuid4().hex}"
+
+
+def _dataset(indexable: Any) -> Any:
+    # A task of its own (not scattered data), so the scheduler can recompute it if the worker
+    # holding it dies.
+    return indexable
+
+
+def _build_range(pdir: str, kind: str, indexable: Any, start: int, stop: int, batch_size: int) -> Optional[Part]:
+    """One attempt at the part holding samples ``start..stop-1``, in a directory of its own."""
+    path = _start_attempt(Path(pdir), f"{start}-{stop}")
+    if path is None:
+        return None
+    return build_part(path, kind, _Watched(indexable, Path(pdir)), start, stop, batch_size)
+
+
+def _build_partition(pdir: str, kind: str, partition: Iterable[Any], number: int, batch_size: int) -> Optional[Part]:
+    """One attempt at the part holding partition ``number`` of a bag (empty partitions: None)."""
+    # A computed bag partition is already in this worker's memory; a list of it is indexable.
+    samples = partition if isinstance(partition, list) else list(partition)
+    path = _start_attempt(Path(pdir), f"partition{number}")
+    if path is None or not samples:
+        return None
+    try:
+        return build_part(path, kind, _Watched(samples, Path(pdir)), 0, len(samples), batch_size)
+    except _Stopped:
+        raise
+    except Exception as e:
+        raise _in_partition(e, number) from e
+
+
+def _in_partition(error: Exception, number: int) -> Exception:
+    """``error`` of the same type, its message saying which partition of the bag it came from."""
+    message = f"partition {number} of the bag (sample numbers count from the partition's first): {error}"
+    try:
+        return type(error)(message)
+    except Exception:  # an exception type with another constructor: keep it as it is
+        return error
+
+
+def _client(distributed: Any, client: Any) -> Any:
+    if client is not None:
+        return client
+    try:
+        return distributed.default_client()
+    except ValueError:
+        raise ValueError(
+            "no Dask client: pass client=, or create one first, e.g. distributed.Client(distributed.LocalCluster())"
+        ) from None
+
+
+def _positive(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _prepare(out_dir: PathLike, kind: str, batch_size: int) -> Tuple[Any, Path]:
+    distributed = _distributed()
+    disk_kind(kind)
+    _positive("batch_size", batch_size)
+    out_dir = Path(out_dir).absolute()
+    layout.check_can_build(out_dir)  # fail before the cluster does any work
+    return distributed, out_dir
+
+
+def _open_parts_dir(out_dir: Path) -> Path:
+    pdir = parts_dir(out_dir)
+    (pdir / _LIVE).touch()
+    return pdir
+
+
+def _collect(
+    distributed: Any, futures: Dict[Any, str], pdir: Path, verbose: bool
+) -> Dict[Any, Optional[Part]]:
+    """The Part of every future, as they complete; the first failure is raised in the caller."""
+    results: Dict[Any, Optional[Part]] = {}
+    for future in progress(distributed.as_completed(list(futures)), verbose, total=len(futures), desc="parts"):
+        try:
+            part = future.result()
+        except distributed.KilledWorker as e:
+            raise RuntimeError(
+                f"the Dask workers building {futures[future]} died {e.allowed_failures + 1} times, more "
+                "than the scheduler's distributed.scheduler.allowed-failures allows; the workers' "
+                "logs say why (often the memory limit)"
+            ) from e
+        if part is not None and not Path(part.path).is_dir():
+            raise _not_shared(pdir, "the client")
+        results[future] = part
+    return results
+
+
+def _stop(distributed: Any, client: Any, futures: Iterable[Any], pdir: Path) -> None:
+    """Tell tasks still running to stop, give them time to, then forget them.
+
+    After a failure other parts may be half built; after a success a worker that died after
+    its parts were done makes the scheduler compute them again. Either way no task may write
+    into the parts directory once it is removed.
+    """
+    try:
+        (pdir / _LIVE).unlink()
+    except OSError:
+        pass
+    futures = list(futures)
+    try:
+        distributed.wait(futures, timeout=_STOP_WAIT_SECONDS)
+    except Exception:  # a timeout, or a scheduler that is gone: there is nothing more to wait for
+        pass
+    finally:
+        client.cancel(futures)
+
+
+def _build_empty(pdir: Path, kind: str, batch_size: int) -> List[Part]:
+    # Built here, as a serial build of no samples would be, so the result is the same.
+    return [build_part(pdir / f"0-0-{uuid.uuid4().hex}", kind, [], 0, 0, batch_size)]
+
+
+def from_indexable(
+    out_dir: PathLike,
+    indexable: Any,
+    kind: str,
+    batch_size: int = 1024,
+    npartitions: Optional[int] = None,
+    client: Any = None,
+    verbose: bool = False,
+) -> Any:
+    """Build ``indexable[0], indexable[1], ...`` as one map at ``out_dir`` on a Dask cluster.
+
+    ``kind`` is "ragged", "strings" or "numpy". The samples are split into ``npartitions``
+    contiguous ranges (default: four per worker thread), each built as a part by a task; the
+    client merges them, in index order, into a map with the same bytes as a serial build.
+    ``indexable`` needs ``len()`` and is pickled to the workers once. ``client`` defaults to
+    the current Dask client. ``verbose`` shows one bar over the parts. Returns the opened map.
+    """
+    distributed, out_dir = _prepare(out_dir, kind, batch_size)
+    try:
+        count = len(indexable)
+    except TypeError:
+        raise TypeError(f"from_indexable needs the number of samples: {type(indexable).__name__} has no len()") from None
+    client = _client(distributed, client)
+    if npartitions is None:
+        npartitions = 4 * max(1, sum(client.nthreads().values()))
+    ranges = part_ranges(count, batch_size, _positive("npartitions", npartitions))
+    build = uuid.uuid4().hex[:8]
+    pdir = _open_parts_dir(out_dir)
+    futures: Dict[Any, str] = {}
+    try:
+        if ranges:
+            try:
+                data = client.submit(_dataset, indexable, key=f"mmap_ninja-dataset-{build}")
+            except Exception as e:
+                raise TypeError(f"the dataset {type(indexable).__name__} cannot be sent to the Dask workers: {e}") from e
+            for p, (start, stop) in enumerate(ranges):
+                future = client.submit(
+                    _build_range, str(pdir), kind, data, start, stop, batch_size, key=f"mmap_ninja-part-{build}-{p}"
+                )
+                futures[future] = f"samples {start} to {stop - 1}"
+            results = _collect(distributed, futures, pdir, verbose)
+            parts = []
+            for future, (start, stop) in zip(futures, ranges):
+                parts.append(results[future])
+                if parts[-1].stop < stop:  # an IndexError ended the dataset early, as it ends a serial build
+                    break
+        else:
+            parts = _build_empty(pdir, kind, batch_size)
+        merge(out_dir, parts)
+    finally:
+        _stop(distributed, client, futures, pdir)
+        remove(pdir)
+    from .generic import open_existing
+
+    return open_existing(out_dir)
+
+
+def from_bag(
+    out_dir: PathLike,
+    bag: Any,
+    kind: str,
+    batch_size: int = 1024,
+    client: Any = None,
+    verbose: bool = False,
+) -> Any:
+    """Build the samples of a ``dask.bag.Bag`` as one map at ``out_dir``, in partition order.
+
+    Each partition becomes a part, built by a task on the worker that computed it; the client
+    merges them. ``kind`` is "ragged", "strings" or "numpy"; ``client`` defaults to the
+    current Dask client; ``verbose`` shows one bar over the partitions. Returns the opened map.
+    """
+    distributed, out_dir = _prepare(out_dir, kind, batch_size)
+    if not hasattr(bag, "to_delayed") or not hasattr(bag, "npartitions"):
+        raise TypeError(f"from_bag needs a dask.bag.Bag, got {type(bag).__name__}")
+    client = _client(distributed, client)
+    build = uuid.uuid4().hex[:8]
+    pdir = _open_parts_dir(out_dir)
+    futures: Dict[Any, str] = {}
+    partitions: List[Any] = []
+    try:
+        partitions = client.compute(bag.to_delayed())
+        for number, partition in enumerate(partitions):
+            future = client.submit(
+                _build_partition, str(pdir), kind, partition, number, batch_size, key=f"mmap_ninja-partition-{build}-{number}"
+            )
+            futures[future] = f"partition {number} of the bag"
+        results = _collect(distributed, futures, pdir, verbose)
+        parts = [part for part in (results[f] for f in futures) if part is not None]
+        merge(out_dir, parts or _build_empty(pdir, kind, batch_size))
+    finally:
+        _stop(distributed, client, [*futures, *partitions], pdir)
+        remove(pdir)
+    from .generic import open_existing
+
+    return open_existing(out_dir)
