@@ -11,6 +11,7 @@ from .numpy import extend_dir as np_extend_dir
 from .numpy import from_generator as np_from_generator
 from .numpy import from_ndarray as np_from_ndarray
 from .numpy import open_existing as np_open_existing
+from .parts import concatenate
 from .ragged import RaggedMmap
 from .string import StringsMmap
 from .wrapped import Wrapped
@@ -22,6 +23,7 @@ __all__ = [
     "StringsMmap",
     "Wrapped",
     "open_existing",
+    "concatenate",
     "np_from_ndarray",
     "np_from_generator",
     "np_open_existing",

@@ -1,41 +1,233 @@
-"""The one builder (provisional: wraps today's builders until the per-kind encoders land)."""
+"""The one builder: batches of samples -> a map, through a small encoder per kind.
+
+An encoder turns a batch into what the layout's writers take (buffers, element counts and
+shape records for ragged and strings maps; rows for same-shape maps), decides the map's
+layout from the first batch, and lays out the map. ``build_into`` writes into a private
+directory (a part); ``write`` publishes the result at ``out_dir`` in one step. Appends to
+an existing map use the same encoders.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
 
+import numpy as np
+
+from . import compression, layout
 from .parts import Part, name_sample
+from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype, prepare_arrays, prepare_strings
+from .shapes import ShapeRecord
+
+_STRINGS_PIECE = 1024  # strings encoded and written together: memory holds the batch, not also its encoding
 
 
-def _samples(indexable: Any, start: int, stop: int, written: list) -> Iterator[Any]:
-    getter = indexable if callable(indexable) and not hasattr(indexable, "__getitem__") else indexable.__getitem__
-    for i in range(start, stop):
-        try:
-            sample = getter(i)
-        except IndexError:
-            return
-        except Exception as e:
-            raise name_sample(e, i) from e
-        written[0] = i + 1
-        yield sample
+class RaggedEncoder:
+    """Arrays of any shape and one dtype (the first batch's, unless given)."""
+
+    kind = "ragged"
+
+    def __init__(self, dtype: Any = None):
+        self.dtype = None if dtype is None else np.dtype(dtype)
+
+    def encode(self, batch: Sequence[Any], position: int, piece: Optional[int] = None) -> List[tuple]:
+        arrays = prepare_arrays(batch, self.dtype, position)
+        if not arrays:
+            return []
+        if self.dtype is None:
+            self.dtype = arrays[0].dtype
+        lengths = np.fromiter((a.size for a in arrays), np.int64, len(arrays))
+        return [(arrays, lengths, ShapeRecord.of(arrays))]
+
+    def create(self, map_dir: Path, first: tuple) -> layout.SpansWriter:
+        layout.create_spans(map_dir, "ragged", self.dtype, first[2].needed_layout())
+        return layout.SpansWriter(map_dir, self.dtype.itemsize, with_shapes=True)
+
+    def create_empty(self, map_dir: Path) -> None:
+        if self.dtype is not None:  # else the map stays an empty directory: the first append decides
+            layout.create_spans(map_dir, "ragged", self.dtype)
+
+    @staticmethod
+    def append(writer: layout.SpansWriter, piece: tuple, durable: bool, published: bool) -> int:
+        writer.make_room(piece[2], published, durable)
+        writer.append(*piece, durable=durable)
+        return len(piece[1])
 
 
-def build_part(part_dir: Path, kind: str, indexable: Any, start: int, stop: int, batch_size: int, options: Dict[str, Any]) -> Part:
-    if part_dir.exists():
-        raise FileExistsError(f"{part_dir} exists; a part is built in a new directory")
-    written = [start]
-    samples = _samples(indexable, start, stop, written)
+class StringsEncoder:
+    """str samples as UTF-8, optionally zstd-compressed one by one (with a dictionary)."""
+
+    kind = "string"
+
+    def __init__(self, zstd_level: Optional[int] = None, train_dictionary_size: Optional[int] = None, dictionary: Optional[bytes] = None):
+        if train_dictionary_size is not None and zstd_level is None:
+            raise ValueError("zstd_train_dictionary_size needs a zstd_level")
+        self.zstd_level = zstd_level
+        self._train_size = train_dictionary_size if dictionary is None else None
+        self.dictionary = dictionary
+        self._compress: Optional[Callable[[bytes], bytes]] = None
+        if zstd_level is not None and self._train_size is None:
+            self._compress = compression.compressor(zstd_level, dictionary)
+
+    def encode(self, batch: Sequence[Any], position: int, piece: Optional[int] = None) -> Iterator[tuple]:
+        if self._train_size is not None:  # the first batch trains the dictionary
+            self.dictionary = compression.train_dictionary(prepare_strings(batch, position), self._train_size)
+            self._train_size = None
+            self._compress = compression.compressor(self.zstd_level, self.dictionary)
+        piece = piece or max(1, len(batch))
+        for first in range(0, len(batch), piece):
+            buffers = prepare_strings(batch[first : first + piece], position + first)
+            if self._compress is not None:
+                buffers = [self._compress(b) for b in buffers]
+            yield (buffers, np.fromiter((len(b) for b in buffers), np.int64, len(buffers)), None)
+
+    def create(self, map_dir: Path, first: Any = None) -> layout.SpansWriter:
+        layout.create_spans(map_dir, "string", np.dtype(np.uint8))
+        if self.zstd_level is not None:
+            layout.write_zstd_settings(map_dir, self.zstd_level, self.dictionary)
+        return layout.SpansWriter(map_dir, 1, with_shapes=False)
+
+    def create_empty(self, map_dir: Path) -> None:
+        self.create(map_dir).close()
+
+    @staticmethod
+    def append(writer: layout.SpansWriter, piece: tuple, durable: bool, published: bool) -> int:
+        writer.append(*piece, durable=durable)
+        return len(piece[1])
+
+
+class ArrayEncoder:
+    """Samples of one shape and dtype (the first batch's, unless the dtype is given)."""
+
+    kind = "numpy"
+
+    def __init__(self, dtype: Any = None, row_shape: Optional[tuple] = None):
+        self.dtype = None if dtype is None else np.dtype(dtype)
+        self.row_shape = row_shape
+
+    def encode(self, batch: Any, position: int, piece: Optional[int] = None) -> List[np.ndarray]:
+        if isinstance(batch, np.ndarray):  # a whole array of rows (from_ndarray, extend)
+            rows = as_rows(batch, self.dtype, self.row_shape, position)
+        else:
+            arrays = [as_array(s, position + i) for i, s in enumerate(batch)]
+            if not arrays:
+                return []
+            if self.row_shape is None:
+                self.row_shape = arrays[0].shape
+            for i, a in enumerate(arrays):
+                if a.shape != self.row_shape:
+                    raise ValueError(f"sample {position + i} has shape {a.shape}, but the map holds samples of shape {self.row_shape}")
+            dtype = common_dtype(arrays) if self.dtype is None else self.dtype
+            rows = np.stack([cast_losslessly(a, dtype, position + i) for i, a in enumerate(arrays)])
+        if self.dtype is None:
+            if rows.dtype.kind not in STORABLE_KINDS:
+                raise TypeError(f"a map cannot store dtype {rows.dtype}")
+            self.dtype, self.row_shape = rows.dtype, rows.shape[1:]
+        return [rows] if len(rows) else []
+
+    def create(self, map_dir: Path, first: np.ndarray) -> layout.ArrayWriter:
+        return layout.ArrayWriter(map_dir, layout.create_array(map_dir, self.dtype, self.row_shape))
+
+    def create_empty(self, map_dir: Path) -> None:
+        if self.dtype is None or self.row_shape is None:
+            raise ValueError("no samples were given; a same-shape map needs one to know its shape and dtype")
+        layout.create_array(map_dir, self.dtype, self.row_shape)
+
+    @staticmethod
+    def append(writer: layout.ArrayWriter, rows: np.ndarray, durable: bool, published: bool) -> int:
+        writer.append(rows, durable)
+        return len(rows)
+
+
+def as_rows(arr: Any, dtype: Optional[np.dtype], row_shape: Optional[tuple], first_position: int) -> np.ndarray:
+    """An array whose axis 0 counts samples, checked (and cast losslessly) for a same-shape map."""
+    arr = as_array(arr, first_position)
+    if arr.ndim == 0:
+        raise ValueError("expected an array whose first axis counts samples, got a 0-d value")
+    if row_shape is not None and arr.shape[1:] != tuple(row_shape):
+        raise ValueError(f"samples have shape {arr.shape[1:]}, but this map holds samples of shape {tuple(row_shape)}")
+    if dtype is None:
+        return arr
+    try:
+        return cast_losslessly(arr, dtype, first_position)
+    except (TypeError, ValueError):
+        for i, row in enumerate(arr):  # name the first sample at fault, not the batch
+            cast_losslessly(row, dtype, first_position + i)
+        raise
+
+
+Encoder = Any  # RaggedEncoder | StringsEncoder | ArrayEncoder
+
+
+def encoder_for(kind: str, options: Dict[str, Any]) -> Encoder:
+    """A new encoder of ``kind`` ("ragged", "string", "numpy") with the builder's options."""
     if kind == "ragged":
-        from .ragged import RaggedMmap
+        return RaggedEncoder(options.get("dtype"))
+    if kind == "string":
+        return StringsEncoder(options.get("zstd_level"), options.get("zstd_train_dictionary_size"), options.get("zstd_dictionary"))
+    return ArrayEncoder(options.get("dtype"))
 
-        RaggedMmap.from_generator(part_dir, samples, batch_size, dtype=options.get("dtype"))
-    elif kind == "string":
-        from .string import StringsMmap
 
-        StringsMmap.from_generator(part_dir, samples, batch_size, zstd_level=options.get("zstd_level"))
-    else:
-        from . import numpy as np_ninja
+def build_into(
+    map_dir: Path,
+    encoder: Encoder,
+    batches: Iterable[Any],
+    durable: bool = False,
+    on_batch: Optional[Callable[[int], None]] = None,
+    first_position: int = 0,
+) -> int:
+    """Write every batch into the private, empty directory ``map_dir``; returns the sample count.
 
-        np_ninja.from_generator(part_dir, samples, batch_size, dtype=options.get("dtype"))
-    return Part(str(part_dir), start, written[0])
+    ``first_position`` is the dataset index of the first sample (errors name samples by it).
+    """
+    writer = None
+    position = first_position
+    try:
+        for batch in batches:
+            for piece in encoder.encode(batch, position, _STRINGS_PIECE):
+                if writer is None:
+                    writer = encoder.create(map_dir, piece)
+                with writer.locked(lock=False):
+                    position += encoder.append(writer, piece, durable, published=False)
+                del piece
+            if on_batch is not None:
+                on_batch(len(batch))
+            del batch  # hold one batch, not two, while the next is read
+        if writer is None:
+            encoder.create_empty(map_dir)
+    finally:
+        if writer is not None:
+            writer.close()
+    return position - first_position
+
+
+def write(out_dir: Any, encoder: Encoder, batches: Iterable[Any], durable: bool = False, on_batch: Optional[Callable[[int], None]] = None) -> None:
+    """Build a map from batches; it appears at ``out_dir`` only when complete."""
+    with layout.building(Path(out_dir), durable) as tmp:
+        build_into(tmp, encoder, batches, durable, on_batch)
+
+
+def indexed_batches(indexable: Any, start: int, stop: int, batch_size: int) -> Iterator[List[Any]]:
+    """Batches of ``indexable[start:stop]``; an IndexError ends it early (no ``__len__``)."""
+    getter = indexable if callable(indexable) and not hasattr(indexable, "__getitem__") else indexable.__getitem__
+    for first in range(start, stop, batch_size):
+        batch = []
+        for i in range(first, min(first + batch_size, stop)):
+            try:
+                batch.append(getter(i))
+            except IndexError:
+                if batch:
+                    yield batch
+                return
+            except Exception as e:
+                raise name_sample(e, i) from e
+        yield batch
+        del batch
+
+
+def build_part(part_dir: Path, kind: str, indexable: Any, start: int, stop: int, batch_size: int, options: Dict[str, Any], on_batch: Optional[Callable[[int], None]] = None) -> Part:
+    """See ``parts.build_part``."""
+    part_dir.mkdir()  # raises if it exists: a part is always built in a new directory
+    encoder = encoder_for(kind, options)
+    count = build_into(part_dir, encoder, indexed_batches(indexable, start, stop, batch_size), on_batch=on_batch, first_position=start)
+    return Part(str(part_dir), start, start + count)

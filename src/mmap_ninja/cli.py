@@ -1,4 +1,4 @@
-"""The ``mmap-ninja`` command (also ``python -m mmap_ninja``): info, convert, demo.
+"""The ``mmap-ninja`` command (also ``python -m mmap_ninja``): info, convert, export, demo.
 
 Exit codes: 0 success, 1 failure (one line on stderr; ``--debug`` shows the traceback),
 2 usage error, 130 interrupted (Ctrl-C).
@@ -23,7 +23,7 @@ HEALTHY = "healthy"
 NEEDS_REPAIR = "needs repair on next append"
 UNHEALTHY = "unhealthy"
 
-_KIND_CLASSES = {"numpy": "np_ninja / np.memmap", "ragged": "RaggedMmap", "string": "StringsMmap"}
+_KIND_CLASSES = {"numpy": "np_ninja / np.memmap", "ragged": "RaggedMmap", "string": "StringsMmap", "megatron": "Megatron-LM / fairseq corpus, mmap_ninja.megatron"}
 
 
 class CommandError(Exception):
@@ -42,6 +42,10 @@ def inspect_map(path: "os.PathLike[str] | str") -> Dict[str, Any]:
     cuts it) or "unhealthy" (``problems`` says why; readers raise MapFormatError).
     """
     path = Path(path)
+    from . import megatron
+
+    if megatron.is_corpus(path):  # PREFIX, PREFIX.idx or PREFIX.bin of a Megatron corpus
+        return megatron.inspect(path)
     if not path.exists():
         raise CommandError(f"there is no map at {path}")
     report: Dict[str, Any] = {
@@ -276,6 +280,8 @@ def format_report(report: Dict[str, Any]) -> str:
             for a, stats in enumerate(group["axes"]):
                 cells = " ".join(f"{_format_number(stats[k]):>10}" for k in ("min", "median", "max"))
                 lines.append(f"               {'bytes' if unit else a:>6} {cells}")
+    if report["kind"] == "megatron":
+        lines.extend(_megatron_lines(report))
     lines.append(f"on disk:       {_human_bytes(report['bytes_on_disk'])}")
     if report["kind"]:
         lines.append(f"compression:   {report['compression']}")
@@ -289,6 +295,24 @@ def format_report(report: Dict[str, Any]) -> str:
     if health == NEEDS_REPAIR:
         lines.append("               (readers see every committed sample; the next append cuts the tail)")
     return "\n".join(lines)
+
+
+def _megatron_lines(report: Dict[str, Any]) -> List[str]:
+    """The lines of a Megatron corpus's report beyond those every map has."""
+    lines = []
+    if report["format"]:
+        modes = ", multimodal (sequence modes)" if report["multimodal"] else ""
+        lines.append(f"format:        {report['format']} .idx, dtype code {report['dtype_code']}{modes}")
+    if report["documents"] is not None:
+        lines.append(f"documents:     {report['documents']:,}")
+    if report["tokens"] is not None:
+        lines.append(f"tokens:        {report['tokens']:,}")
+    if report["lengths"]:
+        stats = report["lengths"]
+        names = ("min", "p10", "median", "p90", "p99", "max", "mean")
+        lines.append("lengths:       " + " ".join(f"{k:>9}" for k in names))
+        lines.append("               " + " ".join(f"{_format_number(stats[k]):>9}" for k in names))
+    return lines
 
 
 def _run_info(args: argparse.Namespace) -> int:
@@ -315,6 +339,8 @@ def _run_convert(args: argparse.Namespace) -> int:
         options["dtype"] = args.dtype
     elif args.kind == "text" and args.zstd_level is not None:
         options["zstd_level"] = args.zstd_level
+    if getattr(args, "jobs", 1) != 1:
+        options["n_jobs"] = args.jobs
     out = Path(args.out)
     if out.exists() and not args.overwrite and not (out.is_dir() and not any(out.iterdir())):
         raise CommandError(f"{out} already exists; pass --overwrite to replace the map there")
@@ -339,6 +365,68 @@ def _run_convert(args: argparse.Namespace) -> int:
     skipped = f", left out {_count(len(result.skipped), 'unreadable file')}" if result.skipped else ""
     print(f"wrote {result.samples:,} samples to {result.out_dir}{skipped}")
     return 0
+
+
+# --- Megatron corpora: convert megatron / export megatron ------------------------------------
+
+
+def _run_convert_megatron(args: argparse.Namespace) -> int:
+    from . import megatron
+
+    try:
+        out = megatron.to_ragged(args.prefix, args.out, batch_size=args.batch_size, overwrite=args.overwrite, verbose=not args.quiet)
+    except FileExistsError as e:
+        raise CommandError(f"{e}; pass --overwrite" if "overwrite=True" in str(e) else str(e)) from None
+    except KeyboardInterrupt:
+        print(f"mmap-ninja: interrupted; nothing was written to {args.out}", file=sys.stderr)
+        raise SystemExit(130) from None
+    corpus = megatron.open(args.prefix)
+    print(f"wrote {len(corpus):,} sequences ({corpus.num_documents:,} documents) to {out}")
+    return 0
+
+
+def _run_export_megatron(args: argparse.Namespace) -> int:
+    from . import megatron
+
+    prefix = args.prefix
+    if not args.overwrite and any(os.path.exists(prefix + ext) for ext in (".idx", ".bin")):
+        raise CommandError(f"a corpus already exists at {prefix} (.idx/.bin); pass --overwrite to replace it")
+    try:
+        corpus = megatron.from_ragged(args.map, prefix, dtype=args.dtype, batch_size=args.batch_size, verbose=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"mmap-ninja: interrupted; no corpus was written at {prefix}", file=sys.stderr)
+        raise SystemExit(130) from None
+    print(f"wrote {len(corpus):,} sequences ({corpus.num_documents:,} documents, {corpus.dtype}) to {prefix}.idx and {prefix}.bin")
+    return 0
+
+
+def _add_megatron_commands(kinds: Any, commands: Any, debug: argparse.ArgumentParser) -> None:
+    """``convert megatron PREFIX OUT`` and ``export megatron MAP PREFIX``."""
+    text = ("a Megatron-LM / fairseq corpus (PREFIX.idx + PREFIX.bin) -> a RaggedMmap; its document indices go to "
+            "OUT/documents (a same-shape int64 map)")
+    sub = kinds.add_parser("megatron", parents=[debug], help=text, description=text + ". OUT appears only complete.")
+    sub.add_argument("prefix", metavar="PREFIX", help="the corpus: PREFIX.idx and PREFIX.bin")
+    sub.add_argument("out", metavar="OUT", help="map directory to write (must not exist, unless --overwrite)")
+    _write_options(sub, "map at OUT (once the new one is complete)")
+    sub.set_defaults(run=_run_convert_megatron)
+
+    export = commands.add_parser("export", parents=[debug], help="write a map in another library's format",
+                                 description="Write a map as files another library reads.")
+    formats = export.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    text = ("a RaggedMmap of 1-D samples -> a Megatron-LM corpus PREFIX.idx + PREFIX.bin; documents from MAP/documents "
+            "when there, else one per sample")
+    sub = formats.add_parser("megatron", parents=[debug], help=text, description=text + ". The .idx appears last, only complete.")
+    sub.add_argument("map", metavar="MAP", help="a RaggedMmap directory")
+    sub.add_argument("prefix", metavar="PREFIX", help="where to write PREFIX.idx and PREFIX.bin")
+    sub.add_argument("--dtype", help="token dtype (uint8, int8, int16, int32, int64, float32, float64, uint16; default: the map's)")
+    _write_options(sub, "corpus at PREFIX")
+    sub.set_defaults(run=_run_export_megatron)
+
+
+def _write_options(sub: argparse.ArgumentParser, replaced: str) -> None:
+    sub.add_argument("--batch-size", type=_positive_int, default=1024, help="sequences written at a time (default %(default)s)")
+    sub.add_argument("--overwrite", action="store_true", help=f"replace an existing {replaced}")
+    sub.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 # --- demo ---------------------------------------------------------------------------------
@@ -370,6 +458,12 @@ def _non_negative_int(text: str) -> int:
     return _positive_int(text)
 
 
+def _jobs(text: str) -> int:
+    if text.strip() == "-1":
+        return -1
+    return _positive_int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``mmap-ninja``."""
     debug = argparse.ArgumentParser(add_help=False)
@@ -384,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", parents=[debug], help="describe a map and check that it is healthy",
                                description="Describe the map at PATH and check its files agree. Exits 1 if it is unhealthy.")
-    info.add_argument("path", metavar="PATH", help="a map directory")
+    info.add_argument("path", metavar="PATH", help="a map directory, or the PREFIX of a Megatron corpus")
     info.add_argument("--json", action="store_true", help="print the report as JSON")
     info.set_defaults(run=_run_info)
 
@@ -407,6 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--skip-bad", action="store_true", help="leave unreadable files out (listed on stderr) instead of stopping")
         sub.add_argument("--overwrite", action="store_true", help="replace an existing map at OUT (once the new one is complete)")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        sub.add_argument("--jobs", type=_jobs, default=1, metavar="K",
+                         help="worker processes reading the files and building parts (default 1; -1: one per core)")
         if kind == "images":
             sub.add_argument("--mode", default="RGB", help="Pillow mode to convert every image to (default RGB: HxWx3; L: HxW; 'keep' keeps each file's own)")
         elif kind == "npy":
@@ -414,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sub.add_argument("--zstd-level", type=int, help="compress each string with zstd at this level (needs zstandard)")
         sub.set_defaults(run=_run_convert)
+    _add_megatron_commands(kinds, commands, debug)
 
     demo = commands.add_parser("demo", parents=[debug], help="build a text corpus and images, convert them, compare read speed",
                                description="Generate a review-like text corpus and a set of images in a temporary folder, "

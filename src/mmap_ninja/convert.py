@@ -11,7 +11,10 @@ Used by ``mmap-ninja convert``; callable from Python too. Every converter
   ``out_dir`` only once every file is in: an interrupted run (Ctrl-C, a bad file, a kill)
   leaves nothing at ``out_dir``;
 - raises :class:`ConversionError` naming the file at fault, or with ``skip_bad`` leaves such
-  files out and returns them in :attr:`ConversionResult.skipped`.
+  files out and returns them in :attr:`ConversionResult.skipped`;
+- with ``n_jobs`` (k worker processes, -1 one per core) has the workers read the files and
+  build parts of the map (the classes' ``from_indexable`` over a :class:`FileSamples`); the
+  map is byte-identical to the one a serial run writes.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shutil
+import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -79,20 +84,30 @@ def _pillow() -> Any:
     return Image
 
 
-def _image_reader(mode: Optional[str]) -> Callable[[Path], np.ndarray]:
-    """A function that decodes an image file to an HxW(xC) array (converted to ``mode`` unless None)."""
-    Image = _pillow()
+class _ImageReader:
+    """Decodes an image file to an HxW(xC) array (converted to ``mode`` unless None).
 
-    def read(path: Path) -> np.ndarray:
+    A class rather than a closure so that worker processes (n_jobs) can be sent it.
+    """
+
+    def __init__(self, mode: Optional[str]):
+        self.mode = mode
+
+    def __call__(self, path: Path) -> np.ndarray:
+        Image = _pillow()
         try:
             with Image.open(path) as image:
-                if mode is not None and image.mode != mode:
-                    image = image.convert(mode)
+                if self.mode is not None and image.mode != self.mode:
+                    image = image.convert(self.mode)
                 return np.asarray(image)
         except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for unreadable images
             raise ConversionError(f"{path} is not a readable image ({e})") from None
 
-    return read
+
+def _image_reader(mode: Optional[str]) -> Callable[[Path], np.ndarray]:
+    """A function that decodes an image file to an HxW(xC) array (converted to ``mode`` unless None)."""
+    _pillow()  # fail now, naming the extra, rather than at the first file
+    return _ImageReader(mode)
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -103,6 +118,18 @@ def _read_npy(path: Path) -> np.ndarray:
     if not isinstance(arr, np.ndarray):
         raise ConversionError(f"{path} is not a .npy file with one array")
     return arr
+
+
+def _read_file(read: Callable[[Path], Any], path: Path) -> Any:
+    """``read(path)``; an unreadable file (permissions, vanished meanwhile) is a ConversionError too."""
+    try:
+        return read(path)
+    except OSError as e:
+        raise ConversionError(f"{path} cannot be read ({e.strerror or e})") from None
+
+
+def _none_readable(count: int) -> ConversionError:
+    return ConversionError(f"none of the {count} files could be read; no map was written")
 
 
 def _samples(
@@ -117,29 +144,105 @@ def _samples(
     """Read ``files`` in order; a bad one raises, or with ``skip_bad`` is recorded and left out."""
     for path in progress(files, verbose, total=len(files), desc=desc):
         try:
-            sample = read(path)
+            sample = _read_file(read, path)
         except ConversionError as e:
             if not skip_bad:
                 raise
             skipped.append((path, str(e)))
             continue
-        except OSError as e:  # unreadable file: permissions, vanished meanwhile
-            if not skip_bad:
-                raise ConversionError(f"{path} cannot be read ({e.strerror or e})") from None
-            skipped.append((path, str(e)))
-            continue
         sources.append(path)
         yield sample
     if not sources:  # raised inside the build, so that no empty map is published
-        raise ConversionError(f"none of the {len(files)} files could be read; no map was written")
+        raise _none_readable(len(files))
 
 
-def _name_sample(error: Exception, sources: List[Path]) -> ConversionError:
-    """The library's "sample N ..." error, with N replaced by the file it came from."""
+class FileSamples:
+    """The files of a conversion as a dataset: item ``i`` is ``read(files[i])``.
+
+    Picklable (given a picklable ``read``), so that the workers of ``from_indexable(...,
+    n_jobs=k)`` read the files themselves and only small records cross between processes.
+
+    With ``skipped_dir`` (skip_bad across processes), a file that cannot be read is noted
+    there as a file named by its index, holding why, and a readable file's sample stands in
+    for it (the next one, else the previous one), so the stand-in never brings a dtype or a
+    number of axes the data does not have. The caller then writes the map without the noted
+    indices. The stand-in is a copy of real data, so a bad file costs one extra read, not a
+    second pass over the folder.
+    """
+
+    def __init__(self, files: Sequence[PathLike], read: Callable[[Path], Any], skipped_dir: Optional[PathLike] = None):
+        self.files = [str(f) for f in files]
+        self.read = read
+        self.skipped_dir = None if skipped_dir is None else str(skipped_dir)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._bad: set = set()  # indices this process found bad (their notes are written)
+        self._standin: Optional[Tuple[int, Any]] = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"files": self.files, "read": self.read, "skipped_dir": self.skipped_dir}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < len(self.files):
+            raise IndexError(f"file {i} of {len(self.files)}")
+        if self.skipped_dir is None:
+            return _read_file(self.read, Path(self.files[i]))
+        if self._standin is not None and (self._standin[0] == i or i in self._bad):
+            return self._standin[1]
+        try:
+            return _read_file(self.read, Path(self.files[i]))
+        except ConversionError as e:
+            self._note(i, e)
+        for j in (*range(i + 1, len(self.files)), *range(i - 1, -1, -1)):
+            if j in self._bad:
+                continue
+            try:
+                self._standin = (j, _read_file(self.read, Path(self.files[j])))
+                return self._standin[1]
+            except ConversionError as e:
+                self._note(j, e)
+        raise _none_readable(len(self.files))
+
+    def _note(self, i: int, error: ConversionError) -> None:
+        self._bad.add(i)
+        Path(str(self.skipped_dir), str(i)).write_text(str(error), encoding="utf-8")
+
+
+class _Kept:
+    """Samples ``keep[0], keep[1], ...`` of a map: a built map without its stand-ins."""
+
+    def __init__(self, source: Any, keep: List[int]):
+        self.source, self.keep = source, keep
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, j: int) -> Any:
+        return self.source[self.keep[j]]
+
+
+def _name_sample(error: Exception, sources: Sequence[PathLike]) -> ConversionError:
+    """The library's "sample N ..." error, with N replaced by the file it came from.
+
+    A reader's error re-raised by a worker ("sample N of the dataset raised ConversionError:
+    <file> is not ...") already names the file: then it is given without the prefix.
+    """
     message = str(error)
     match = re.match(r"sample (\d+)\b", message)
     if match and int(match.group(1)) < len(sources):
-        return ConversionError(f"{sources[int(match.group(1))]}: {message}")
+        path = str(sources[int(match.group(1))])
+        reraised = re.match(r"sample \d+ of the dataset raised \w+: (.*)$", message, re.DOTALL)
+        if reraised and path in reraised.group(1):
+            return ConversionError(reraised.group(1))
+        return ConversionError(f"{path}: {message}")
     return ConversionError(message)
 
 
@@ -158,6 +261,8 @@ def _convert(
     skip_bad: bool,
     overwrite: bool,
     verbose: bool,
+    n_jobs: Optional[int] = None,
+    build_indexable: Optional[Callable[[Path, Any, Optional[int]], None]] = None,
 ) -> ConversionResult:
     out_dir = Path(out_dir)
     _check_out(out_dir, overwrite)
@@ -165,6 +270,8 @@ def _convert(
     if not files:
         wanted = ", ".join(patterns or DEFAULT_PATTERNS[kind])
         raise ConversionError(f"found no files matching {wanted} under {src_dir}")
+    if n_jobs not in (None, 1) and build_indexable is not None:
+        return _convert_by_parts(files, out_dir, read, build_indexable, skip_bad, n_jobs)
     skipped: List[Tuple[Path, str]] = []
     sources: List[Path] = []
     samples = _samples(files, read, skip_bad, skipped, sources, verbose, f"{kind} -> map")
@@ -173,6 +280,62 @@ def _convert(
     except (TypeError, ValueError) as e:  # a sample the map cannot store: name its file
         raise _name_sample(e, sources) from None
     return ConversionResult(out_dir, len(sources), skipped)
+
+
+def _convert_by_parts(
+    files: List[Path],
+    out_dir: Path,
+    read: Callable[[Path], Any],
+    build_indexable: Callable[[Path, Any, Optional[int]], None],
+    skip_bad: bool,
+    n_jobs: Optional[int],
+) -> ConversionResult:
+    """The files as a :class:`FileSamples`, built by ``n_jobs`` workers.
+
+    Without ``skip_bad`` the map is built at ``out_dir`` directly. With it, the workers note
+    bad files in a private folder beside ``out_dir`` (named like the library's partial
+    builds, so a killed run's leftovers are cleaned by the next build of ``out_dir``), the
+    map is built there, and published as it is when nothing was noted, or else rewritten to
+    ``out_dir`` without the stand-ins: ``out_dir`` only ever holds the finished map.
+    """
+    if not skip_bad:
+        try:
+            build_indexable(out_dir, FileSamples(files, read), n_jobs)
+        except (ConversionError, TypeError, ValueError) as e:
+            raise _name_sample(e, files) from None
+        return ConversionResult(out_dir, len(files), [])
+    from . import layout
+    from .generic import open_existing
+
+    absolute = out_dir.absolute()
+    absolute.parent.mkdir(parents=True, exist_ok=True)
+    scratch = absolute.parent / f".{absolute.name}.partial-{os.getpid()}-convert-{uuid.uuid4().hex[:8]}"
+    notes = scratch / "skipped"
+    try:
+        notes.mkdir(parents=True)
+        built = scratch / "map"
+        try:
+            build_indexable(built, FileSamples(files, read, notes), n_jobs)
+        except (ConversionError, TypeError, ValueError) as e:
+            if len(list(notes.iterdir())) == len(files):
+                raise _none_readable(len(files)) from None
+            raise _name_sample(e, files) from None
+        bad = sorted(int(p.name) for p in notes.iterdir())
+        skipped = [(files[i], (notes / str(i)).read_text(encoding="utf-8")) for i in bad]
+        if not bad:
+            with layout.building(absolute) as tmp:
+                os.rmdir(tmp)
+                os.replace(built, tmp)
+            return ConversionResult(out_dir, len(files), [])
+        gone = set(bad)
+        keep = [i for i in range(len(files)) if i not in gone]
+        try:
+            build_indexable(out_dir, _Kept(open_existing(built, mode="r"), keep), None)
+        except (TypeError, ValueError) as e:
+            raise _name_sample(e, [files[i] for i in keep]) from None
+        return ConversionResult(out_dir, len(keep), skipped)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def convert_text(
@@ -184,14 +347,21 @@ def convert_text(
     overwrite: bool = False,
     verbose: bool = False,
     zstd_level: Optional[int] = None,
+    n_jobs: Optional[int] = None,
 ) -> ConversionResult:
-    """One string per text file (``*.txt`` by default), read as UTF-8 exactly (no newline changes)."""
+    """One string per text file (``*.txt`` by default), read as UTF-8 exactly (no newline changes).
+
+    ``n_jobs``: worker processes reading the files and building parts (-1: one per core).
+    """
     from .string import StringsMmap
 
     def build(out: Path, samples: Iterator[Any]) -> None:
         StringsMmap.from_generator(out, samples, batch_size, zstd_level=zstd_level)
 
-    return _convert("text", src_dir, out_dir, _read_text, build, patterns, skip_bad, overwrite, verbose)
+    def build_indexable(out: Path, dataset: Any, jobs: Optional[int]) -> None:
+        StringsMmap.from_indexable(out, dataset, batch_size, n_jobs=jobs, verbose=verbose, zstd_level=zstd_level)
+
+    return _convert("text", src_dir, out_dir, _read_text, build, patterns, skip_bad, overwrite, verbose, n_jobs, build_indexable)
 
 
 def convert_images(
@@ -203,11 +373,13 @@ def convert_images(
     overwrite: bool = False,
     verbose: bool = False,
     mode: Optional[str] = "RGB",
+    n_jobs: Optional[int] = None,
 ) -> ConversionResult:
     """One HxWxC uint8 array per image file (a RaggedMmap), decoded with Pillow.
 
     ``mode`` is the Pillow mode every image is converted to ("RGB": HxWx3; "L": HxW);
-    None keeps each file's own mode (then all must share a dtype).
+    None keeps each file's own mode (then all must share a dtype). ``n_jobs``: worker
+    processes decoding and building parts (-1: one per core).
     """
     from .ragged import RaggedMmap
 
@@ -216,7 +388,10 @@ def convert_images(
     def build(out: Path, samples: Iterator[Any]) -> None:
         RaggedMmap.from_generator(out, samples, batch_size)
 
-    return _convert("images", src_dir, out_dir, read, build, patterns, skip_bad, overwrite, verbose)
+    def build_indexable(out: Path, dataset: Any, jobs: Optional[int]) -> None:
+        RaggedMmap.from_indexable(out, dataset, batch_size, n_jobs=jobs, verbose=verbose)
+
+    return _convert("images", src_dir, out_dir, read, build, patterns, skip_bad, overwrite, verbose, n_jobs, build_indexable)
 
 
 def convert_npy(
@@ -228,18 +403,23 @@ def convert_npy(
     overwrite: bool = False,
     verbose: bool = False,
     dtype: Any = None,
+    n_jobs: Optional[int] = None,
 ) -> ConversionResult:
     """One array per ``.npy`` file, of any shape (a RaggedMmap).
 
     The first batch decides the dtype unless ``dtype`` is given; a later file whose values
-    that dtype cannot hold exactly stops the run, naming the file.
+    that dtype cannot hold exactly stops the run, naming the file. ``n_jobs``: worker
+    processes reading the files and building parts (-1: one per core).
     """
     from .ragged import RaggedMmap
 
     def build(out: Path, samples: Iterator[Any]) -> None:
         RaggedMmap.from_generator(out, samples, batch_size, dtype=dtype)
 
-    return _convert("npy", src_dir, out_dir, _read_npy, build, patterns, skip_bad, overwrite, verbose)
+    def build_indexable(out: Path, dataset: Any, jobs: Optional[int]) -> None:
+        RaggedMmap.from_indexable(out, dataset, batch_size, n_jobs=jobs, verbose=verbose, dtype=dtype)
+
+    return _convert("npy", src_dir, out_dir, _read_npy, build, patterns, skip_bad, overwrite, verbose, n_jobs, build_indexable)
 
 
 CONVERTERS = {"text": convert_text, "images": convert_images, "npy": convert_npy}

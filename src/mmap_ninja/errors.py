@@ -15,3 +15,10 @@ class MapBusyError(RuntimeError):
 
 class ReadOnlyMapError(PermissionError):
     """The map was opened read-only, so its samples cannot be overwritten."""
+
+
+class WorkerDiedError(RuntimeError):
+    """A worker process of a parallel build died (killed by the OS, e.g. out of memory).
+
+    The message names the samples it was building. Nothing was written at the map's path.
+    """

@@ -37,8 +37,8 @@ Commit protocol
 ---------------
 Samples are only ever appended, and the sample count is published last, by one 8-byte
 write. The *commit file* is ``starts/shape.ninja`` for ragged and strings maps and
-``shape.ninja`` for an array directory. An append, holding an exclusive ``flock`` on
-``.writer.lock`` in the map directory:
+``shape.ninja`` for an array directory. An append, holding the writer lock on
+``.writer.lock`` in the map directory (an ``flock``; ``fs.WriterLock`` says what elsewhere):
 
 1. writes the new bytes of every ``data.ninja`` right after the committed bytes (whatever
    lies beyond them is the tail of an append that was killed, and is overwritten);
@@ -55,18 +55,16 @@ which trusts every ``shape.ninja``, reads and extends it correctly again.
 
 A new map is built in a private sibling directory ``.NAME.partial-PID-*`` and renamed into
 place when complete, so a map either exists whole or not at all; an existing map at that
-path is swapped out in one step (Linux ``renameat2(RENAME_EXCHANGE)``). Leftovers of a
+path is swapped out in one step (Linux ``renameat2(RENAME_EXCHANGE)``; elsewhere two
+renames, see ``fs.swap_in``). Every write, fsync and rename goes through ``fs``. Leftovers of a
 killed build are removed by the next build of the same path.
 """
 
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import math
 import mmap
 import os
-import shutil
 import struct
 import uuid
 from contextlib import contextmanager
@@ -75,7 +73,9 @@ from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import MapBusyError, MapFormatError
+from . import fs
+from .errors import MapFormatError
+from .shapes import LENGTHS, NESTED, ShapeLayout, ShapeRecord, table_layout
 
 DATA = "data.ninja"
 DTYPE = "dtype.ninja"
@@ -120,8 +120,7 @@ def read_text(path: Path) -> str:
 
 
 def _write_file(path: Path, content: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(content)
+    fs.write_file(path, content)
 
 
 def read_kind(map_dir: Path) -> Optional[str]:
@@ -170,6 +169,16 @@ def read_flat_flag(map_dir: Path) -> bool:
     return struct.unpack("<i", raw)[0] == 1
 
 
+def read_shape_layout(map_dir: Path) -> ShapeLayout:
+    """The shape layout of a ragged map (see ``shapes.py``), from its flag and ``shapes/``."""
+    if not read_flat_flag(map_dir):
+        return NESTED
+    header = read_array_header(map_dir / SHAPES)
+    if header.dtype != OFFSET or len(header.shape) != 2 or header.shape[1] < 1:
+        raise MapFormatError(f"{map_dir / SHAPES} should be an (n, k) int64 array, found {header.dtype.name} {header.shape}")
+    return table_layout(header.shape[1])
+
+
 def read_zstd_settings(map_dir: Path) -> Tuple[Optional[int], Optional[bytes]]:
     """The zstd level and dictionary of a strings map (None, None when uncompressed)."""
     level = None
@@ -212,12 +221,12 @@ def read_array_header(array_dir: Path, kind: str = "numpy") -> ArrayHeader:
 
 
 def write_array_header(array_dir: Path, dtype: np.dtype, shape: Sequence[int], kind: str = "numpy") -> None:
-    array_dir.mkdir(exist_ok=True)
+    fs.mkdir(array_dir, exist_ok=True)
     _write_file(array_dir / DTYPE, np.dtype(dtype).name.encode("ascii"))
     _write_file(array_dir / SHAPE, _shape_bytes(shape))
     _write_file(array_dir / ORDER, b"C")
     _write_file(array_dir / KIND, kind.encode("ascii"))
-    (array_dir / DATA).touch()
+    fs.touch(array_dir / DATA)
 
 
 def map_file(path: Path, nbytes: int, writable: bool = False) -> Union[mmap.mmap, bytes]:
@@ -295,11 +304,9 @@ def open_spans(map_dir: Path, kind: str, writable: bool = False, count: Optional
     if len(header.shape) != 1 or header.shape[0] < total:
         raise MapFormatError(f"{map_dir / SHAPE} holds {header.shape}, the samples need {total} elements")
     data = map_array(map_dir, header, total, writable)
-    if read_flat_flag(map_dir):
-        shapes_header = read_array_header(map_dir / SHAPES)
-        if shapes_header.dtype != OFFSET or len(shapes_header.shape) != 2 or shapes_header.shape[1] < 1:
-            raise MapFormatError(f"{map_dir / SHAPES} should be an (n, k) int64 array, found {shapes_header.shape}")
-        shapes: Union[np.ndarray, SpansView] = map_array(map_dir / SHAPES, shapes_header, count)
+    shape_layout = read_shape_layout(map_dir)
+    if shape_layout is not NESTED:
+        shapes: Union[np.ndarray, SpansView] = map_array(map_dir / SHAPES, read_array_header(map_dir / SHAPES), count)
     else:
         shapes = open_spans(map_dir / SHAPES, "ragged", count=count) if count else _empty_shapes(map_dir / SHAPES)
         if shapes.data.dtype != OFFSET:
@@ -329,14 +336,14 @@ def _write_at(fd: int, buffers: Sequence, offset: int, sizes: Optional[np.ndarra
         if not expected:
             continue
         try:
-            done = os.pwritev(fd, chunk, offset)
+            done = fs.pwritev(fd, chunk, offset)
         except (BufferError, ValueError):  # a non-contiguous array: write a contiguous copy
             chunk = [np.ascontiguousarray(b) for b in chunk]
-            done = os.pwritev(fd, chunk, offset)
+            done = fs.pwritev(fd, chunk, offset)
         if done < expected:  # short write (huge chunk or full disk): finish the rest one by one
             rest = memoryview(b"".join(memoryview(b).cast("B") for b in chunk))[done:]
             while rest:
-                n = os.pwrite(fd, rest, offset + done)
+                n = fs.pwrite(fd, rest, offset + done)
                 if n == 0:
                     raise OSError(f"could not write to {fd}")
                 done += n
@@ -350,18 +357,18 @@ class _ArrayFile:
     def __init__(self, array_dir: Path, row_bytes: int, has_shape: bool = True):
         self.dir = array_dir
         self.row_bytes = row_bytes
-        self._data = os.open(array_dir / DATA, os.O_RDWR)
+        self._data = fs.open_file(array_dir / DATA, os.O_RDWR)
         # a strings map's data.ninja has no shape.ninja: its length lives in ends/
-        self._shape = os.open(array_dir / SHAPE, os.O_RDWR) if has_shape else -1
+        self._shape = fs.open_file(array_dir / SHAPE, os.O_RDWR) if has_shape else -1
 
     def rows(self) -> int:
-        raw = os.pread(self._shape, 8, 0)
+        raw = fs.pread(self._shape, 8, 0)
         if len(raw) != 8:
             raise MapFormatError(f"{self.dir / SHAPE} is truncated")
         return struct.unpack("<Q", raw)[0]
 
     def read_int64(self, row: int) -> int:
-        raw = os.pread(self._data, 8, row * 8)
+        raw = fs.pread(self._data, 8, row * 8)
         if len(raw) != 8:
             raise MapFormatError(f"{self.dir / DATA} is truncated")
         return struct.unpack("<q", raw)[0]
@@ -369,9 +376,19 @@ class _ArrayFile:
     def write(self, first_row: int, buffers: Sequence, sizes: Optional[np.ndarray] = None) -> None:
         _write_at(self._data, buffers, first_row * self.row_bytes, sizes)
 
+    def copy_from(self, path: Path, offset: int, dest: int, nbytes: int) -> None:
+        """Copy ``nbytes`` of the file at ``path`` from ``offset`` to byte ``dest`` of data.ninja."""
+        src = fs.open_file(path, os.O_RDONLY)
+        try:
+            if os.fstat(src).st_size < offset + nbytes:
+                raise MapFormatError(f"{path} holds fewer bytes than its map needs: it is truncated")
+            fs.copy_range(src, self._data, nbytes, offset, dest)
+        finally:
+            fs.close(src)
+
     def publish(self, rows: int) -> None:
         if self._shape >= 0:
-            os.pwrite(self._shape, struct.pack("<Q", rows), 0)
+            fs.pwrite(self._shape, struct.pack("<Q", rows), 0)
 
     def cut(self, rows: int) -> None:
         """Forget everything past ``rows`` (repair after a killed append)."""
@@ -381,49 +398,29 @@ class _ArrayFile:
         if self._shape >= 0 and self.rows() != rows:
             self.publish(rows)
         if size > rows * self.row_bytes:
-            os.ftruncate(self._data, rows * self.row_bytes)
+            fs.ftruncate(self._data, rows * self.row_bytes)
 
     def sync(self) -> None:
-        os.fsync(self._data)
+        fs.fsync(self._data)
 
     def sync_shape(self) -> None:
-        os.fsync(self._shape)
+        fs.fsync(self._shape)
 
     def close(self) -> None:
         for fd in (getattr(self, "_data", -1), getattr(self, "_shape", -1)):  # may be half-built
             if fd >= 0:
-                os.close(fd)
+                fs.close(fd)
         self._data = self._shape = -1
 
     def __del__(self) -> None:  # a map object forgotten without close() must not leak descriptors
         self.close()
 
 
-class _WriterLock:
-    """The advisory lock that admits one writer at a time to a map (flock on .writer.lock)."""
+class _WriterLock(fs.WriterLock):
+    """The lock that admits one writer at a time to a map (on .writer.lock; see fs.WriterLock)."""
 
     def __init__(self, map_dir: Path):
-        self.dir = map_dir
-        self._fd = -1
-
-    def acquire(self) -> None:
-        if self._fd < 0:
-            self._fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MapBusyError(f"another writer is appending to the map at {self.dir}; try again when it is done") from None
-
-    def release(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def __del__(self) -> None:
-        self.close()
+        super().__init__(map_dir / LOCK, f"another writer is appending to the map at {map_dir}; try again when it is done")
 
 
 class SpansWriter:
@@ -431,23 +428,35 @@ class SpansWriter:
 
     def __init__(self, map_dir: Path, itemsize: int, with_shapes: bool):
         self.dir = map_dir
-        self._data = _ArrayFile(map_dir, itemsize, has_shape=with_shapes)
+        self._itemsize = itemsize
+        self._with_shapes = with_shapes
+        self._lock = _WriterLock(map_dir)
+        self.count = -1  # committed samples as this writer last saw them; -1: not checked yet
+        self.total = 0
+        self._open_files()
+
+    def _open_files(self) -> None:
+        map_dir = self.dir
+        self._data = _ArrayFile(map_dir, self._itemsize, has_shape=self._with_shapes)
         self._starts = _ArrayFile(map_dir / STARTS, 8)
         self._ends = _ArrayFile(map_dir / ENDS, 8)
         self._lengths: Optional[_ArrayFile] = None
         self._flat_shapes: Optional[_ArrayFile] = None
         self._nested_shapes: Optional[SpansWriter] = None
-        self.shape_width = 0  # k of a flat (n, k) shapes table; 0 when shapes are nested
-        if with_shapes:
+        self.shape_layout: Optional[ShapeLayout] = None  # None for strings
+        if self._with_shapes:
             self._lengths = _ArrayFile(map_dir / FLATTENED_SHAPES, 8)
-            if read_flat_flag(map_dir):
-                self.shape_width = read_array_header(map_dir / SHAPES).shape[1]
-                self._flat_shapes = _ArrayFile(map_dir / SHAPES, 8 * self.shape_width)
-            else:
+            self.shape_layout = read_shape_layout(map_dir)
+            if self.shape_layout is NESTED:
                 self._nested_shapes = SpansWriter(map_dir / SHAPES, 8, with_shapes=True)
-        self.count = -1  # committed samples as this writer last saw them; -1: not checked yet
-        self.total = 0
-        self._lock = _WriterLock(map_dir)
+            else:
+                self._flat_shapes = _ArrayFile(map_dir / SHAPES, 8 * self.shape_layout.width)
+
+    def _close_files(self) -> None:
+        if self._nested_shapes is not None:
+            self._nested_shapes.close()
+        for f in [self._data, self._starts] + self._tables():
+            f.close()
 
     def _tables(self) -> List[_ArrayFile]:
         return [t for t in (self._ends, self._lengths, self._flat_shapes) if t is not None]
@@ -457,6 +466,8 @@ class SpansWriter:
         """Hold the map's writer lock and make sure the map holds no half-written tail."""
         if lock:
             self._lock.acquire()
+            if self.count < 0:  # this writer's first append: clear what killed upgrades left
+                _remove_stale_partials(self.dir)
         try:
             committed = self._starts.rows()
             if committed != self.count:
@@ -484,30 +495,56 @@ class SpansWriter:
         self._data.cut(self.total)
         self.count = committed
 
-    def append(self, buffers: Sequence, lengths: Sequence[int], shapes: Optional[np.ndarray], durable: bool = False) -> None:
+    def make_room(self, shapes: Optional[ShapeRecord], published: bool = True, durable: bool = False) -> None:
+        """Upgrade the map's shape layout if it cannot record ``shapes`` (see ``shapes.py``).
+
+        Call inside ``locked()``. ``published=False`` is for a map still in its private build
+        directory, which is upgraded in place.
+        """
+        if shapes is None or self.shape_layout is None or self.shape_layout.holds(shapes):
+            return
+        self._close_files()
+        upgrade_to_nested(self.dir, self.count, published, durable)
+        self._open_files()
+        self.repair(self.count)  # the new shapes writer learns the count
+
+    def append(
+        self,
+        buffers: Sequence,
+        lengths: Sequence[int],
+        shapes: Optional[ShapeRecord],
+        durable: bool = False,
+        source: Optional[Tuple[Path, int]] = None,
+    ) -> None:
         """Append samples given as byte buffers, their element counts and their shapes.
 
-        ``shapes`` is an (n, k) int64 table for a flat map, or for a nested one a list of
-        1-D int64 shape arrays. Call inside ``locked()``.
+        ``source`` = (file, byte offset) copies the samples' bytes from that file instead of
+        taking ``buffers``. Call inside ``locked()``, after ``make_room(shapes)``.
         """
         lengths = np.asarray(lengths, OFFSET)
         n, count = len(lengths), self.count
         ends = np.cumsum(lengths, dtype=OFFSET)
         ends += self.total
         starts = ends - lengths
-        # one buffer per sample, or a single buffer holding them all
-        sizes = lengths * self._data.row_bytes if len(buffers) == n else None
-        self._data.write(self.total, buffers, sizes)
+        new_total = int(ends[-1]) if n else self.total
+        if source is not None:
+            row_bytes = self._data.row_bytes
+            self._data.copy_from(source[0], source[1], self.total * row_bytes, (new_total - self.total) * row_bytes)
+        else:
+            # one buffer per sample, or a single buffer holding them all
+            sizes = lengths * self._data.row_bytes if len(buffers) == n else None
+            self._data.write(self.total, buffers, sizes)
         self._starts.write(count, [starts])
         self._ends.write(count, [ends])
         if self._lengths is not None:
             self._lengths.write(count, [lengths])
-        if self._flat_shapes is not None:
-            self._flat_shapes.write(count, [np.ascontiguousarray(shapes, OFFSET)])
-        if self._nested_shapes is not None:
-            nested_lengths = np.array([len(s) for s in shapes], OFFSET)
-            self._nested_shapes.append(shapes, nested_lengths, nested_lengths[:, None], durable)
-        new_total = int(ends[-1]) if n else self.total
+        if self.shape_layout is not None:
+            if shapes is None or len(shapes.ndims) != n or not self.shape_layout.holds(shapes):
+                raise ValueError(f"{self.dir}: the shapes of {n} new samples do not fit its layout ({self.shape_layout})")
+            if self._nested_shapes is not None:
+                self._nested_shapes.append([shapes.dims], shapes.ndims, shapes.as_samples(), durable)
+            else:
+                self._flat_shapes.write(count, [self.shape_layout.table(shapes)])
         if durable:
             for f in [self._data, self._starts] + self._tables():
                 f.sync()
@@ -520,10 +557,7 @@ class SpansWriter:
         self.count, self.total = count + n, new_total
 
     def close(self) -> None:
-        if self._nested_shapes is not None:
-            self._nested_shapes.close()
-        for f in [self._data, self._starts] + self._tables():
-            f.close()
+        self._close_files()
         self._lock.close()
 
 
@@ -554,14 +588,20 @@ class ArrayWriter:
             if lock:
                 self._lock.release()
 
-    def append(self, rows: np.ndarray, durable: bool = False) -> None:
-        self._file.write(self.count, [np.ascontiguousarray(rows)])
+    def append(self, rows: Optional[np.ndarray], durable: bool = False, source: Optional[Tuple[Path, int, int]] = None) -> None:
+        """Append ``rows``, or with ``source`` = (file, byte offset, row count) copy them from a file."""
+        if source is not None:
+            n = source[2]
+            self._file.copy_from(source[0], source[1], self.count * self._file.row_bytes, n * self._file.row_bytes)
+        else:
+            n = len(rows)
+            self._file.write(self.count, [np.ascontiguousarray(rows)])
         if durable:
             self._file.sync()
-        self._file.publish(self.count + len(rows))
+        self._file.publish(self.count + n)
         if durable:
             self._file.sync_shape()
-        self.count += len(rows)
+        self.count += n
 
     def close(self) -> None:
         self._file.close()
@@ -571,25 +611,72 @@ class ArrayWriter:
 # --- creating maps ------------------------------------------------------------------------
 
 
-def create_spans(map_dir: Path, kind: str, dtype: np.dtype, shape_width: int = 1) -> None:
-    """Lay out an empty ragged or strings map in an existing, empty directory.
-
-    ``shape_width`` is the k of a flat (n, k) shapes table, or 0 for nested shapes.
-    """
+def create_spans(map_dir: Path, kind: str, dtype: np.dtype, shape_layout: ShapeLayout = LENGTHS) -> None:
+    """Lay out an empty ragged or strings map in an existing, empty directory."""
     for table in (STARTS, ENDS):
         write_array_header(map_dir / table, OFFSET, (0,))
     if kind == "string":
-        (map_dir / DATA).touch()
+        fs.touch(map_dir / DATA)
     else:
         write_array_header(map_dir, dtype, (0,), kind="ragged")
         write_array_header(map_dir / FLATTENED_SHAPES, OFFSET, (0,))
-        _write_file(map_dir / SHAPES_ARE_FLAT, struct.pack("<i", 1 if shape_width else 0))
-        if shape_width:
-            write_array_header(map_dir / SHAPES, OFFSET, (0, shape_width))
-        else:
-            (map_dir / SHAPES).mkdir()
-            create_spans(map_dir / SHAPES, "ragged", OFFSET, 1)
+        _create_shapes(map_dir, shape_layout)
     _write_file(map_dir / KIND, kind.encode("ascii"))  # last: a directory without it is no map
+
+
+def _create_shapes(map_dir: Path, shape_layout: ShapeLayout) -> None:
+    _write_file(map_dir / SHAPES_ARE_FLAT, struct.pack("<i", 0 if shape_layout is NESTED else 1))
+    if shape_layout is NESTED:
+        fs.mkdir(map_dir / SHAPES)
+        create_spans(map_dir / SHAPES, "ragged", OFFSET, LENGTHS)
+    else:
+        write_array_header(map_dir / SHAPES, OFFSET, (0, shape_layout.width))
+
+
+def upgrade_to_nested(map_dir: Path, count: int, published: bool, durable: bool = False) -> None:
+    """Record the shapes of a ragged map's ``count`` samples in the NESTED layout.
+
+    A map still in its private build directory (``published=False``) is changed in place.
+    A published one is rebuilt beside itself, every other file hard-linked (no data is
+    copied), and swapped into place in one step, so a reader or a kill sees the old map or
+    the upgraded one, never a mix; both are mmap_ninja 0.9.0 maps. Call under the writer lock.
+    """
+    view = open_spans(map_dir, "ragged", count=count)
+    record = ShapeRecord.from_table(view.shapes, view.ends - view.starts)
+    del view
+    target = map_dir
+    if published:
+        _remove_stale_partials(map_dir)
+        target = map_dir.parent / f".{map_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        _link_tree(map_dir, target, skip={SHAPES, SHAPES_ARE_FLAT})
+    else:
+        fs.rmtree(map_dir / SHAPES)
+    try:
+        _create_shapes(target, NESTED)
+        writer = SpansWriter(target / SHAPES, 8, with_shapes=True)
+        with writer.locked(lock=False):
+            writer.append([record.dims], record.ndims, record.as_samples())
+        writer.close()
+        if published:
+            if durable:
+                _sync_tree(target)
+            _publish(target, map_dir, durable)
+    except BaseException:
+        if published:
+            fs.rmtree(target)
+        raise
+
+
+def _link_tree(src: Path, dst: Path, skip: set) -> None:
+    """A copy of the tree ``src`` at ``dst`` made of hard links (copies where links fail)."""
+    fs.mkdir(dst)
+    for entry in os.scandir(src):
+        if entry.name in skip:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            _link_tree(Path(entry.path), dst / entry.name, set())
+        else:
+            fs.link_or_copy(Path(entry.path), dst / entry.name)
 
 
 def create_array(array_dir: Path, dtype: np.dtype, row_shape: Sequence[int]) -> ArrayHeader:
@@ -620,60 +707,39 @@ def building(out_dir: Path, durable: bool = False) -> Iterator[Path]:
     """
     out_dir = Path(out_dir).absolute()
     check_can_build(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    fs.makedirs(out_dir.parent)
     _remove_stale_partials(out_dir)
     tmp = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    fs.mkdir(tmp)
     try:
         yield tmp
         if durable:
             _sync_tree(tmp)
-        _publish(tmp, out_dir)
-        if durable:
-            _sync_path(out_dir.parent)
+        _publish(tmp, out_dir, durable)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fs.rmtree(tmp)
         raise
 
 
-def _publish(tmp: Path, out_dir: Path) -> None:
+def _publish(tmp: Path, out_dir: Path, durable: bool = False) -> None:
     if not out_dir.exists() or _is_empty_dir(out_dir):
-        os.replace(tmp, out_dir)
+        fs.replace(tmp, out_dir)
+        if durable:
+            fs.sync_path(out_dir.parent)
         return
     check_can_build(out_dir)
-    if _exchange(tmp, out_dir):  # one atomic step: out_dir is always a whole map
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    # no renameat2 here: two renames; the old map waits beside out_dir in between
-    old = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
-    os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _sync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    aside = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
+    old = fs.swap_in(tmp, out_dir, aside)
+    if durable:  # the swap first: removing the old map's files must not reach the disk before it
+        fs.sync_path(out_dir.parent)
+    fs.rmtree(old)
 
 
 def _sync_tree(root: Path) -> None:
     for folder, _, files in os.walk(root):
         for name in files:
-            _sync_path(Path(folder) / name)
-        _sync_path(Path(folder))
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two directories atomically (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+            fs.sync_path(Path(folder) / name)
+        fs.sync_path(Path(folder))
 
 
 def _remove_stale_partials(out_dir: Path) -> None:
@@ -681,8 +747,7 @@ def _remove_stale_partials(out_dir: Path) -> None:
     for leftover in out_dir.parent.glob(f".{out_dir.name}.partial-*"):
         try:
             pid = int(leftover.name.rsplit(".partial-", 1)[1].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            shutil.rmtree(leftover, ignore_errors=True)
-        except (ValueError, PermissionError):
-            pass
+        except ValueError:
+            continue
+        if not fs.process_alive(pid):
+            fs.rmtree(leftover)

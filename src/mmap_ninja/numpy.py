@@ -13,9 +13,9 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
-from . import layout
+from . import build, layout, parallel
+from .build import ArrayEncoder, as_rows
 from .progress import batched, progress
-from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype
 
 PathLike = Union[str, os.PathLike]
 
@@ -75,6 +75,17 @@ def open_existing(out_dir: PathLike, mode: str = "r") -> np.memmap:
     return arr
 
 
+def _empty(out_dir: PathLike, dtype: Any, shape: Any, order: str = "C") -> np.memmap:
+    """Compatibility alias for 0.9.0's private helper (its own tests call it): a new zero-filled map.
+
+    Not part of the API: use ``from_ndarray``. ``order`` is accepted as 0.9.0 took it; the
+    samples are stored in C order, which gives the same values.
+    """
+    if order not in ("C", "F"):
+        raise ValueError(f"unknown order {order!r}: use 'C' or 'F'")
+    return from_ndarray(out_dir, np.zeros(shape, dtype=dtype))
+
+
 def _map_dir_of(np_mmap: np.memmap) -> Path:
     known = np_mmap.__dict__.get("_map_dir") if isinstance(np_mmap, ArrayMap) else None
     if known:
@@ -82,22 +93,6 @@ def _map_dir_of(np_mmap: np.memmap) -> Path:
     if getattr(np_mmap, "filename", None) is None:
         raise TypeError("expected a memmap returned by np_ninja.open_existing / from_ndarray / from_generator")
     return Path(np_mmap.filename).parent
-
-
-def _as_rows(arr: Any, dtype: Optional[np.dtype], row_shape: Optional[tuple], first_position: int) -> np.ndarray:
-    arr = as_array(arr, first_position)
-    if arr.ndim == 0:
-        raise ValueError("expected an array whose first axis counts samples, got a 0-d value")
-    if row_shape is not None and arr.shape[1:] != row_shape:
-        raise ValueError(f"samples have shape {arr.shape[1:]}, but this map holds samples of shape {row_shape}")
-    if dtype is None:
-        return arr
-    try:
-        return cast_losslessly(arr, dtype, first_position)
-    except (TypeError, ValueError):
-        for i, row in enumerate(arr):  # name the first sample at fault, not the batch
-            cast_losslessly(row, dtype, first_position + i)
-        raise
 
 
 def extend_dir(out_dir: PathLike, arr: Any, durable: bool = False) -> None:
@@ -108,7 +103,7 @@ def extend_dir(out_dir: PathLike, arr: Any, durable: bool = False) -> None:
     header = layout.read_array_header(out_dir)
     if header.order == "F" and len(header.shape) > 1 and header.shape[0] > 0:
         raise ValueError(f"{out_dir} is stored in Fortran order, where samples cannot be appended; rebuild it")
-    rows = _as_rows(arr, header.dtype, tuple(header.shape[1:]), header.shape[0])
+    rows = as_rows(arr, header.dtype, tuple(header.shape[1:]), header.shape[0])
     if len(rows) == 0:
         return
     writer = layout.ArrayWriter(out_dir, header)
@@ -129,42 +124,9 @@ def append(np_mmap: np.memmap, arr: Any) -> None:
     extend_dir(_map_dir_of(np_mmap), np.asarray(arr)[None])
 
 
-def _write_batches(out_dir: PathLike, batches: Iterable[Any], dtype: Any = None, durable: bool = False) -> None:
-    with layout.building(Path(out_dir), durable) as tmp:
-        writer = None
-        row_shape = None
-        position = 0
-        for batch in batches:
-            if isinstance(batch, list):  # a batch of single samples
-                arrays = [as_array(s, position + i) for i, s in enumerate(batch)]
-                if row_shape is None:
-                    row_shape = arrays[0].shape
-                for i, a in enumerate(arrays):
-                    if a.shape != row_shape:
-                        raise ValueError(f"sample {position + i} has shape {a.shape}, but the map holds samples of shape {row_shape}")
-                if dtype is None:
-                    dtype = common_dtype(arrays)
-                rows = np.stack([cast_losslessly(a, np.dtype(dtype), position + i) for i, a in enumerate(arrays)])
-            else:
-                rows = _as_rows(batch, None if dtype is None else np.dtype(dtype), row_shape, position)
-                dtype = rows.dtype if dtype is None else dtype
-                row_shape = rows.shape[1:]
-            if writer is None:
-                if np.dtype(dtype).kind not in STORABLE_KINDS:
-                    raise TypeError(f"a map cannot store dtype {dtype}")
-                writer = layout.ArrayWriter(tmp, layout.create_array(tmp, np.dtype(dtype), row_shape))
-            with writer.locked(lock=False):
-                writer.append(rows, durable)
-            position += len(rows)
-            del batch, rows  # hold one batch, not two, while the next is read
-        if writer is None:
-            raise ValueError("no samples were given; a same-shape map needs one to know its shape and dtype")
-        writer.close()
-
-
 def from_ndarray(out_dir: PathLike, arr: Any, durable: bool = False) -> np.memmap:
     """Write ``arr`` (axis 0 counts samples) as a new map at ``out_dir`` and open it ('r+')."""
-    _write_batches(out_dir, [_as_rows(arr, None, None, 0)], durable=durable)
+    build.write(out_dir, ArrayEncoder(), [as_rows(arr, None, None, 0)], durable)
     return open_existing(out_dir, mode="r+")
 
 
@@ -183,5 +145,23 @@ def from_generator(
     the samples yielded. The first batch decides shape and dtype. The map appears at
     ``out_dir`` only once the iterable is exhausted.
     """
-    _write_batches(out_dir, batched(progress(sample_generator, verbose, n), batch_size), dtype, durable)
+    build.write(out_dir, ArrayEncoder(dtype), batched(progress(sample_generator, verbose, n), batch_size), durable)
+    return open_existing(out_dir, mode="r+")
+
+
+def from_indexable(
+    out_dir: PathLike,
+    indexable: Any,
+    batch_size: int,
+    n_jobs: Optional[int] = None,
+    verbose: bool = False,
+    dtype: Any = None,
+    durable: bool = False,
+) -> np.memmap:
+    """Write the same-shape samples ``indexable[0], indexable[1], ...`` as a new map.
+
+    ``n_jobs=k`` builds with k worker processes (-1: one per core), byte-identical to the
+    serial build (see ``RaggedMmap.from_indexable``).
+    """
+    parallel.build_indexable(out_dir, "numpy", indexable, batch_size, n_jobs, verbose, {"dtype": dtype}, durable)
     return open_existing(out_dir, mode="r+")

@@ -111,6 +111,15 @@ def merge(out_dir: PathLike, parts: Sequence[Union[Part, PathLike]], verbose: bo
     merging.merge([Path(p.path if isinstance(p, Part) else p) for p in parts], Path(out_dir), verbose, durable)
 
 
+def concatenate(out_dir: PathLike, sources: Sequence[PathLike], verbose: bool = False, durable: bool = False) -> None:
+    """One map at ``out_dir`` holding the samples of ``sources`` (maps of one kind), in order.
+
+    The sources are left untouched (one of them may be ``out_dir`` itself: it is replaced
+    only once the new map is complete). Dtypes follow ``merge``.
+    """
+    merge(out_dir, list(sources), verbose, durable)
+
+
 def remove(path: PathLike) -> None:
     """Remove a part (or a directory of parts); a missing one is not an error."""
     shutil.rmtree(path, ignore_errors=True)

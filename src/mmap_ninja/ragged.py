@@ -8,11 +8,11 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from . import layout
+from . import build, layout, parallel
+from .build import RaggedEncoder
 from .errors import MapFormatError
-from .indexable import iterate_indexable
 from .progress import batched, progress
-from .samples import as_array, cast_losslessly, prepare_arrays
+from .samples import as_array, cast_losslessly
 from .spans import SpansMap
 
 _LEGACY_KEYS = {"starts_key": "starts", "ends_key": "ends", "shapes_key": "shapes", "flattened_shapes_key": "flattened_shapes"}
@@ -22,49 +22,6 @@ def _check_legacy_keys(keys: dict) -> None:
     for name, value in keys.items():
         if _LEGACY_KEYS.get(name, object()) != value:
             raise TypeError(f"unexpected argument {name}={value!r}")
-
-
-def _encode(arrays: Sequence[np.ndarray], shape_width: int, first_position: int) -> Tuple[Sequence[np.ndarray], np.ndarray, Any]:
-    """Element counts and shape records of a batch, for the map's shape layout (see layout.py)."""
-    lengths = np.array([a.size for a in arrays], np.int64)
-    if shape_width == 0:
-        return arrays, lengths, [np.array(a.shape, np.int64) for a in arrays]
-    ndims = np.array([a.ndim for a in arrays])
-    wrong = (ndims > 1) if shape_width == 1 else (ndims != shape_width)
-    if wrong.any():
-        i = int(np.argmax(wrong))
-        expected = "0-d or 1-D" if shape_width == 1 else f"{shape_width}-D"
-        raise ValueError(
-            f"sample {first_position + i} has shape {arrays[i].shape}, but this map was created with {expected} "
-            "samples and its layout cannot record another number of axes; rebuild it with a first batch that has them"
-        )
-    if shape_width == 1:  # a 0-d sample is recorded with length 0
-        return arrays, lengths, np.where(ndims == 0, 0, lengths)[:, None]
-    return arrays, lengths, np.array([a.shape for a in arrays], np.int64)
-
-
-def _write_batches(out_dir: Union[str, os.PathLike], batches: Iterable[Sequence[Any]], dtype: Any = None, durable: bool = False) -> None:
-    """Build a ragged map from batches of samples; it appears at ``out_dir`` only when complete."""
-    with layout.building(Path(out_dir), durable) as tmp:
-        writer = None
-        position = 0
-        for batch in batches:
-            arrays = prepare_arrays(batch, dtype, position)
-            if not arrays:
-                continue
-            if writer is None:
-                dtype = arrays[0].dtype
-                layout.create_spans(tmp, "ragged", dtype, 1 if all(a.ndim <= 1 for a in arrays) else 0)
-                writer = layout.SpansWriter(tmp, dtype.itemsize, with_shapes=True)
-            with writer.locked(lock=False):
-                writer.append(*_encode(arrays, writer.shape_width, position), durable=durable)
-            position += len(arrays)
-            del batch, arrays  # hold one batch, not two, while the next is read
-        if writer is not None:
-            writer.close()
-        elif dtype is not None:
-            layout.create_spans(tmp, "ragged", np.dtype(dtype), 1)
-        # with no samples and no dtype the map stays an empty directory: the first append decides
 
 
 class RaggedMmap(SpansMap):
@@ -257,19 +214,10 @@ class RaggedMmap(SpansMap):
         and survive a crash of this process; ``durable=True`` also fsyncs them, to survive a
         power loss.
         """
-        if self._view is None:
-            self._load()  # another process may have created the map meanwhile
-        arrays = prepare_arrays(list(arrays), self.dtype, self._len)
-        if not arrays:
-            return
-        if self._view is None:
-            _write_batches(self.path, [arrays], durable=durable)
-            self._load()
-            return
-        writer = self._open_writer()
-        with writer.locked():
-            writer.append(*_encode(arrays, writer.shape_width, writer.count), durable=durable)
-        self._after_append(writer.count)
+        self._extend(list(arrays), durable)
+
+    def _new_encoder(self) -> RaggedEncoder:
+        return RaggedEncoder(self.dtype)
 
     def _itemsize(self) -> int:
         return self.dtype.itemsize if self.dtype is not None else 1
@@ -296,7 +244,7 @@ class RaggedMmap(SpansMap):
         at ``out_dir`` is replaced once the new one is complete; other files are never touched.
         """
         _check_legacy_keys(legacy_keys)
-        _write_batches(out_dir, [list(lists)], dtype, durable)
+        build.write(out_dir, RaggedEncoder(dtype), [list(lists)], durable)
         return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)
 
     @classmethod
@@ -321,7 +269,7 @@ class RaggedMmap(SpansMap):
         ``total`` when given).
         """
         _check_legacy_keys(legacy_keys)
-        _write_batches(out_dir, batched(progress(sample_generator, verbose, total), batch_size), dtype, durable)
+        build.write(out_dir, RaggedEncoder(dtype), batched(progress(sample_generator, verbose, total), batch_size), durable)
         return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)
 
     @classmethod
@@ -337,7 +285,17 @@ class RaggedMmap(SpansMap):
         """Write ``indexable[0], indexable[1], ...`` as a new map (see ``from_generator``).
 
         ``indexable`` has ``__getitem__`` (with or without ``__len__``; without, the first
-        IndexError ends it) or is a function of an int. ``n_jobs > 1`` reads it with joblib.
+        IndexError ends it) or is a function of an int. ``n_jobs=k`` builds with k worker
+        processes (-1: one per core), each writing parts of contiguous index ranges that are
+        then merged: the map is byte-identical to the serial build. The dataset must then be
+        picklable. ``kwargs`` are ``from_generator``'s (``dtype``, ``mode``, ``wrapper_fn``,
+        ``durable``).
         """
-        samples, total = iterate_indexable(indexable, batch_size, n_jobs)
-        return cls.from_generator(out_dir, samples, batch_size, verbose=verbose, total=total, **kwargs)
+        _check_legacy_keys({k: kwargs.pop(k) for k in list(kwargs) if k.endswith("_key")})
+        mode, wrapper_fn = kwargs.pop("mode", "r+"), kwargs.pop("wrapper_fn", None)
+        durable = kwargs.pop("durable", False)
+        options = {"dtype": kwargs.pop("dtype", None)}
+        if kwargs:
+            raise TypeError(f"unexpected argument {next(iter(kwargs))}")
+        parallel.build_indexable(out_dir, "ragged", indexable, batch_size, n_jobs, verbose, options, durable)
+        return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)

@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import layout
+from . import build, layout
 from .errors import MapFormatError, ReadOnlyMapError
 from .indexing import positions
 
@@ -175,6 +175,28 @@ class SpansMap:
 
     def _itemsize(self) -> int:
         return 1
+
+    def _new_encoder(self) -> Any:
+        """The builder's encoder for this map's samples (see build.py)."""
+        raise NotImplementedError
+
+    def _extend(self, samples: List[Any], durable: bool) -> None:
+        """Append ``samples`` all or none: each is checked and encoded before any is written."""
+        if self._view is None:
+            self._load()  # another process may have created the map meanwhile
+        if self._view is None:  # the first samples create the map
+            if samples:
+                build.write(self.path, self._new_encoder(), [samples], durable)
+                self._load()
+            return
+        encoder = self._new_encoder()
+        pieces = list(encoder.encode(samples, self._len))
+        if not pieces:
+            return
+        writer = self._open_writer()
+        with writer.locked():
+            encoder.append(writer, pieces[0], durable, published=True)
+        self._after_append(writer.count)
 
     def _after_append(self, count: int) -> None:
         self._len = count  # the new samples are mapped lazily, on first access

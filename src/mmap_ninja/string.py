@@ -8,53 +8,13 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import compression, layout
+from . import build, compression, layout, parallel
+from .build import StringsEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
-from .samples import prepare_strings
 from .spans import SpansMap
 
-_WRITE_PIECE = 1024  # strings encoded and written together by the builders
 _CHUNK = 256  # strings decoded together when iterating: large enough to amortise, small enough for the cache
-
-
-def _write_batches(
-    out_dir: Union[str, os.PathLike],
-    batches: Iterable[Sequence[Any]],
-    zstd_level: Optional[int] = None,
-    zstd_train_dictionary_size: Optional[int] = None,
-    durable: bool = False,
-) -> None:
-    """Build a strings map from batches of str; it appears at ``out_dir`` only when complete."""
-    if zstd_train_dictionary_size is not None and zstd_level is None:
-        raise ValueError("zstd_train_dictionary_size needs a zstd_level")
-    with layout.building(Path(out_dir), durable) as tmp:
-        layout.create_spans(tmp, "string", np.dtype(np.uint8))
-        writer = layout.SpansWriter(tmp, 1, with_shapes=False)
-        compress = None
-        position = 0
-        for batch in batches:
-            if zstd_level is not None and compress is None:  # the first batch trains the dictionary
-                dictionary = None
-                if zstd_train_dictionary_size is not None:
-                    sample = prepare_strings(batch, position)
-                    dictionary = compression.train_dictionary(sample, zstd_train_dictionary_size)
-                    del sample
-                layout.write_zstd_settings(tmp, zstd_level, dictionary)
-                compress = compression.compressor(zstd_level, dictionary)
-            # encode and write a piece at a time: memory holds the batch, not also its encoding
-            for first in range(0, len(batch), _WRITE_PIECE):
-                buffers = prepare_strings(batch[first : first + _WRITE_PIECE], position)
-                if compress is not None:
-                    buffers = [compress(b) for b in buffers]
-                with writer.locked(lock=False):
-                    writer.append(buffers, [len(b) for b in buffers], None, durable)
-                position += len(buffers)
-                del buffers
-            del batch  # hold one batch, not two, while the next is read
-        if zstd_level is not None and compress is None:
-            layout.write_zstd_settings(tmp, zstd_level, None)
-        writer.close()
 
 
 class StringsMmap(SpansMap):
@@ -152,15 +112,18 @@ class StringsMmap(SpansMap):
     # -- writing -------------------------------------------------------------------------
 
     def _encode(self, strings: Sequence[Any], first_position: int) -> List[bytes]:
-        encoded = prepare_strings(strings, first_position)
-        if self.zstd_level is not None:
-            compress = compression.compressor(self.zstd_level, self._zstd_dict)
-            encoded = [compress(b) for b in encoded]
-        return encoded
+        pieces = list(self._new_encoder().encode(strings, first_position))
+        return pieces[0][0] if pieces else []
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        """Overwrite strings in place with strings of the same stored byte length (``mode="r+b"``)."""
+        """Overwrite strings in place with strings of the same stored byte length (``mode="r+b"``).
+
+        Strings of a zstd-compressed map cannot be overwritten: whether a new value would
+        compress to the same length is not something a caller can predict.
+        """
         self._check_writable()
+        if self.zstd_level is not None:
+            raise ValueError(f"{self.path} is zstd-compressed: its strings cannot be overwritten in place; rebuild the map instead")
         if isinstance(key, (int, np.integer)):
             idx, values = [self._position(key)], [value]
         else:
@@ -183,21 +146,10 @@ class StringsMmap(SpansMap):
 
     def extend(self, list_of_strings: Iterable[str], verbose: bool = False, durable: bool = False) -> None:
         """Add strings at the end, all or none; a non-str raises TypeError and writes nothing."""
-        if self._view is None:
-            self._load()
-        strings = list(progress(list_of_strings, verbose))
-        if self._view is None:  # the first strings create the map
-            if strings:
-                _write_batches(self.path, [strings], durable=durable)
-                self._load()
-            return
-        buffers = self._encode(strings, self._len)
-        if not buffers:
-            return
-        writer = self._open_writer()
-        with writer.locked():
-            writer.append(buffers, [len(b) for b in buffers], None, durable)
-        self._after_append(writer.count)
+        self._extend(list(progress(list_of_strings, verbose)), durable)
+
+    def _new_encoder(self) -> StringsEncoder:
+        return StringsEncoder(self.zstd_level, dictionary=self._zstd_dict)
 
     # -- building ------------------------------------------------------------------------
 
@@ -219,7 +171,7 @@ class StringsMmap(SpansMap):
         trains a shared dictionary of that many bytes on the strings (both need ``zstandard``).
         """
         strings = list(progress(strings, verbose))
-        _write_batches(out_dir, [strings], zstd_level, zstd_train_dictionary_size, durable)
+        build.write(out_dir, StringsEncoder(zstd_level, zstd_train_dictionary_size), [strings], durable)
         return cls(out_dir, mode=mode, **legacy_keys)
 
     @classmethod
@@ -241,5 +193,33 @@ class StringsMmap(SpansMap):
         exhausted. A dictionary, if asked for, is trained on the first batch.
         """
         batches = batched(progress(sample_generator, verbose, total), batch_size)
-        _write_batches(out_dir, batches, zstd_level, zstd_train_dictionary_size, durable)
+        build.write(out_dir, StringsEncoder(zstd_level, zstd_train_dictionary_size), batches, durable)
+        return cls(out_dir, mode=mode)
+
+    @classmethod
+    def from_indexable(
+        cls,
+        out_dir: Union[str, os.PathLike],
+        indexable: Any,
+        batch_size: int,
+        n_jobs: Optional[int] = None,
+        verbose: bool = False,
+        mode: str = "r+b",
+        zstd_level: Optional[int] = None,
+        zstd_train_dictionary_size: Optional[int] = None,
+        durable: bool = False,
+    ) -> "StringsMmap":
+        """Write the strings ``indexable[0], indexable[1], ...`` as a new map.
+
+        ``n_jobs=k`` builds with k worker processes (-1: one per core), byte-identical to
+        the serial build (see ``RaggedMmap.from_indexable``). A dictionary, if asked for, is
+        trained on the first batch, here before the workers start.
+        """
+        encoder = StringsEncoder(zstd_level, zstd_train_dictionary_size)  # checks the options
+        options: dict = {"zstd_level": zstd_level, "zstd_train_dictionary_size": zstd_train_dictionary_size}
+        if zstd_train_dictionary_size is not None and parallel.resolve_jobs(n_jobs) > 1:
+            first = next(build.indexed_batches(indexable, 0, batch_size, batch_size), [])
+            list(encoder.encode(first, 0))
+            options = {"zstd_level": zstd_level, "zstd_dictionary": encoder.dictionary}
+        parallel.build_indexable(out_dir, "string", indexable, batch_size, n_jobs, verbose, options, durable)
         return cls(out_dir, mode=mode)

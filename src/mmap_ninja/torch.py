@@ -41,6 +41,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only without torch
     raise ImportError("mmap_ninja.torch needs PyTorch: pip install 'mmap_ninja[torch]'") from None
 
+from .megatron import MegatronMap
 from .ragged import RaggedMmap
 from .spans import SpansMap
 from .wrapped import Wrapped
@@ -97,7 +98,7 @@ def _open(source: Any) -> Any:
 
 def _batch_indexable(source: Any) -> bool:
     """Whether ``source[list_of_indices]`` gives those samples in order (our maps and numpy arrays)."""
-    return isinstance(source, (SpansMap, np.ndarray, Wrapped))
+    return isinstance(source, (SpansMap, np.ndarray, Wrapped, MegatronMap))
 
 
 class MapBatch(list):
@@ -190,7 +191,7 @@ def _pad_tensors(samples: Sequence["torch.Tensor"], pad_value: Any, max_len: Opt
 
 
 def _is_ragged_1d(source: Any) -> bool:
-    return isinstance(source, RaggedMmap) and source.wrapper_fn is None
+    return (isinstance(source, RaggedMmap) and source.wrapper_fn is None) or isinstance(source, MegatronMap)
 
 
 class PadCollate:
@@ -228,7 +229,7 @@ class PadCollate:
                 out.append(default_collate(list(column)))
         return tuple(out) if zipped else out[0]
 
-    def _from_map(self, source: RaggedMmap, indices: List[int], column: Sequence[Any]) -> Tuple["torch.Tensor", "torch.Tensor"]:
+    def _from_map(self, source: Any, indices: List[int], column: Sequence[Any]) -> Tuple["torch.Tensor", "torch.Tensor"]:
         try:
             padded, lengths = source.padded(indices, pad_value=self.pad_value, max_len=self.max_len)
         except ValueError:  # a map of multi-axis samples

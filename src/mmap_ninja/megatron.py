@@ -1,0 +1,674 @@
+"""Token corpora in the format of Megatron-LM and fairseq: ``PREFIX.idx`` + ``PREFIX.bin``.
+
+``open(prefix)`` maps a corpus read-only with the reading API of a RaggedMmap of 1-D
+samples; ``write(prefix, samples)`` writes one that Megatron-LM's ``IndexedDataset`` reads.
+Neither needs Megatron-LM (``megatron-core``) or fairseq installed.
+
+The format (``MMapIndexedDataset``)
+-----------------------------------
+``PREFIX.bin`` holds every sequence's elements, concatenated, little-endian, in the dtype
+named by the index; nothing else. ``PREFIX.idx`` holds, little-endian, without padding::
+
+    offset  size    field
+    0       9       magic  b"MMIDIDX\\x00\\x00"
+    9       8       version, uint64: 1
+    17      1       dtype code, uint8 (table below)
+    18      8       sequence count N, uint64
+    26      8       document index count D, uint64       (Megatron-LM only)
+    ...     4 N     sequence lengths, int32: elements of each sequence
+    ...     8 N     sequence pointers, int64: byte offset of each sequence in PREFIX.bin
+    ...     8 D     document indices, int64              (Megatron-LM only)
+    ...     1 N     sequence modes, int8                 (Megatron-LM multimodal only)
+
+Document ``j`` is sequences ``document_indices[j]`` to ``document_indices[j + 1]``: the
+indices start at 0, never decrease (an empty document repeats a value) and end at N, so
+``D`` is the number of documents plus one. fairseq's index stops after the pointers (no
+documents): it is told apart by its size, ``26 + 12 N`` bytes, which no Megatron index can
+have; we show it as one document per sequence. Megatron-LM's reader is told by its caller
+whether sequence modes follow; we tell it from the size (``34 + 12 N + 8 D`` bytes without,
+``+ N`` with), and ``sequence_modes`` is None without them.
+
+dtype codes
+-----------
+=====  ==================================  ===================
+code   Megatron-LM (``DType``)             fairseq
+=====  ==================================  ===================
+1      uint8                               uint8
+2      int8                                int8
+3      int16                               int16
+4      int32                               int32
+5      int64                               int64
+6      float64                             float64
+7      **float32**                         **float64**
+8      uint16                              uint16
+9      (none)                              uint32
+10     (none)                              uint64
+=====  ==================================  ===================
+
+Code 7 is float32 to Megatron-LM but float64 to fairseq (and to early Megatron-LM, which
+copied fairseq's table); code 6 was float32 in some forks. So for codes 6 and 7 the element
+size is taken from the data: the last sequence's pointer plus its length times the element
+size must end the ``.bin`` exactly, as every writer makes it; only when that cannot tell
+(no elements) the format's own table decides. Codes 9 and 10 are read as fairseq's. We
+write Megatron-LM's codes 1-8 only, so ``write`` refuses uint32 and uint64.
+
+Checks
+------
+Opening checks the header, that the ``.idx`` size matches its counts exactly, the document
+indices (all of them, in chunks of bounded memory) and that the last sequence fits in the
+``.bin``; every read checks the sequences it returns (pointer aligned to the element size,
+length not negative, inside the ``.bin``). A problem raises :class:`MapFormatError` naming
+the file, never an assertion or a crash. ``validate()`` checks every sequence at once.
+
+Views and lifetime
+------------------
+``m[i]`` is a read-only view of the mapped ``.bin``. Each view keeps the mapping alive, so
+a view stays valid after the map is closed or dropped (Megatron-LM's own reader unmaps in
+``__del__``, and a view used after that crashes the process).
+"""
+
+from __future__ import annotations
+
+import builtins  # this module's own open() shadows the built-in one
+import contextlib
+import mmap
+import os
+import shutil
+import struct
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+
+from . import fs
+from .errors import MapFormatError
+from .indexing import position, positions
+from .progress import batched, progress
+from .samples import as_array, cast_losslessly, common_dtype, prepare_arrays
+
+__all__ = ["MegatronMap", "open", "write", "inspect", "to_ragged", "from_ragged", "MAGIC", "MEGATRON_DTYPES", "FAIRSEQ_DTYPES"]
+
+MAGIC = b"MMIDIDX\x00\x00"
+VERSION = 1
+MEGATRON_DTYPES = {1: "uint8", 2: "int8", 3: "int16", 4: "int32", 5: "int64", 6: "float64", 7: "float32", 8: "uint16"}
+FAIRSEQ_DTYPES = {1: "uint8", 2: "int8", 3: "int16", 4: "int32", 5: "int64", 6: "float64", 7: "float64", 8: "uint16", 9: "uint32", 10: "uint64"}
+_CODE_OF = {np.dtype(name): code for code, name in MEGATRON_DTYPES.items()}
+_HEAD = struct.Struct("<9sQBQ")  # magic, version, dtype code, sequence count
+_DOCS = struct.Struct("<Q")  # document index count (Megatron-LM)
+_MAX_LENGTH = np.iinfo(np.int32).max
+_CHUNK = 1 << 20  # rows checked or written at a time, to bound memory on huge corpora
+_EMPTY_MV = memoryview(np.empty(0, np.int64))
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def _prefix(path: PathLike) -> str:
+    """The corpus prefix of ``path``: as given, or without a trailing ``.idx`` / ``.bin``."""
+    text = os.fspath(path)
+    if (text.endswith(".idx") or text.endswith(".bin")) and os.path.isfile(text) and not os.path.isfile(text + ".idx"):
+        return text[:-4]
+    return text
+
+
+def is_corpus(path: PathLike) -> bool:
+    """Whether ``path`` names a Megatron/fairseq corpus (``path.idx`` exists, or ``path`` is one of its files)."""
+    return os.path.isfile(_prefix(path) + ".idx")
+
+
+def _map(path: str, size: int) -> Any:
+    """``path`` mapped read-only (an empty file is an empty buffer: mmap refuses those)."""
+    if size == 0:
+        return b""
+    with builtins.open(path, "rb") as f:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _int_view(buf: Any, offset: int, count: int, code: str, native: np.ndarray) -> memoryview:
+    """A memoryview of ``count`` little-endian ints in ``buf``: indexing one gives a Python int, fast.
+
+    Cast from the raw bytes, because numpy exports its views of the index's unaligned tables
+    in a format that memoryviews cannot index.
+    """
+    if sys.byteorder != "little" or not count:
+        return memoryview(native)
+    return memoryview(buf)[offset : offset + count * struct.calcsize(code)].cast(code)
+
+
+def _native(arr: np.ndarray) -> np.ndarray:
+    """``arr`` in native byte order (a copy on big-endian machines only)."""
+    native = np.dtype(arr.dtype.name)  # "=": memoryviews refuse numpy's explicit "<" formats
+    return arr.view(native) if arr.dtype.isnative else arr.astype(native)
+
+
+class MegatronMap:
+    """A Megatron-LM or fairseq corpus mapped read-only, read like a RaggedMmap of 1-D samples.
+
+    ``m[i]`` is sequence ``i`` as a zero-copy, read-only 1-D ndarray; slices, lists, integer
+    arrays and boolean masks give lists. ``dtype``, ``sequence_lengths``,
+    ``document_indices`` (int64, as Megatron-LM's), ``document(j)`` and ``sequence_modes``
+    (int8, or None) describe the corpus. Pickles by reference to its prefix.
+    """
+
+    def __init__(self, prefix: PathLike):
+        self.prefix = _prefix(prefix)
+        self.idx_path = self.prefix + ".idx"
+        self.bin_path = self.prefix + ".bin"
+        self._load()
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _fail(self, path: str, problem: str) -> MapFormatError:
+        return MapFormatError(f"{path}: {problem}")
+
+    def _load(self) -> None:
+        idx = self.idx_path
+        try:
+            size = os.stat(idx).st_size
+        except FileNotFoundError:
+            raise FileNotFoundError(f"there is no Megatron corpus at {self.prefix} ({idx} does not exist)") from None
+        if size < _HEAD.size:
+            raise self._fail(idx, f"holds {size} bytes, fewer than the {_HEAD.size} of an index header: it is truncated or not an index")
+        buf = _map(idx, size)
+        magic, version, code, n = _HEAD.unpack_from(buf, 0)
+        if magic != MAGIC:
+            raise self._fail(idx, f"does not start with the magic {MAGIC!r} of a Megatron-LM/fairseq index (found {bytes(magic)!r})")
+        if version != VERSION:
+            raise self._fail(idx, f"has index version {version}; only version {VERSION} exists")
+        fairseq = size == _HEAD.size + 12 * n
+        if fairseq:
+            d, offset, modes = n + 1, _HEAD.size, False
+        else:
+            if size < _HEAD.size + _DOCS.size:
+                raise self._fail(idx, f"holds {size} bytes but counts {n} sequences: it is truncated")
+            (d,) = _DOCS.unpack_from(buf, _HEAD.size)
+            offset = _HEAD.size + _DOCS.size
+            plain = offset + 12 * n + 8 * d
+            modes = size == plain + n and n > 0
+            if size != plain and not modes:
+                raise self._fail(
+                    idx,
+                    f"holds {size} bytes but its header counts {n} sequences and {d} document indices, which take "
+                    f"{plain} bytes ({plain + n} with sequence modes): it is truncated or damaged",
+                )
+        table = FAIRSEQ_DTYPES if fairseq else MEGATRON_DTYPES
+        if code not in table and code not in FAIRSEQ_DTYPES:
+            known = ", ".join(f"{c}={name}" for c, name in MEGATRON_DTYPES.items())
+            raise self._fail(idx, f"has dtype code {code}, which is not one of Megatron-LM's ({known}) nor fairseq's 9=uint32, 10=uint64")
+        lengths = np.frombuffer(buf, "<i4", n, offset)
+        pointers = np.frombuffer(buf, "<i8", n, offset + 4 * n)
+        try:
+            bin_size = os.stat(self.bin_path).st_size
+        except FileNotFoundError:
+            raise MapFormatError(f"{self.bin_path} is missing (its index {idx} exists)") from None
+        dtype = np.dtype(table.get(code) or FAIRSEQ_DTYPES[code])
+        if code in (6, 7):
+            dtype = _float_dtype(lengths, pointers, bin_size, dtype)
+        itemsize = dtype.itemsize
+        if n:
+            last_end = int(pointers[-1]) + int(lengths[-1]) * itemsize
+            if lengths[-1] < 0 or pointers[-1] < 0 or last_end > bin_size:
+                raise MapFormatError(
+                    f"{self.bin_path} holds {bin_size} bytes but the last sequence ({n - 1}) of {idx} ends at byte "
+                    f"{last_end}: the .bin is truncated, or the index does not belong to it"
+                )
+        if fairseq:
+            documents = np.arange(n + 1, dtype=np.int64)
+        else:
+            documents = np.frombuffer(buf, "<i8", d, offset + 12 * n)
+            _check_documents(idx, documents, n)
+        self.format = "fairseq" if fairseq else "megatron"
+        self.dtype = np.dtype(dtype.name)
+        self.sequence_lengths = lengths
+        self.sequence_pointers = pointers
+        self.document_indices = documents
+        self.sequence_modes = np.frombuffer(buf, np.int8, n, offset + 12 * n + 8 * d) if modes else None
+        self.dtype_code = code
+        bin_buf = _map(self.bin_path, bin_size)
+        self._data = np.frombuffer(bin_buf, dtype.newbyteorder("<"), bin_size // itemsize)
+        self._data_bytes = bin_size
+        self._n = n
+        self._size = len(self._data)
+        self._shift = itemsize.bit_length() - 1
+        self._mask = itemsize - 1
+        self._lengths_np = _native(lengths)
+        self._pointers_np = _native(pointers)
+        self._lengths = _int_view(buf, offset, n, "i", self._lengths_np)
+        self._pointers = _int_view(buf, offset + 4 * n, n, "q", self._pointers_np)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def __getitem__(self, item: Any) -> Any:
+        if type(item) is int:
+            try:  # memoryviews take negative indices and raise IndexError past the end
+                p = self._pointers[item]
+                k = self._lengths[item]
+            except IndexError:
+                pass
+            else:
+                s = p >> self._shift
+                e = s + k
+                if p & self._mask == 0 <= s <= e <= self._size:
+                    return self._data[s:e]
+        if isinstance(item, (int, np.integer)):
+            return self._sequence(position(item, self._n))
+        return self.get_batch(item)
+
+    def _sequence(self, i: int) -> np.ndarray:
+        p, k = int(self._pointers[i]), int(self._lengths[i])
+        s = p >> self._shift
+        if p & self._mask or not 0 <= s <= s + k <= self._size:
+            raise MapFormatError(self._bad_sequence(i, p, k))
+        return self._data[s : s + k]
+
+    def _bad_sequence(self, i: int, p: int, k: int) -> str:
+        if k < 0:
+            return f"{self.idx_path}: sequence {i} has a negative length {k}"
+        if p & self._mask:
+            return f"{self.idx_path}: sequence {i} starts at byte {p}, not a multiple of its {self._mask + 1}-byte elements"
+        return f"{self.idx_path}: sequence {i} lies at bytes {p}..{p + k * (self._mask + 1)}, outside the {self._data_bytes} of {self.bin_path}"
+
+    def _spans(self, idx: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """Element offsets (start, end) of the sequences at positions ``idx``, checked."""
+        pointers = self._pointers_np[idx]
+        lengths = self._lengths_np[idx]
+        starts = pointers >> self._shift
+        ends = starts + lengths  # int64
+        if len(idx) and not (((0 <= starts) & (starts <= ends) & (ends <= self._size)).all() and not (self._mask and (pointers & self._mask).any())):
+            bad = (pointers & self._mask != 0) | (starts < 0) | (lengths < 0) | (ends > self._size)
+            j = int(np.argmax(bad))
+            raise MapFormatError(self._bad_sequence(int(idx[j]), int(pointers[j]), int(lengths[j])))
+        return starts, ends
+
+    def get_batch(self, indices: Any) -> List[np.ndarray]:
+        """The sequences at ``indices`` (a slice, list, integer array or boolean mask), in order."""
+        idx = positions(indices, self._n)
+        if isinstance(idx, int):
+            idx = np.array([idx], np.int64)
+        starts, ends = self._spans(idx)
+        data = self._data
+        return [data[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+
+    def padded(self, indices: Any, pad_value: Any = 0, max_len: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """A batch of sequences as one ``(B, L)`` array padded with ``pad_value``, and their lengths.
+
+        ``L`` is the longest sequence of the batch, capped at ``max_len`` (longer ones are cut).
+        """
+        idx = positions(indices, self._n)
+        if isinstance(idx, int):
+            idx = np.array([idx], np.int64)
+        starts, ends = self._spans(idx)
+        lengths = ends - starts
+        if max_len is not None:
+            lengths = np.minimum(lengths, max_len)
+        width = int(lengths.max()) if len(lengths) else 0
+        out = np.full((len(idx), width), pad_value, dtype=self.dtype)
+        columns = np.arange(width)
+        mask = columns < lengths[:, None]
+        out[mask] = self._data[(starts[:, None] + columns)[mask]]
+        return out, lengths
+
+    def get_single(self, index: int) -> np.ndarray:
+        """``self[index]`` for one integer index."""
+        return self[int(index)] if isinstance(index, (int, np.integer)) else self[index]
+
+    def get_multiple(self, indices: Any) -> List[np.ndarray]:
+        """``self[indices]`` for a slice or a list of indices."""
+        return self.get_batch(indices)
+
+    @property
+    def num_documents(self) -> int:
+        """How many documents the corpus has (``len(document_indices) - 1``)."""
+        return len(self.document_indices) - 1
+
+    def document(self, j: int) -> List[np.ndarray]:
+        """The sequences of document ``j`` (negative counts from the end), in order."""
+        j = position(j, self.num_documents)
+        return self.get_batch(slice(int(self.document_indices[j]), int(self.document_indices[j + 1])))
+
+    def validate(self) -> None:
+        """Check every sequence (in chunks of bounded memory); MapFormatError names the first bad one."""
+        for start in range(0, self._n, _CHUNK):
+            self._spans(np.arange(start, min(start + _CHUNK, self._n)))
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for start in range(0, self._n, 1024):
+            yield from self.get_batch(slice(start, start + 1024))
+
+    def __repr__(self) -> str:
+        return f"MegatronMap({self.prefix!r}, {self._n} sequences, {self.num_documents} documents, {self.dtype})"
+
+    def close(self) -> None:
+        """Forget the corpus; views already returned stay valid (each keeps the mapping alive)."""
+        self._data = np.empty(0, self.dtype)
+        self._n = self._size = 0
+        self._lengths = self._pointers = _EMPTY_MV
+        self._lengths_np = self._pointers_np = np.empty(0, np.int64)
+
+    def __enter__(self) -> "MegatronMap":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple:
+        return (MegatronMap, (self.prefix,))
+
+
+def _float_dtype(lengths: np.ndarray, pointers: np.ndarray, bin_size: int, default: np.dtype) -> np.dtype:
+    """float32 or float64 for codes 6 and 7, whose meaning differs between tables: see the module docstring."""
+    if len(lengths):
+        fits = [d for d in (np.dtype(np.float32), np.dtype(np.float64)) if int(pointers[-1]) + int(lengths[-1]) * d.itemsize == bin_size]
+        if len(fits) == 1:
+            return fits[0]
+    return default
+
+
+def _check_documents(idx: str, documents: np.ndarray, n: int) -> None:
+    if not len(documents):
+        raise MapFormatError(f"{idx}: has no document indices; there must be at least one (0)")
+    if documents[0] != 0:
+        raise MapFormatError(f"{idx}: the document indices start at {documents[0]}, not 0")
+    if documents[-1] != n:
+        raise MapFormatError(f"{idx}: the document indices end at {documents[-1]}, not at the sequence count {n}")
+    for start in range(0, len(documents) - 1, _CHUNK):
+        chunk = documents[start : start + _CHUNK + 1]
+        down = np.diff(chunk) < 0
+        if down.any():
+            j = start + int(np.argmax(down))
+            raise MapFormatError(f"{idx}: the document indices decrease at document {j}: {documents[j]} then {documents[j + 1]}")
+
+
+def open(prefix: PathLike) -> MegatronMap:  # noqa: A001 - the module is used as megatron.open
+    """Map the corpus ``prefix.idx`` + ``prefix.bin`` read-only (``prefix`` may also name either file)."""
+    return MegatronMap(prefix)
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def _storable(dtype: Any, where: str) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if dtype not in _CODE_OF:
+        names = ", ".join(MEGATRON_DTYPES.values())
+        raise TypeError(f"{where} dtype {dtype}, which a Megatron-LM corpus cannot hold; it holds {names}")
+    return dtype
+
+
+def _source_batches(samples: Any, batch_size: int, verbose: bool) -> Iterator[List[Any]]:
+    """Batches of samples; maps are read a batch at a time with ``get_batch``."""
+    total = len(samples) if hasattr(samples, "__len__") else None
+    if hasattr(samples, "get_batch") and total is not None:
+        flat: Iterable[Any] = (s for a in range(0, total, batch_size) for s in samples.get_batch(slice(a, a + batch_size)))
+    else:
+        flat = samples
+    return batched(progress(flat, verbose, total, desc="writing corpus"), batch_size)
+
+
+def _encode_batch(batch: List[Any], dtype: Optional[np.dtype], first: int) -> Tuple[np.ndarray, np.ndarray, np.dtype]:
+    """The batch's elements concatenated (little-endian, in ``dtype``), its lengths, and the dtype."""
+    arrays = [s if type(s) is np.ndarray else as_array(s, first + i) for i, s in enumerate(batch)]
+    for i, a in enumerate(arrays):
+        if a.ndim != 1:
+            raise ValueError(f"sample {first + i} has shape {a.shape}; a Megatron corpus holds 1-D token sequences")
+    if dtype is None:
+        dtype = _storable(common_dtype(arrays), f"samples {first}..{first + len(arrays) - 1} have")
+    lengths = np.fromiter((a.size for a in arrays), np.int64, len(arrays))
+    too_long = lengths > _MAX_LENGTH
+    if too_long.any():
+        i = int(np.argmax(too_long))
+        raise ValueError(f"sample {first + i} has {lengths[i]} elements; a Megatron index records lengths as int32 (at most {_MAX_LENGTH})")
+    found = {a.dtype for a in arrays}
+    if len(found) == 1:  # the common case: one cast check for the whole batch
+        flat = np.concatenate(arrays) if len(arrays) > 1 else arrays[0].reshape(-1)
+        try:
+            flat = cast_losslessly(flat, dtype, first)
+        except (TypeError, ValueError):
+            prepare_arrays(arrays, dtype, first)  # raises, naming the sample
+            raise
+    else:
+        flat = np.concatenate(prepare_arrays(arrays, dtype, first))
+    return flat.astype(dtype.newbyteorder("<"), copy=False), lengths, dtype
+
+
+def _document_indices(document_ends: Any) -> np.ndarray:
+    ends = np.asarray(list(document_ends) if not hasattr(document_ends, "__len__") else document_ends)
+    if ends.ndim != 1 or (ends.size and ends.dtype.kind not in "iu"):
+        raise TypeError(f"document_ends must be a 1-D sequence of sequence counts (ints), got {ends.dtype} of shape {ends.shape}")
+    indices = np.concatenate([[0], ends.astype(np.int64)])
+    down = np.diff(indices) < 0
+    if down.any():
+        j = int(np.argmax(down))
+        raise ValueError(f"document_ends must not decrease: document {j} ends at {indices[j + 1]}, before {indices[j]}")
+    return indices
+
+
+def _remove_stale_partials(prefix: str) -> None:
+    """Remove what writes of ``prefix`` killed before they finished left beside it."""
+    folder, name = os.path.split(prefix)
+    for leftover in Path(folder or ".").glob(f"{name}.*.partial-*"):
+        try:
+            pid = int(leftover.name.rsplit(".partial-", 1)[1].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            try:
+                leftover.unlink()
+            except FileNotFoundError:
+                pass
+        except (ValueError, PermissionError, OSError):
+            pass
+
+
+def write(
+    prefix: PathLike,
+    samples: Iterable[Any],
+    dtype: Any = None,
+    document_ends: Optional[Iterable[int]] = None,
+    batch_size: int = 1024,
+    verbose: bool = False,
+    sequence_modes: Optional[Iterable[int]] = None,
+) -> MegatronMap:
+    """Write ``samples`` (1-D arrays, or a RaggedMmap/MegatronMap of them) as ``prefix.bin`` + ``prefix.idx``.
+
+    ``dtype`` is one of Megatron-LM's (uint8, int8, int16, int32, int64, float64, float32,
+    uint16); without it the first batch decides. A sample that is not 1-D, or whose values
+    ``dtype`` cannot hold exactly, raises an error naming it. ``document_ends`` gives the
+    sequence count at the end of each document (default: one document per sequence);
+    ``sequence_modes`` (one int8 per sequence) makes a multimodal index. Memory holds one
+    batch of ``batch_size`` samples; ``verbose`` shows a progress bar.
+
+    Crash-safe: both files are written under temporary names and renamed into place, the
+    ``.idx`` last, so a corpus at ``prefix`` is either the old one, whole, or the new one,
+    whole (in between there is no ``prefix.idx``). Returns the new corpus, opened.
+    """
+    prefix = os.fspath(prefix)
+    if dtype is not None:
+        dtype = _storable(dtype, "the requested")
+    documents = None if document_ends is None else _document_indices(document_ends)
+    modes = None if sequence_modes is None else np.asarray(list(sequence_modes) if not hasattr(sequence_modes, "__len__") else sequence_modes)
+    if modes is not None:
+        if modes.ndim != 1 or (modes.size and modes.dtype.kind not in "iu"):
+            raise TypeError(f"sequence_modes must be a 1-D sequence of ints, got {modes.dtype} of shape {modes.shape}")
+        modes = cast_losslessly(modes, np.dtype(np.int8), 0) if modes.size else modes.astype(np.int8)
+    folder = os.path.dirname(prefix)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    _remove_stale_partials(prefix)
+    tag = f"partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp_bin, tmp_idx, tmp_ptr = (f"{prefix}.{part}.{tag}" for part in ("bin", "idx", "pointers"))
+    created: List[str] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            files = []
+            for path in (tmp_bin, tmp_idx, tmp_ptr):
+                files.append(stack.enter_context(builtins.open(path, "x+b")))  # read too: copy_range preads
+                created.append(path)
+            bin_file, idx_file, ptr_file = files
+            idx_file.seek(_HEAD.size + _DOCS.size)
+            count, byte_offset = 0, 0
+            for batch in _source_batches(samples, batch_size, verbose):
+                flat, lengths, dtype = _encode_batch(batch, dtype, count)
+                del batch
+                bin_file.write(flat.data if flat.flags.c_contiguous else flat.tobytes())
+                sizes = lengths * dtype.itemsize
+                pointers = byte_offset + np.cumsum(sizes) - sizes
+                idx_file.write(lengths.astype("<i4").tobytes())
+                ptr_file.write(pointers.astype("<i8").tobytes())
+                count += len(lengths)
+                byte_offset += int(sizes.sum())
+                del flat
+            if dtype is None:
+                raise ValueError("no samples were given and no dtype: a Megatron index needs a dtype; pass dtype=")
+            ptr_file.flush()
+            idx_file.flush()
+            pointers_at = _HEAD.size + _DOCS.size + 4 * count
+            fs.copy_range(ptr_file.fileno(), idx_file.fileno(), 8 * count, 0, pointers_at)
+            idx_file.seek(pointers_at + 8 * count)  # explicit: with no sequences the file is still empty here
+            if documents is None:
+                for start in range(0, count + 1, _CHUNK):
+                    idx_file.write(np.arange(start, min(start + _CHUNK, count + 1), dtype="<i8").tobytes())
+                doc_count = count + 1
+            else:
+                if documents[-1] != count:
+                    raise ValueError(f"document_ends ends at {documents[-1]} sequences, but {count} samples were given")
+                idx_file.write(documents.astype("<i8").tobytes())
+                doc_count = len(documents)
+            if modes is not None:
+                if len(modes) != count:
+                    raise ValueError(f"sequence_modes has {len(modes)} entries, but {count} samples were given")
+                idx_file.write(modes.tobytes())
+            idx_file.seek(0)
+            idx_file.write(_HEAD.pack(MAGIC, VERSION, _CODE_OF[dtype], count) + _DOCS.pack(doc_count))
+        os.unlink(tmp_ptr)
+        created.remove(tmp_ptr)
+        # the old pair stays whole until here; then no .idx until the new pair is in place
+        try:
+            os.unlink(prefix + ".idx")
+        except FileNotFoundError:
+            pass
+        os.replace(tmp_bin, prefix + ".bin")
+        created.remove(tmp_bin)
+        os.replace(tmp_idx, prefix + ".idx")
+        created.remove(tmp_idx)
+    except BaseException:
+        for path in created:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        raise
+    return MegatronMap(prefix)
+
+
+# -- inspection (mmap-ninja info) -------------------------------------------------------------
+
+
+def inspect(prefix: PathLike) -> Dict[str, Any]:
+    """What ``mmap-ninja info`` reports about a corpus: counts, dtype, lengths, health.
+
+    ``health`` is "healthy" or "unhealthy" (``problems`` says why). Reads the index and
+    checks every sequence against the ``.bin`` size, never the tokens.
+    """
+    prefix = _prefix(prefix)
+    report: Dict[str, Any] = {
+        "path": prefix,
+        "kind": "megatron",
+        "format": None,
+        "samples": None,
+        "documents": None,
+        "tokens": None,
+        "dtype": None,
+        "dtype_code": None,
+        "multimodal": None,
+        "lengths": None,
+        "shapes": [],
+        "bytes_on_disk": sum(os.path.getsize(p) for p in (prefix + ".idx", prefix + ".bin") if os.path.isfile(p)),
+        "compression": "none",
+        "health": "healthy",
+        "problems": [],
+    }
+    try:
+        m = MegatronMap(prefix)
+        report.update(format=m.format, samples=len(m), documents=m.num_documents, dtype=m.dtype.name,
+                      dtype_code=m.dtype_code, multimodal=m.sequence_modes is not None)
+        m.validate()
+        lengths = m.sequence_lengths
+        report["tokens"] = int(lengths.sum(dtype=np.int64))
+        if len(lengths):
+            q = np.percentile(lengths, [0, 10, 50, 90, 99, 100])
+            report["lengths"] = dict(zip(("min", "p10", "median", "p90", "p99", "max"), (float(x) for x in q)))
+            report["lengths"]["mean"] = float(lengths.mean())
+            report["shapes"] = [{"ndim": 1, "samples": len(m), "axes": [{"min": int(q[0]), "median": float(q[2]), "max": int(q[-1])}]}]
+    except MapFormatError as e:
+        report["health"] = "unhealthy"
+        report["problems"] = [str(e)]
+    return report
+
+
+# -- conversion to and from a RaggedMmap (mmap-ninja convert / export) ----------------------------
+
+DOCUMENTS = "documents"  # beside a converted corpus's samples: its document_indices, int64
+SEQUENCE_MODES = "sequence_modes"  # and its sequence modes (int8), when it had them
+
+
+def to_ragged(prefix: PathLike, out_dir: PathLike, batch_size: int = 1024, overwrite: bool = False, verbose: bool = False) -> Path:
+    """Convert the corpus at ``prefix`` into a RaggedMmap at ``out_dir``.
+
+    The document indices are kept in ``out_dir/documents`` (a same-shape int64 map, as
+    ``document_indices``), and the sequence modes of a multimodal corpus in
+    ``out_dir/sequence_modes``. The map appears at ``out_dir`` only complete, documents
+    included; an existing map there is replaced only with ``overwrite``.
+    """
+    from . import layout
+    from .numpy import from_ndarray
+    from .ragged import RaggedMmap
+
+    corpus = MegatronMap(prefix)
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists() and not (out_dir.is_dir() and not any(out_dir.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} already exists; pass overwrite=True to replace the map there")
+        layout.check_can_build(out_dir)  # only ever replaces a map
+    # staged under the name of a build of out_dir, so the next build there removes it if we are killed
+    stage = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-megatron-{uuid.uuid4().hex[:8]}"
+    try:
+        RaggedMmap.from_generator(stage, corpus, batch_size, verbose=verbose, dtype=corpus.dtype, total=len(corpus))
+        from_ndarray(stage / DOCUMENTS, np.asarray(corpus.document_indices, np.int64))
+        if corpus.sequence_modes is not None:
+            from_ndarray(stage / SEQUENCE_MODES, np.asarray(corpus.sequence_modes))
+        if out_dir.exists() and any(out_dir.iterdir()):
+            old = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
+            os.replace(out_dir, old)
+            os.replace(stage, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, out_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def from_ragged(map_dir: PathLike, prefix: PathLike, dtype: Any = None, batch_size: int = 1024, verbose: bool = False) -> MegatronMap:
+    """Write the RaggedMmap of 1-D samples at ``map_dir`` as the corpus ``prefix`` (see ``write``).
+
+    Document boundaries come from ``map_dir/documents`` when it is there (as ``to_ragged``
+    leaves them), else every sample is a document; ``map_dir/sequence_modes`` likewise.
+    """
+    from .numpy import open_existing as open_array
+    from .ragged import RaggedMmap
+
+    source = RaggedMmap(map_dir, mode="r")
+    extras = {}
+    for name, key in ((DOCUMENTS, "document_ends"), (SEQUENCE_MODES, "sequence_modes")):
+        path = Path(map_dir) / name
+        if path.is_dir():
+            values = np.asarray(open_array(path, mode="r"))
+            if name == DOCUMENTS and (values.ndim != 1 or not len(values) or values[0] != 0):
+                raise MapFormatError(f"{path} should hold document indices starting at 0, found {values[:3]}... of shape {values.shape}")
+            extras[key] = values[1:] if name == DOCUMENTS else values
+    return write(prefix, source, dtype=dtype, batch_size=batch_size, verbose=verbose, **extras)

@@ -1,0 +1,207 @@
+"""Parallel builds: worker processes each build parts of contiguous index ranges of a
+dataset, and the caller merges the parts into one map (see ``parts.py``).
+
+Why ``concurrent.futures`` and not joblib: it is the standard library (``n_jobs`` needs no
+extra), the dataset travels to each worker once (the pool's initializer) instead of with
+every task, a worker that dies surfaces as ``BrokenProcessPool`` instead of a hang, and
+workers return a small ``Part`` record, never samples. Workers start by forkserver where
+the platform has it (Python 3.14's default on Linux) and by spawn elsewhere, never by
+fork, which is unsafe in a process that runs threads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+from . import build, merging, parts
+from .errors import WorkerDiedError
+from .progress import check_batch_size, progress_bar
+
+_PARTS_PER_JOB = 4  # more parts than workers: the last ones to finish are short
+_WORKER: Dict[str, Any] = {}  # in a worker process: the dataset and the progress queue
+
+
+def resolve_jobs(n_jobs: Optional[int]) -> int:
+    """The number of worker processes ``n_jobs`` asks for (None and 1: none, build in this process)."""
+    if n_jobs is None:
+        return 1
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0 or n_jobs < -1:
+        raise ValueError(f"n_jobs must be None, a positive int or -1 (all cores), got {n_jobs!r}")
+    return os.cpu_count() or 1 if n_jobs == -1 else n_jobs
+
+
+def _init_worker(indexable: Any, progress: Any) -> None:
+    _WORKER["indexable"], _WORKER["progress"] = indexable, progress
+
+
+def _build_part(part_dir: str, kind: str, start: int, stop: int, batch_size: int, options: Dict[str, Any]) -> parts.Part:
+    progress = _WORKER["progress"]
+    progress.put(("start", os.getpid(), start, stop))
+    return build.build_part(Path(part_dir), kind, _WORKER["indexable"], start, stop, batch_size, options, on_batch=lambda n: progress.put(("batch", n)))
+
+
+def _context() -> Any:
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _ranges(count: Optional[int], batch_size: int, jobs: int) -> Iterator[Tuple[int, int]]:
+    """The parts' index ranges; without a known count, ranges go on until a part ends short."""
+    if count is not None:
+        yield from parts.part_ranges(count, batch_size, jobs * _PARTS_PER_JOB)
+        return
+    size = batch_size * _PARTS_PER_JOB
+    yield from ((a, a + size) for a in itertools.count(0, size))
+
+
+def build_in_parallel(
+    out_dir: Path,
+    kind: str,
+    indexable: Any,
+    count: Optional[int],
+    batch_size: int,
+    jobs: int,
+    verbose: bool,
+    options: Dict[str, Any],
+    durable: bool = False,
+) -> None:
+    """Build ``indexable[0:count]`` with ``jobs`` worker processes and publish it at ``out_dir``.
+
+    With ``count`` None, the dataset ends at its first IndexError, as in a serial build.
+    """
+    # imported here: multiprocessing is slow to import, and absent on some platforms
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    try:
+        pickle.dumps(indexable)
+    except Exception as e:
+        raise TypeError(
+            f"n_jobs={jobs} sends the dataset to worker processes, but {type(indexable).__name__} {indexable!r:.80} "
+            f"cannot be pickled ({type(e).__name__}: {e}); define it at the top level of a module, or use n_jobs=None"
+        ) from None
+    context = _context()
+    progress = context.SimpleQueue()  # written through at once: a worker killed next has told its range
+    workdir = parts.parts_dir(out_dir)
+    running: Dict[int, Tuple[int, int]] = {}  # worker pid -> the range it is building
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(indexable, progress))
+    try:
+        finished: Dict[int, parts.Part] = {}
+        end = None  # the index of the first part that came back short: the dataset ends there
+        with progress_bar(verbose, count, "building") as bar:
+            ranges = enumerate(_ranges(count, batch_size, jobs))
+            pending: Dict[Any, int] = {}  # future -> part number
+            planned: Dict[int, int] = {}
+            processes: Dict[int, Any] = {}
+            while True:
+                while end is None and len(pending) < 2 * jobs:
+                    k, (a, b) = next(ranges, (None, (0, 0)))
+                    if k is None:
+                        break
+                    pending[pool.submit(_build_part, str(workdir / f"{k:06d}"), kind, a, b, batch_size, options)] = k
+                    planned[k] = b - a
+                if not pending:
+                    break
+                done, _ = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+                processes.update(getattr(pool, "_processes", None) or {})
+                _drain(progress, bar, running)
+                for future in done:
+                    k = pending.pop(future)
+                    _raise_if_failed(future, running, processes)
+                    part = finished[k] = future.result()
+                    if part.stop - part.start < planned[k] and (end is None or k < end):
+                        end = k
+                if end is not None and all(k > end for k in pending.values()):
+                    break
+            _drain(progress, bar, running)
+        _stop(pool)
+        last = end if end is not None else max(finished, default=-1)
+        used = [Path(finished[k].path) for k in range(last + 1) if finished[k].stop > finished[k].start]
+        if not used:  # no samples at all: the serial builder decides what an empty map is
+            build.write(out_dir, build.encoder_for(kind, options), [], durable)
+        else:
+            merging.merge(used, Path(out_dir), False, durable, one_dataset=True)
+    except BaseException:
+        _stop(pool)
+        raise
+    finally:
+        progress.close()
+        parts.remove(workdir)
+
+
+def _drain(progress: Any, bar: Any, running: Dict[int, Tuple[int, int]]) -> None:
+    while True:
+        try:
+            if progress.empty():
+                return
+            message = progress.get()
+        except (OSError, ValueError, EOFError):
+            return
+        if message[0] == "batch":
+            bar.update(message[1])
+        else:
+            running[message[1]] = (message[2], message[3])
+
+
+def _raise_if_failed(future: Any, running: Dict[int, Tuple[int, int]], processes: Dict[int, Any]) -> None:
+    from concurrent.futures.process import BrokenProcessPool
+
+    error = future.exception()
+    if error is None:
+        return
+    if isinstance(error, BrokenProcessPool):
+        for process in processes.values():
+            process.join(timeout=1)  # so that the dead one has its exit code
+        dead = [pid for pid, p in processes.items() if p.exitcode not in (None, 0) and pid in running]
+        suspects = dead or list(running)
+        where = " or ".join(f"samples {running[pid][0]} to {running[pid][1] - 1}" for pid in suspects)
+        codes = ", ".join(f"exit code {processes[pid].exitcode}" for pid in dead) or "its exit code is unknown"
+        raise WorkerDiedError(
+            f"a worker process died while building {where or 'the map'} ({codes}; a negative code is the signal that "
+            "killed it, e.g. -9 from the out-of-memory killer); nothing was written"
+        ) from None
+    raise error
+
+
+def _stop(pool: Any) -> None:
+    """Stop the workers now (Ctrl-C, an error): the parts they build are removed after."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            process.terminate()
+        except Exception:
+            pass
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def build_indexable(
+    out_dir: Any,
+    kind: str,
+    indexable: Any,
+    batch_size: int,
+    n_jobs: Optional[int],
+    verbose: bool,
+    options: Dict[str, Any],
+    durable: bool = False,
+) -> None:
+    """``indexable[0], indexable[1], ...`` as a map at ``out_dir``, by ``n_jobs`` processes or serially."""
+    check_batch_size(batch_size)
+    jobs = resolve_jobs(n_jobs)
+    count = _length(indexable)
+    if jobs > 1 and count != 0:
+        build_in_parallel(Path(out_dir), kind, indexable, count, batch_size, jobs, verbose, options, durable)
+        return
+    with progress_bar(verbose, count, "building") as bar:
+        batches = build.indexed_batches(indexable, 0, count if count is not None else 2**62, batch_size)
+        build.write(out_dir, build.encoder_for(kind, options), batches, durable, on_batch=bar.update)
+
+
+def _length(indexable: Any) -> Optional[int]:
+    try:
+        return len(indexable)
+    except TypeError:
+        return None
