@@ -23,6 +23,7 @@ import dask.bag  # noqa: E402
 
 import mmap_ninja.dask as mdask  # noqa: E402
 from mmap_ninja import RaggedMmap, StringsMmap  # noqa: E402
+from mmap_ninja.errors import WorkerDiedError  # noqa: E402
 from mmap_ninja import numpy as np_ninja  # noqa: E402
 
 N = 240
@@ -146,7 +147,7 @@ def test_a_worker_dying_once_is_retried_with_the_same_result(client, tmp_path) -
 
 def test_a_worker_dying_every_time_names_the_index_range(client, tmp_path) -> None:
     ds = Dataset("ragged", die_at=125)
-    with pytest.raises(RuntimeError, match=r"samples 120 to 159\b.*died 2 times"):
+    with pytest.raises(WorkerDiedError, match=r"samples 120 to 159\b.*died 2 times"):
         mdask.from_indexable(tmp_path / "dask", ds, "ragged", batch_size=BATCH, npartitions=6, client=client)
     assert not (tmp_path / "dask").exists()
     assert leftovers(tmp_path) == []

@@ -18,11 +18,12 @@ import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
-from . import layout
-from .parts import Part, build_part, disk_kind, merge, part_ranges, parts_dir, remove
-from .progress import progress
+from . import build, layout, merging
+from .errors import WorkerDiedError
+from .parts import Part, build_part, disk_kind, part_ranges, parts_dir, remove
+from .progress import check_batch_size, progress_bar
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -138,16 +139,10 @@ def _positive(name: str, value: Any) -> int:
 def _prepare(out_dir: PathLike, kind: str, batch_size: int) -> Tuple[Any, Path]:
     distributed = _distributed()
     disk_kind(kind)
-    _positive("batch_size", batch_size)
+    check_batch_size(batch_size)
     out_dir = Path(out_dir).absolute()
     layout.check_can_build(out_dir)  # fail before the cluster does any work
     return distributed, out_dir
-
-
-def _open_parts_dir(out_dir: Path) -> Path:
-    pdir = parts_dir(out_dir)
-    (pdir / _LIVE).touch()
-    return pdir
 
 
 def _collect(
@@ -155,18 +150,20 @@ def _collect(
 ) -> Dict[Any, Optional[Part]]:
     """The Part of every future, as they complete; the first failure is raised in the caller."""
     results: Dict[Any, Optional[Part]] = {}
-    for future in progress(distributed.as_completed(list(futures)), verbose, total=len(futures), desc="parts"):
-        try:
-            part = future.result()
-        except distributed.KilledWorker as e:
-            raise RuntimeError(
-                f"the Dask workers building {futures[future]} died {e.allowed_failures + 1} times, more "
-                "than the scheduler's distributed.scheduler.allowed-failures allows; the workers' "
-                "logs say why (often the memory limit)"
-            ) from e
-        if part is not None and not Path(part.path).is_dir():
-            raise _not_shared(pdir, "the client")
-        results[future] = part
+    with progress_bar(verbose, len(futures), "parts", unit="part") as bar:
+        for future in distributed.as_completed(list(futures)):
+            try:
+                part = future.result()
+            except distributed.KilledWorker as e:
+                raise WorkerDiedError(
+                    f"the Dask workers building {futures[future]} died {e.allowed_failures + 1} times, more "
+                    "than the scheduler's distributed.scheduler.allowed-failures allows; the workers' "
+                    "logs say why (often the memory limit); nothing was written"
+                ) from e
+            if part is not None and not Path(part.path).is_dir():
+                raise _not_shared(pdir, "the client")
+            results[future] = part
+            bar.update(1)
     return results
 
 
@@ -190,9 +187,44 @@ def _stop(distributed: Any, client: Any, futures: Iterable[Any], pdir: Path) -> 
         client.cancel(futures)
 
 
-def _build_empty(pdir: Path, kind: str, batch_size: int) -> List[Part]:
-    # Built here, as a serial build of no samples would be, so the result is the same.
-    return [build_part(pdir / f"0-0-{uuid.uuid4().hex}", kind, [], 0, 0, batch_size)]
+def _publish(out_dir: Path, kind: str, parts: List[Optional[Part]]) -> None:
+    """Merge the non-empty ``parts``, in order, at ``out_dir`` (no samples: what a serial build makes)."""
+    used = [Path(p.path) for p in parts if p is not None and p.stop > p.start]
+    if not used:
+        build.write(out_dir, build.encoder_for(disk_kind(kind), {}), [], False)
+    else:
+        # errors name samples by their position in the map, as a serial build's would
+        merging.merge(used, out_dir, False, False, one_dataset=True)
+
+
+class _Task(NamedTuple):
+    future: Any
+    name: str  # what the part holds, in the user's words
+    size: Optional[int]  # samples it should hold; fewer means the dataset ended there
+
+
+def _run(distributed: Any, client: Any, out_dir: Path, kind: str, verbose: bool, submit: Callable[[Path, str], Tuple[List[_Task], List[Any]]]) -> Any:
+    """Have the cluster build the parts ``submit(pdir, build_id)`` submits, merge them, open the map."""
+    pdir = parts_dir(out_dir)
+    (pdir / _LIVE).touch()
+    tasks: List[_Task] = []
+    others: List[Any] = []
+    try:
+        tasks, others = submit(pdir, uuid.uuid4().hex[:8])
+        results = _collect(distributed, {t.future: t.name for t in tasks}, pdir, verbose)
+        parts: List[Optional[Part]] = []
+        for task in tasks:
+            part = results[task.future]
+            parts.append(part)
+            if task.size is not None and part.stop - part.start < task.size:
+                break  # an IndexError ended the dataset early, as it ends a serial build
+        _publish(out_dir, kind, parts)
+    finally:
+        _stop(distributed, client, [*(t.future for t in tasks), *others], pdir)
+        remove(pdir)
+    from .generic import open_existing
+
+    return open_existing(out_dir)
 
 
 def from_indexable(
@@ -221,35 +253,24 @@ def from_indexable(
     if npartitions is None:
         npartitions = 4 * max(1, sum(client.nthreads().values()))
     ranges = part_ranges(count, batch_size, _positive("npartitions", npartitions))
-    build = uuid.uuid4().hex[:8]
-    pdir = _open_parts_dir(out_dir)
-    futures: Dict[Any, str] = {}
-    try:
-        if ranges:
-            try:
-                data = client.submit(_dataset, indexable, key=f"mmap_ninja-dataset-{build}")
-            except Exception as e:
-                raise TypeError(f"the dataset {type(indexable).__name__} cannot be sent to the Dask workers: {e}") from e
-            for p, (start, stop) in enumerate(ranges):
-                future = client.submit(
-                    _build_range, str(pdir), kind, data, start, stop, batch_size, key=f"mmap_ninja-part-{build}-{p}"
-                )
-                futures[future] = f"samples {start} to {stop - 1}"
-            results = _collect(distributed, futures, pdir, verbose)
-            parts = []
-            for future, (start, stop) in zip(futures, ranges):
-                parts.append(results[future])
-                if parts[-1].stop < stop:  # an IndexError ended the dataset early, as it ends a serial build
-                    break
-        else:
-            parts = _build_empty(pdir, kind, batch_size)
-        merge(out_dir, parts)
-    finally:
-        _stop(distributed, client, futures, pdir)
-        remove(pdir)
-    from .generic import open_existing
 
-    return open_existing(out_dir)
+    def submit(pdir: Path, build_id: str) -> Tuple[List[_Task], List[Any]]:
+        if not ranges:
+            return [], []
+        try:
+            data = client.submit(_dataset, indexable, key=f"mmap_ninja-dataset-{build_id}")
+        except Exception as e:
+            raise TypeError(f"the dataset {type(indexable).__name__} cannot be sent to the Dask workers: {e}") from e
+        return [
+            _Task(
+                client.submit(_build_range, str(pdir), kind, data, a, b, batch_size, key=f"mmap_ninja-part-{build_id}-{p}"),
+                f"samples {a} to {b - 1}",
+                b - a,
+            )
+            for p, (a, b) in enumerate(ranges)
+        ], [data]
+
+    return _run(distributed, client, out_dir, kind, verbose, submit)
 
 
 def from_bag(
@@ -270,23 +291,16 @@ def from_bag(
     if not hasattr(bag, "to_delayed") or not hasattr(bag, "npartitions"):
         raise TypeError(f"from_bag needs a dask.bag.Bag, got {type(bag).__name__}")
     client = _client(distributed, client)
-    build = uuid.uuid4().hex[:8]
-    pdir = _open_parts_dir(out_dir)
-    futures: Dict[Any, str] = {}
-    partitions: List[Any] = []
-    try:
-        partitions = client.compute(bag.to_delayed())
-        for number, partition in enumerate(partitions):
-            future = client.submit(
-                _build_partition, str(pdir), kind, partition, number, batch_size, key=f"mmap_ninja-partition-{build}-{number}"
-            )
-            futures[future] = f"partition {number} of the bag"
-        results = _collect(distributed, futures, pdir, verbose)
-        parts = [part for part in (results[f] for f in futures) if part is not None]
-        merge(out_dir, parts or _build_empty(pdir, kind, batch_size))
-    finally:
-        _stop(distributed, client, [*futures, *partitions], pdir)
-        remove(pdir)
-    from .generic import open_existing
 
-    return open_existing(out_dir)
+    def submit(pdir: Path, build_id: str) -> Tuple[List[_Task], List[Any]]:
+        partitions = client.compute(bag.to_delayed())
+        return [
+            _Task(
+                client.submit(_build_partition, str(pdir), kind, partition, k, batch_size, key=f"mmap_ninja-partition-{build_id}-{k}"),
+                f"partition {k} of the bag",
+                None,
+            )
+            for k, partition in enumerate(partitions)
+        ], partitions
+
+    return _run(distributed, client, out_dir, kind, verbose, submit)
