@@ -259,3 +259,20 @@ def test_without_distributed_the_message_names_the_extra(tmp_path, monkeypatch) 
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(ImportError, match=r"pip install 'mmap_ninja\[dask\]'"):
         mdask.from_indexable(tmp_path / "m", Dataset("ragged"), "ragged")
+
+
+def _broken(x: int) -> int:
+    if x == 13:
+        raise KeyError("no such record")
+    return x
+
+
+def test_a_bag_that_raises_leaves_nothing(client, tmp_path) -> None:
+    bag = dask.bag.from_sequence(range(40), npartitions=4).map(_broken).map(lambda x: np.arange(x))
+    with pytest.raises(KeyError, match="no such record"):
+        mdask.from_bag(tmp_path / "m", bag, "ragged", client=client)
+    # a sample the map cannot hold: the error names the partition and the sample in it
+    bag = dask.bag.from_sequence([np.zeros((2, 2))] * 6 + [np.zeros((3, 3))] + [np.zeros((2, 2))] * 3, npartitions=2)
+    with pytest.raises(ValueError, match=r"partition 1 of the bag.*sample 1\b"):
+        mdask.from_bag(tmp_path / "m", bag, "numpy", batch_size=2, client=client)
+    assert sorted(tmp_path.iterdir()) == []
