@@ -276,3 +276,19 @@ def test_a_bag_that_raises_leaves_nothing(client, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"partition 1 of the bag.*sample 1\b"):
         mdask.from_bag(tmp_path / "m", bag, "numpy", batch_size=2, client=client)
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_in_the_client_leaves_nothing(client, tmp_path, monkeypatch) -> None:
+    real = distributed.as_completed
+
+    def interrupted(futures):  # Ctrl-C once the first part is done, while the others run
+        for future in real(futures):
+            yield future
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(distributed, "as_completed", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mdask.from_indexable(tmp_path / "m", Dataset("ragged", pause=0.005), "ragged", batch_size=BATCH, npartitions=6, client=client)
+    assert sorted(tmp_path.iterdir()) == []
+    time.sleep(1.0)  # the tasks that were running have stopped, not recreated anything
+    assert sorted(tmp_path.iterdir()) == []

@@ -184,7 +184,10 @@ def _stop(distributed: Any, client: Any, futures: Iterable[Any], pdir: Path) -> 
     except Exception:  # a timeout, or a scheduler that is gone: there is nothing more to wait for
         pass
     finally:
-        client.cancel(futures)
+        try:
+            client.cancel(futures)
+        except Exception:  # a client already closed has nothing left to cancel
+            pass
 
 
 def _publish(out_dir: Path, kind: str, parts: List[Optional[Part]]) -> None:
@@ -220,8 +223,10 @@ def _run(distributed: Any, client: Any, out_dir: Path, kind: str, verbose: bool,
                 break  # an IndexError ended the dataset early, as it ends a serial build
         _publish(out_dir, kind, parts)
     finally:
-        _stop(distributed, client, [*(t.future for t in tasks), *others], pdir)
-        remove(pdir)
+        try:
+            _stop(distributed, client, [*(t.future for t in tasks), *others], pdir)
+        finally:  # also after a second Ctrl-C while waiting
+            remove(pdir)
     from .generic import open_existing
 
     return open_existing(out_dir)
