@@ -13,7 +13,7 @@ written with our ``megatron.write`` and as a RaggedMmap, then read in the same p
 with random single reads (``m[i]``) and random batches of 256 (``get_batch``; megatron-core has
 no batch read, so a list of ``ds[i]``). Writes compare ``megatron.write`` with megatron-core's
 ``IndexedDatasetBuilder`` (``add_item`` per sequence and ``add_document`` per document) on the
-same in-memory int32 sequences. Every timing is the best of the repetitions, warm page cache.
+same in-memory int32 sequences. Every timing is the best of the repetitions after one untimed run, warm page cache.
 Every reader's results are checked against the generated sequences after it is timed, and the
 written files must be byte-identical to megatron-core's.
 """
@@ -65,7 +65,9 @@ def megatron_core() -> Optional[Any]:
 
 
 def best(repeats: int, run: Callable[[], Any]) -> float:
-    """The best of ``repeats`` timings of ``run()``, with the garbage collector off (as timeit)."""
+    """The best of ``repeats`` timings of ``run()`` after one untimed run (page cache, allocator
+    and branch caches warm for every side alike), with the garbage collector off (as timeit)."""
+    run()
     times = []
     for _ in range(repeats):
         gc.collect()

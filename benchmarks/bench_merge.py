@@ -150,7 +150,7 @@ def main() -> None:
     count = args.samples or (51_200 if args.quick else 1_000_000)
     work = args.workdir / f"n{count}"
     work.mkdir(parents=True, exist_ok=True)
-    scratch = args.workdir / "scratch"
+    scratch = args.workdir / f"scratch-{os.getpid()}"  # two runs at once must not remove each other's maps
 
     values, offsets = generate(count)
     lengths = np.diff(offsets)
@@ -185,28 +185,30 @@ def main() -> None:
     concatenate = getattr(mmap_ninja, "concatenate", None)
     results: List[Dict[str, Any]] = []
     wrong: List[str] = []
-    for n in PART_COUNTS:
-        row: Dict[str, Any] = {"parts": n}
-        for e in (True, False):
-            parts = built[(n, e)]
-            warm(work / f"{'empty' if e else 'data'}-{n}")
-            clean()
-            mn_parts.merge(out, parts)  # once untimed, verified
-            problems = verify(out, np.zeros_like(lengths) if e else lengths, None if e else crc)
-            wrong += [f"merge of {n} {'empty ' if e else ''}parts: {p}" for p in problems]
-            if not e:
-                row["map_bytes"] = tree_bytes(out)
-            row["empty" if e else "full"] = timed(lambda: mn_parts.merge(out, parts), reps, clean)
-        if concatenate is not None:
-            sources = [p.path for p in built[(n, False)]]
-            clean()
-            concatenate(out, sources)
-            wrong += [f"concatenate of {n} maps: {p}" for p in verify(out, lengths, crc)]
-            row["concatenate"] = timed(lambda: concatenate(out, sources), reps, clean)
-        log(f"  {n} parts: merge {row['full']:.3f} s, of empty parts {row['empty']:.3f} s"
-            + (f", concatenate {row['concatenate']:.3f} s" if "concatenate" in row else ""))
-        results.append(row)
-    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        for n in PART_COUNTS:
+            row: Dict[str, Any] = {"parts": n}
+            for e in (True, False):
+                parts = built[(n, e)]
+                warm(work / f"{'empty' if e else 'data'}-{n}")
+                clean()
+                mn_parts.merge(out, parts)  # once untimed, verified
+                problems = verify(out, np.zeros_like(lengths) if e else lengths, None if e else crc)
+                wrong += [f"merge of {n} {'empty ' if e else ''}parts: {p}" for p in problems]
+                if not e:
+                    row["map_bytes"] = tree_bytes(out)
+                row["empty" if e else "full"] = timed(lambda: mn_parts.merge(out, parts), reps, clean)
+            if concatenate is not None:
+                sources = [p.path for p in built[(n, False)]]
+                clean()
+                concatenate(out, sources)
+                wrong += [f"concatenate of {n} maps: {p}" for p in verify(out, lengths, crc)]
+                row["concatenate"] = timed(lambda: concatenate(out, sources), reps, clean)
+            log(f"  {n} parts: merge {row['full']:.3f} s, of empty parts {row['empty']:.3f} s"
+                + (f", concatenate {row['concatenate']:.3f} s" if "concatenate" in row else ""))
+            results.append(row)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
     rows = []
     for r in results:

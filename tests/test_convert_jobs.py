@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import pickle
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Dict
 
@@ -14,12 +19,8 @@ import pytest
 from mmap_ninja.cli import main
 from mmap_ninja.convert import FileSamples, _read_npy
 from mmap_ninja.ragged import RaggedMmap
-from mmap_ninja.string import StringsMmap
 
 needs_pillow = pytest.mark.skipif(importlib.util.find_spec("PIL") is None, reason="Pillow is not installed (pip install 'mmap_ninja[images]')")
-needs_strings_from_indexable = pytest.mark.skipif(
-    not hasattr(StringsMmap, "from_indexable"), reason="StringsMmap.from_indexable (issue 8) is not on this branch yet"
-)
 
 
 def run(capsys, *argv):
@@ -81,7 +82,6 @@ def test_images_jobs_2_writes_the_serial_bytes(tmp_path, capsys):
     same_as_serial(capsys, tmp_path, "convert", "images", src, "--batch-size", "3")
 
 
-@needs_strings_from_indexable
 def test_text_jobs_2_writes_the_serial_bytes(tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
@@ -155,3 +155,30 @@ def test_file_samples_pickle_and_note_bad_files_by_index(tmp_path):
     assert str(files[2]) in (notes / "2").read_text()
     with pytest.raises(IndexError):
         dataset[5]
+
+
+def test_sigint_with_jobs_2_and_skip_bad_leaves_nothing(tmp_path):
+    """Ctrl-C while workers read: exit 130, no map, no private folder (notes, parts) beside OUT."""
+    src = tmp_path / "src"
+    save_npy(src, [np.arange(3, dtype=np.int32)] * 20)
+    (src / "zz.npy").write_bytes(b"broken")  # something to note
+    os.mkfifo(src / "010b.npy")  # reading it blocks a worker until we interrupt
+    out = tmp_path / "maps" / "out"
+    out.parent.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmap_ninja", "convert", "npy", str(src), str(out), "--jobs", "2", "--skip-bad", "--batch-size", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not [p for p in out.parent.iterdir() if p.name.startswith(".out.partial-")]:
+            assert proc.poll() is None and time.monotonic() < deadline, "the conversion did not start"
+            time.sleep(0.05)
+        time.sleep(1.0)  # the workers are started and one waits on the FIFO
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.rstrip().endswith(f"mmap-ninja: interrupted; nothing was written to {out}")
+    assert list(out.parent.iterdir()) == []

@@ -507,3 +507,59 @@ def test_we_read_what_megatron_core_writes(peer, dtype: str) -> None:
 def test_dtype_codes_are_megatron_cores(peer) -> None:
     codes = peer["results"]["dtypes"]["codes"]
     assert {code: name for name, code in codes.items()} == megatron.MEGATRON_DTYPES
+
+
+def test_convert_appears_only_complete(tmp_path) -> None:
+    idx, data, _ = good(tmp_path)
+    prefix = make(tmp_path, "c", patched(idx, POINTERS + 8, "<q", 400), data)  # sequence 1 lies outside the data
+    with pytest.raises(MapFormatError, match="sequence 1"):
+        megatron.to_ragged(prefix, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    leftover = tmp_path / f".out.partial-{dead}-megatron-0000"  # as a killed conversion leaves it
+    (leftover / "map").mkdir(parents=True)
+    idx, data, seqs = good(tmp_path)
+    megatron.to_ragged(make(tmp_path, "c", idx, data), tmp_path / "out")
+    same(list(RaggedMmap(tmp_path / "out")), seqs, "int32")
+    assert not leftover.exists()
+
+
+KILLED_WRITER = """
+import sys, numpy as np
+sys.path.insert(0, {src!r})
+from mmap_ninja import megatron
+print("go", flush=True)
+megatron.write({prefix!r}, [np.full(i % 50, i, np.int32) for i in range(20_000)], dtype="int32", batch_size=256)
+"""
+
+
+@pytest.mark.stress
+def test_a_write_killed_at_any_instant_leaves_the_old_corpus_the_new_one_or_no_index(tmp_path) -> None:
+    prefix = tmp_path / "c"
+    old = [np.arange(5, dtype=np.int32)]
+    new = [np.full(i % 50, i, np.int32) for i in range(20_000)]
+    rng = np.random.default_rng(0)
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER.format(src=SRC, prefix=str(prefix))], capture_output=True)
+    assert proc.returncode == 0
+    duration = time.time() - start
+    outcomes = {"old": 0, "new": 0, "none": 0}
+    for _ in range(40):
+        megatron.write(prefix, old)
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER.format(src=SRC, prefix=str(prefix))], stdout=subprocess.PIPE)
+        proc.stdout.readline()  # "go": the interpreter is up; the write is about to start
+        time.sleep(float(rng.uniform(0, duration / 2)))
+        proc.kill()
+        proc.wait()
+        if not (tmp_path / "c.idx").exists():
+            outcomes["none"] += 1
+            continue
+        m = megatron.open(prefix)
+        m.validate()
+        if len(m) == len(old):
+            same(list(m), old, "int32")
+            outcomes["old"] += 1
+        else:
+            same(list(m), new, "int32")
+            outcomes["new"] += 1
+    assert outcomes["old"] and outcomes["new"], outcomes  # the kills hit before and after the end

@@ -148,6 +148,21 @@ def test_parallel_builds_are_byte_identical_to_serial(tmp_path, kind, dataset, o
     assert leftovers(tmp_path / "two") == []
 
 
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_workers_start_by_spawn_or_forkserver_never_fork(tmp_path, monkeypatch, method):
+    import multiprocessing
+
+    from mmap_ninja import parallel
+
+    assert parallel._context().get_start_method() != "fork"
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"{method} is not available on this platform")
+    monkeypatch.setattr(parallel, "_context", lambda: multiprocessing.get_context(method))
+    RaggedMmap.from_indexable(tmp_path / "serial", Mixed(), 8)
+    RaggedMmap.from_indexable(tmp_path / "two", Mixed(), 8, n_jobs=2)
+    assert tree_hashes(tmp_path / "two") == tree_hashes(tmp_path / "serial")
+
+
 @pytest.mark.parametrize("nparts", [1, 2, 3, 7, 64])
 def test_any_number_of_parts_merges_to_the_serial_bytes(tmp_path, nparts):
     dataset = Mixed()

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 
 import numpy as np
 
-from . import compression, layout
+from . import compression, fs, layout
 from .parts import Part, name_sample
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype, prepare_arrays, prepare_strings
 from .shapes import ShapeRecord
@@ -227,7 +227,7 @@ def indexed_batches(indexable: Any, start: int, stop: int, batch_size: int) -> I
 
 def build_part(part_dir: Path, kind: str, indexable: Any, start: int, stop: int, batch_size: int, options: Dict[str, Any], on_batch: Optional[Callable[[int], None]] = None) -> Part:
     """See ``parts.build_part``."""
-    part_dir.mkdir()  # raises if it exists: a part is always built in a new directory
+    fs.mkdir(part_dir)  # raises if it exists: a part is always built in a new directory
     encoder = encoder_for(kind, options)
     count = build_into(part_dir, encoder, indexed_batches(indexable, start, stop, batch_size), on_batch=on_batch, first_position=start)
     return Part(str(part_dir), start, start + count)

@@ -233,11 +233,14 @@ def _name_sample(error: Exception, sources: Sequence[PathLike]) -> ConversionErr
     """The library's "sample N ..." error, with N replaced by the file it came from.
 
     A reader's error re-raised by a worker ("sample N of the dataset raised ConversionError:
-    <file> is not ...") already names the file: then it is given without the prefix.
+    <file> is not ...") already names the file: then it is given without the prefix. What
+    comes before "sample N" in a parallel build's error names its private parts, which
+    are gone by now: the file says more.
     """
     message = str(error)
-    match = re.match(r"sample (\d+)\b", message)
+    match = re.search(r"\bsample (\d+)\b", message)
     if match and int(match.group(1)) < len(sources):
+        message = message[match.start():]
         path = str(sources[int(match.group(1))])
         reraised = re.match(r"sample \d+ of the dataset raised \w+: (.*)$", message, re.DOTALL)
         if reraised and path in reraised.group(1):

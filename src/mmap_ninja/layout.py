@@ -94,6 +94,7 @@ LOCK = ".writer.lock"
 KINDS = ("numpy", "ragged", "string")
 OFFSET = np.dtype("<i8")
 _IOV_MAX = 1024
+_SMALL_FILE = 1 << 16  # read size for the small files
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -102,9 +103,16 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def _read_file(path: Path) -> bytes:
+    # os-level calls: a map has a dozen small files, and io's buffered objects cost more than the reads
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            chunks = [os.read(fd, _SMALL_FILE)]
+            while len(chunks[-1]) == _SMALL_FILE or (len(chunks) > 1 and chunks[-1]):
+                chunks.append(os.read(fd, _SMALL_FILE))
+        finally:
+            os.close(fd)
+        return b"".join(chunks)
     except FileNotFoundError:
         raise MapFormatError(f"{path} is missing") from None
     except IsADirectoryError:
@@ -171,12 +179,17 @@ def read_flat_flag(map_dir: Path) -> bool:
 
 def read_shape_layout(map_dir: Path) -> ShapeLayout:
     """The shape layout of a ragged map (see ``shapes.py``), from its flag and ``shapes/``."""
+    return _read_shapes_header(map_dir)[0]
+
+
+def _read_shapes_header(map_dir: Path) -> Tuple[ShapeLayout, Optional[ArrayHeader]]:
+    """The shape layout, and the header of the (n, k) table when the shapes are flat."""
     if not read_flat_flag(map_dir):
-        return NESTED
+        return NESTED, None
     header = read_array_header(map_dir / SHAPES)
     if header.dtype != OFFSET or len(header.shape) != 2 or header.shape[1] < 1:
         raise MapFormatError(f"{map_dir / SHAPES} should be an (n, k) int64 array, found {header.dtype.name} {header.shape}")
-    return table_layout(header.shape[1])
+    return table_layout(header.shape[1]), header
 
 
 def read_zstd_settings(map_dir: Path) -> Tuple[Optional[int], Optional[bytes]]:
@@ -304,9 +317,9 @@ def open_spans(map_dir: Path, kind: str, writable: bool = False, count: Optional
     if len(header.shape) != 1 or header.shape[0] < total:
         raise MapFormatError(f"{map_dir / SHAPE} holds {header.shape}, the samples need {total} elements")
     data = map_array(map_dir, header, total, writable)
-    shape_layout = read_shape_layout(map_dir)
-    if shape_layout is not NESTED:
-        shapes: Union[np.ndarray, SpansView] = map_array(map_dir / SHAPES, read_array_header(map_dir / SHAPES), count)
+    shape_layout, table_header = _read_shapes_header(map_dir)
+    if table_header is not None:
+        shapes: Union[np.ndarray, SpansView] = map_array(map_dir / SHAPES, table_header, count)
     else:
         shapes = open_spans(map_dir / SHAPES, "ragged", count=count) if count else _empty_shapes(map_dir / SHAPES)
         if shapes.data.dtype != OFFSET:

@@ -73,7 +73,6 @@ import builtins  # this module's own open() shadows the built-in one
 import contextlib
 import mmap
 import os
-import shutil
 import struct
 import sys
 import uuid
@@ -447,20 +446,22 @@ def _document_indices(document_ends: Any) -> np.ndarray:
     return indices
 
 
-def _remove_stale_partials(prefix: str) -> None:
-    """Remove what writes of ``prefix`` killed before they finished left beside it."""
-    folder, name = os.path.split(prefix)
-    for leftover in Path(folder or ".").glob(f"{name}.*.partial-*"):
+def _remove_stale_partials(folder: Path, pattern: str) -> None:
+    """Remove the ``*.partial-PID-*`` files and folders matching ``pattern`` whose writer ``PID`` has died."""
+    for leftover in folder.glob(pattern):
         try:
             pid = int(leftover.name.rsplit(".partial-", 1)[1].split("-")[0])
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        except ValueError:  # not named by us
+            continue
+        if fs.process_alive(pid):
+            continue
+        if leftover.is_dir():
+            fs.rmtree(leftover)
+        else:
             try:
-                leftover.unlink()
+                os.unlink(leftover)
             except FileNotFoundError:
                 pass
-        except (ValueError, PermissionError, OSError):
-            pass
 
 
 def write(
@@ -496,8 +497,9 @@ def write(
         modes = cast_losslessly(modes, np.dtype(np.int8), 0) if modes.size else modes.astype(np.int8)
     folder = os.path.dirname(prefix)
     if folder:
-        os.makedirs(folder, exist_ok=True)
-    _remove_stale_partials(prefix)
+        fs.makedirs(folder)
+    folder_path, name = os.path.split(prefix)
+    _remove_stale_partials(Path(folder_path or "."), f"{name}.*.partial-*")
     tag = f"partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp_bin, tmp_idx, tmp_ptr = (f"{prefix}.{part}.{tag}" for part in ("bin", "idx", "pointers"))
     created: List[str] = []
@@ -541,8 +543,8 @@ def write(
                 if len(modes) != count:
                     raise ValueError(f"sequence_modes has {len(modes)} entries, but {count} samples were given")
                 idx_file.write(modes.tobytes())
-            idx_file.seek(0)
-            idx_file.write(_HEAD.pack(MAGIC, VERSION, _CODE_OF[dtype], count) + _DOCS.pack(doc_count))
+            idx_file.flush()
+            fs.pwrite(idx_file.fileno(), _HEAD.pack(MAGIC, VERSION, _CODE_OF[dtype], count) + _DOCS.pack(doc_count), 0)
         os.unlink(tmp_ptr)
         created.remove(tmp_ptr)
         # the old pair stays whole until here; then no .idx until the new pair is in place
@@ -550,9 +552,9 @@ def write(
             os.unlink(prefix + ".idx")
         except FileNotFoundError:
             pass
-        os.replace(tmp_bin, prefix + ".bin")
+        fs.replace(tmp_bin, prefix + ".bin")
         created.remove(tmp_bin)
-        os.replace(tmp_idx, prefix + ".idx")
+        fs.replace(tmp_idx, prefix + ".idx")
         created.remove(tmp_idx)
     except BaseException:
         for path in created:
@@ -633,23 +635,24 @@ def to_ragged(prefix: PathLike, out_dir: PathLike, batch_size: int = 1024, overw
         if not overwrite:
             raise FileExistsError(f"{out_dir} already exists; pass overwrite=True to replace the map there")
         layout.check_can_build(out_dir)  # only ever replaces a map
-    # staged under the name of a build of out_dir, so the next build there removes it if we are killed
-    stage = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-megatron-{uuid.uuid4().hex[:8]}"
+    # everything is staged in one folder named as the library names builds of out_dir, so that
+    # a killed conversion's leftovers go with the next build or conversion there
+    fs.makedirs(out_dir.parent)
+    _remove_stale_partials(out_dir.parent, f".{out_dir.name}.partial-*")
+    stage_root = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-megatron-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(stage_root)
+    stage = stage_root / "map"
     try:
         RaggedMmap.from_generator(stage, corpus, batch_size, verbose=verbose, dtype=corpus.dtype, total=len(corpus))
         from_ndarray(stage / DOCUMENTS, np.asarray(corpus.document_indices, np.int64))
         if corpus.sequence_modes is not None:
             from_ndarray(stage / SEQUENCE_MODES, np.asarray(corpus.sequence_modes))
         if out_dir.exists() and any(out_dir.iterdir()):
-            old = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
-            os.replace(out_dir, old)
-            os.replace(stage, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
+            fs.swap_in(stage, out_dir, stage_root / "old")  # one atomic step where the system has one
         else:
-            os.replace(stage, out_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+            fs.replace(stage, out_dir)
+    finally:
+        fs.rmtree(stage_root)
     return out_dir
 
 

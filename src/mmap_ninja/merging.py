@@ -9,7 +9,7 @@ are opened one at a time and read in chunks, so memory stays bounded whatever th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from . import layout
 from .errors import MapFormatError
 from .progress import progress_bar
 from .samples import cast_losslessly
-from .shapes import LENGTHS, NESTED, ShapeLayout, ShapeRecord
+from .shapes import ShapeRecord
 
 _CHUNK = 1 << 20  # samples (or rows) handled per step of a part
 
@@ -27,19 +27,75 @@ def merge(parts: List[Path], out_dir: Path, verbose: bool = False, durable: bool
     dataset's samples only, as a serial build's would (the parts are private)."""
     if not parts:
         raise ValueError("nothing to merge: no maps were given")
-    kinds = [_kind_of(p) for p in parts]
-    for k, (path, kind) in enumerate(zip(parts, kinds)):
-        if kind != kinds[0]:
-            raise MapFormatError(f"map {k} ({path}) is a {kind!r} map, but map 0 ({parts[0]}) is a {kinds[0]!r} map: only maps of one kind merge")
-    counts = [_count_of(p, kinds[0]) for p in parts]
-    with layout.building(out_dir, durable) as tmp, progress_bar(verbose, sum(counts), "merging") as bar:
+    total = sum(_count_of(p, _kind_of(p)) for p in parts) if verbose else None
+    with layout.building(out_dir, durable) as tmp, progress_bar(verbose, total, "merging") as bar:
+        merger = Merger(tmp, one_dataset, bar)
         try:
-            if kinds[0] == "numpy":
-                _merge_arrays(parts, tmp, bar)
+            for path in parts:
+                merger.add(path)
+        finally:
+            merger.close()
+
+
+class Merger:
+    """Appends maps of one kind, in order, to a new map in the private directory ``tmp``.
+
+    The first map added decides the dtype (and for strings, the compression); a ragged
+    map's shape layout is upgraded in place when a later map needs it (see shapes.py), so
+    maps can be added as they become ready, e.g. the parts of a build still running.
+    """
+
+    def __init__(self, tmp: Path, one_dataset: bool = False, bar: Any = None):
+        self.tmp, self.one_dataset = tmp, one_dataset
+        self._bar = bar if bar is not None else progress_bar(False, None)
+        self._writer: Any = None
+        self._first: Optional[Path] = None
+        self._added = 0  # maps added so far
+        self.count = 0  # samples merged so far
+
+    def add(self, path: Path) -> None:
+        """Append every sample of the map at ``path`` (a MapFormatError if it is no map)."""
+        k, self._added = self._added, self._added + 1
+        try:
+            kind = _kind_of(path)
+            if self._writer is None:
+                self._start(path, kind)
+            elif kind != self.kind:
+                raise MapFormatError(f"map {k} ({path}) is a {kind!r} map, but map 0 ({self._first}) is a {self.kind!r} map: only maps of one kind merge")
+            if kind == "numpy":
+                self.count += _append_rows(self._writer, k, path, self.dtype, self.row_shape, self.count, self._bar)
             else:
-                _merge_spans(parts, kinds[0], tmp, bar)
+                if kind == "string" and layout.read_zstd_settings(path) != self._zstd:
+                    raise ValueError(f"map {k} ({path}) is compressed differently from map 0 ({self._first}); such maps cannot be merged")
+                self.count += _append_spans(self._writer, k, path, kind, self.dtype, self.count, self._bar)
         except _PartError as e:
-            raise (e.error if one_dataset else type(e.error)(f"map {e.k} ({e.path}): {e.error}")) from None
+            raise (e.error if self.one_dataset else type(e.error)(f"map {e.k} ({e.path}): {e.error}")) from None
+
+    def _start(self, path: Path, kind: str) -> None:
+        self.kind, self._first = kind, path
+        if kind == "numpy":
+            header = layout.read_array_header(path)
+            self.dtype, self.row_shape = header.dtype, tuple(header.shape[1:])
+            self._writer = layout.ArrayWriter(self.tmp, layout.create_array(self.tmp, self.dtype, self.row_shape))
+        else:
+            first = layout.open_spans(path, kind)
+            self.dtype = first.data.dtype
+            del first
+            if kind == "string":
+                self._zstd = layout.read_zstd_settings(path)
+                layout.create_spans(self.tmp, "string", self.dtype)
+                if self._zstd[0] is not None:
+                    layout.write_zstd_settings(self.tmp, *self._zstd)
+            else:
+                layout.create_spans(self.tmp, "ragged", self.dtype, layout.read_shape_layout(path))
+            self._writer = layout.SpansWriter(self.tmp, self.dtype.itemsize, with_shapes=kind == "ragged")
+        with self._writer.locked(lock=False):
+            pass  # the writer learns the (empty) map's counts
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 class _PartError(Exception):
@@ -63,40 +119,7 @@ def _count_of(path: Path, kind: str) -> int:
     return layout.read_array_header(path).shape[0] if kind == "numpy" else layout.committed_count(path)
 
 
-def _merged_shape_layout(layouts: List[ShapeLayout]) -> ShapeLayout:
-    """The one layout that holds the samples of every part (see shapes.py)."""
-    if all(s == layouts[0] for s in layouts):
-        return layouts[0]
-    return NESTED if any(s.width != 1 for s in layouts) else LENGTHS
-
-
-def _merge_spans(parts: List[Path], kind: str, tmp: Path, bar) -> None:
-    first = layout.open_spans(parts[0], kind)
-    dtype = first.data.dtype
-    del first
-    shape_layout = None
-    if kind == "string":
-        settings = layout.read_zstd_settings(parts[0])
-        for k, path in enumerate(parts):
-            if layout.read_zstd_settings(path) != settings:
-                raise ValueError(f"map {k} ({path}) is compressed differently from map 0 ({parts[0]}); such maps cannot be merged")
-        layout.create_spans(tmp, "string", dtype)
-        if settings[0] is not None:
-            layout.write_zstd_settings(tmp, *settings)
-    else:
-        shape_layout = _merged_shape_layout([layout.read_shape_layout(p) for p in parts])
-        layout.create_spans(tmp, "ragged", dtype, shape_layout)
-    writer = layout.SpansWriter(tmp, dtype.itemsize, with_shapes=kind == "ragged")
-    try:
-        with writer.locked(lock=False):
-            base = 0
-            for k, path in enumerate(parts):
-                base += _append_spans(writer, k, path, kind, dtype, base, bar)
-    finally:
-        writer.close()
-
-
-def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dtype: np.dtype, base: int, bar) -> int:
+def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dtype: np.dtype, base: int, bar: Any) -> int:
     """Append every sample of map ``k`` at ``path``; returns its sample count."""
     view = layout.open_spans(path, kind)
     for c0 in range(0, view.count, _CHUNK):
@@ -106,6 +129,7 @@ def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dty
         if (lengths < 0).any() or starts[0] < 0 or ends.max() > len(view.data):
             raise MapFormatError(f"{path / layout.STARTS}: offsets outside the data")
         shapes = _shape_record(view, c0, c1, lengths) if kind == "ragged" else None
+        writer.make_room(shapes, published=False)
         contiguous = bool((starts[1:] == ends[:-1]).all())
         if contiguous and view.data.dtype == dtype:
             writer.append([], lengths, shapes, source=(path / layout.DATA, int(starts[0]) * dtype.itemsize))
@@ -162,33 +186,22 @@ def _cast(data: np.ndarray, dtype: np.dtype, k: int, path: Path, first: int, len
     raise _PartError(k, path, error)
 
 
-def _merge_arrays(parts: List[Path], tmp: Path, bar) -> None:
-    headers = [layout.read_array_header(p) for p in parts]
-    dtype, row_shape = headers[0].dtype, tuple(headers[0].shape[1:])
-    first = 0
-    for k, (path, header) in enumerate(zip(parts, headers)):
-        if tuple(header.shape[1:]) != row_shape:
-            error = ValueError(f"sample {first} has shape {tuple(header.shape[1:])}, but the map holds samples of shape {row_shape}")
-            raise _PartError(k, path, error)
-        if header.order == "F" and len(header.shape) > 1 and header.shape[0] > 0:
-            raise _PartError(k, path, ValueError("it is stored in Fortran order, whose samples cannot be merged; rebuild it"))
-        first += header.shape[0]
-    writer = layout.ArrayWriter(tmp, layout.create_array(tmp, dtype, row_shape))
-    try:
-        with writer.locked(lock=False):
-            first = 0
-            for k, (path, header) in enumerate(zip(parts, headers)):
-                rows = header.shape[0]
-                if header.dtype == dtype:
-                    writer.append(None, source=(path / layout.DATA, 0, rows))
-                    bar.update(rows)
-                else:
-                    data = layout.map_array(path, header)
-                    for r0 in range(0, rows, _CHUNK):
-                        chunk = data[r0 : r0 + _CHUNK]
-                        writer.append(_cast(chunk, dtype, k, path, first + r0, None))
-                        bar.update(len(chunk))
-                    del data
-                first += rows
-    finally:
-        writer.close()
+def _append_rows(writer: layout.ArrayWriter, k: int, path: Path, dtype: np.dtype, row_shape: tuple, first: int, bar: Any) -> int:
+    """Append every row of the same-shape map ``k`` at ``path``; returns its row count."""
+    header = layout.read_array_header(path)
+    if tuple(header.shape[1:]) != row_shape:
+        error = ValueError(f"sample {first} has shape {tuple(header.shape[1:])}, but the map holds samples of shape {row_shape}")
+        raise _PartError(k, path, error)
+    rows = header.shape[0]
+    if header.order == "F" and len(header.shape) > 1 and rows > 0:
+        raise _PartError(k, path, ValueError("it is stored in Fortran order, whose samples cannot be merged; rebuild it"))
+    if header.dtype == dtype:
+        writer.append(None, source=(path / layout.DATA, 0, rows))
+        bar.update(rows)
+        return rows
+    data = layout.map_array(path, header)
+    for r0 in range(0, rows, _CHUNK):
+        chunk = data[r0 : r0 + _CHUNK]
+        writer.append(_cast(chunk, dtype, k, path, first + r0, None))
+        bar.update(len(chunk))
+    return rows

@@ -17,7 +17,7 @@ import pickle
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
-from . import build, merging, parts
+from . import build, layout, merging, parts
 from .errors import WorkerDiedError
 from .progress import check_batch_size, progress_bar
 
@@ -76,7 +76,7 @@ def build_in_parallel(
     With ``count`` None, the dataset ends at its first IndexError, as in a serial build.
     """
     # imported here: multiprocessing is slow to import, and absent on some platforms
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor
 
     try:
         pickle.dumps(indexable)
@@ -88,50 +88,82 @@ def build_in_parallel(
     context = _context()
     progress = context.SimpleQueue()  # written through at once: a worker killed next has told its range
     workdir = parts.parts_dir(out_dir)
-    running: Dict[int, Tuple[int, int]] = {}  # worker pid -> the range it is building
     pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(indexable, progress))
     try:
-        finished: Dict[int, parts.Part] = {}
-        end = None  # the index of the first part that came back short: the dataset ends there
-        with progress_bar(verbose, count, "building") as bar:
-            ranges = enumerate(_ranges(count, batch_size, jobs))
-            pending: Dict[Any, int] = {}  # future -> part number
-            planned: Dict[int, int] = {}
-            processes: Dict[int, Any] = {}
-            while True:
-                while end is None and len(pending) < 2 * jobs:
-                    k, (a, b) = next(ranges, (None, (0, 0)))
-                    if k is None:
-                        break
-                    pending[pool.submit(_build_part, str(workdir / f"{k:06d}"), kind, a, b, batch_size, options)] = k
-                    planned[k] = b - a
-                if not pending:
-                    break
-                done, _ = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                processes.update(getattr(pool, "_processes", None) or {})
-                _drain(progress, bar, running)
-                for future in done:
-                    k = pending.pop(future)
-                    _raise_if_failed(future, running, processes)
-                    part = finished[k] = future.result()
-                    if part.stop - part.start < planned[k] and (end is None or k < end):
-                        end = k
-                if end is not None and all(k > end for k in pending.values()):
-                    break
-            _drain(progress, bar, running)
-        _stop(pool)
-        last = end if end is not None else max(finished, default=-1)
-        used = [Path(finished[k].path) for k in range(last + 1) if finished[k].stop > finished[k].start]
-        if not used:  # no samples at all: the serial builder decides what an empty map is
-            build.write(out_dir, build.encoder_for(kind, options), [], durable)
-        else:
-            merging.merge(used, Path(out_dir), False, durable, one_dataset=True)
+        with layout.building(Path(out_dir), durable) as tmp, progress_bar(verbose, count, "building") as bar:
+            # parts are merged in order as they come, while the workers build the next ones
+            merger = merging.Merger(tmp, one_dataset=True)
+            try:
+                _run(pool, merger, workdir, kind, count, batch_size, jobs, options, progress, bar)
+            finally:
+                merger.close()
+            if not merger.count:  # no samples at all: the serial builder decides what an empty map is
+                build.encoder_for(kind, options).create_empty(tmp)
+            _stop(pool)
     except BaseException:
         _stop(pool)
         raise
     finally:
         progress.close()
         parts.remove(workdir)
+
+
+def _run(
+    pool: Any,
+    merger: merging.Merger,
+    workdir: Path,
+    kind: str,
+    count: Optional[int],
+    batch_size: int,
+    jobs: int,
+    options: Dict[str, Any],
+    progress: Any,
+    bar: Any,
+) -> None:
+    """Keep the workers busy with parts and merge the finished ones in order, until the end."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    ranges = enumerate(_ranges(count, batch_size, jobs))
+    pending: Dict[Any, int] = {}  # future -> part number
+    planned: Dict[int, int] = {}  # part number -> samples asked for
+    finished: Dict[int, parts.Part] = {}  # done, not merged yet
+    running: Dict[int, Tuple[int, int]] = {}  # worker pid -> the range it is building
+    processes: Dict[int, Any] = {}
+    end = None  # the first part that came back short: the dataset ends there
+    merged = 0  # parts merged so far
+    while True:
+        while end is None and len(pending) < 2 * jobs:
+            k, (a, b) = next(ranges, (None, (0, 0)))
+            if k is None:
+                break
+            try:
+                pending[pool.submit(_build_part, str(workdir / f"{k:06d}"), kind, a, b, batch_size, options)] = k
+            except BrokenProcessPool:  # a worker died: its failed future says where, below
+                if not pending:
+                    raise WorkerDiedError("a worker process died; nothing was written") from None
+                break
+            planned[k] = b - a
+        if not pending:
+            break
+        done, _ = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+        processes.update(getattr(pool, "_processes", None) or {})
+        _drain(progress, bar, running)
+        for future in done:
+            k = pending.pop(future)
+            _raise_if_failed(future, running, processes)
+            part = finished[k] = future.result()
+            if part.stop - part.start < planned[k] and (end is None or k < end):
+                end = k
+        while merged in finished and (end is None or merged <= end):
+            part = finished.pop(merged)
+            if part.stop > part.start:
+                merger.add(Path(part.path))
+            parts.remove(part.path)  # frees its disk now: the build needs about one map's room, not two
+            merged += 1
+        if end is not None and merged > end:
+            break
+    _drain(progress, bar, running)
 
 
 def _drain(progress: Any, bar: Any, running: Dict[int, Tuple[int, int]]) -> None:

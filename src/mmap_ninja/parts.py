@@ -12,10 +12,11 @@ Kinds are "ragged", "strings" (also "string") and "numpy".
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+from . import fs
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -61,9 +62,9 @@ def part_ranges(count: int, batch_size: int, nparts: int) -> List[Tuple[int, int
 def parts_dir(out_dir: PathLike) -> Path:
     """A new private directory beside ``out_dir`` for the parts of one build (unique per call)."""
     out_dir = Path(out_dir).absolute()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    fs.makedirs(out_dir.parent)
     path = out_dir.parent / f".{out_dir.name}.parts-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    path.mkdir()
+    fs.mkdir(path)
     return path
 
 
@@ -122,4 +123,4 @@ def concatenate(out_dir: PathLike, sources: Sequence[PathLike], verbose: bool = 
 
 def remove(path: PathLike) -> None:
     """Remove a part (or a directory of parts); a missing one is not an error."""
-    shutil.rmtree(path, ignore_errors=True)
+    fs.rmtree(path)
