@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
-from . import build, layout, merging
+from . import build, fs, layout, merging
 from .errors import WorkerDiedError
 from .parts import Part, build_part, disk_kind, part_ranges, parts_dir, remove
 from .progress import check_batch_size, progress_bar
@@ -209,7 +209,7 @@ class _Task(NamedTuple):
 def _run(distributed: Any, client: Any, out_dir: Path, kind: str, verbose: bool, submit: Callable[[Path, str], Tuple[List[_Task], List[Any]]]) -> Any:
     """Have the cluster build the parts ``submit(pdir, build_id)`` submits, merge them, open the map."""
     pdir = parts_dir(out_dir)
-    (pdir / _LIVE).touch()
+    fs.touch(pdir / _LIVE)
     tasks: List[_Task] = []
     others: List[Any] = []
     try:
