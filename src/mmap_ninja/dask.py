@@ -145,26 +145,40 @@ def _prepare(out_dir: PathLike, kind: str, batch_size: int) -> Tuple[Any, Path]:
     return distributed, out_dir
 
 
-def _collect(
-    distributed: Any, futures: Dict[Any, str], pdir: Path, verbose: bool
-) -> Dict[Any, Optional[Part]]:
-    """The Part of every future, as they complete; the first failure is raised in the caller."""
-    results: Dict[Any, Optional[Part]] = {}
-    with progress_bar(verbose, len(futures), "parts", unit="part") as bar:
-        for future in distributed.as_completed(list(futures)):
+def _collect(distributed: Any, tasks: List["_Task"], pdir: Path, verbose: bool, merger: merging.Merger) -> None:
+    """Merge the tasks' parts in order as they complete, while the cluster builds the next.
+
+    The first failure is raised in the caller; a part that came back short (the dataset
+    ended there, as a serial build ends at its first IndexError) is the last one merged.
+    """
+    number = {t.future: k for k, t in enumerate(tasks)}
+    finished: Dict[int, Optional[Part]] = {}  # done, not merged yet
+    merged = 0
+    with progress_bar(verbose, len(tasks), "parts", unit="part") as bar:
+        for future in distributed.as_completed(list(number)):
+            k = number[future]
             try:
                 part = future.result()
             except distributed.KilledWorker as e:
                 raise WorkerDiedError(
-                    f"the Dask workers building {futures[future]} died {e.allowed_failures + 1} times, more "
+                    f"the Dask workers building {tasks[k].name} died {e.allowed_failures + 1} times, more "
                     "than the scheduler's distributed.scheduler.allowed-failures allows; the workers' "
                     "logs say why (often the memory limit); nothing was written"
                 ) from e
             if part is not None and not Path(part.path).is_dir():
                 raise _not_shared(pdir, "the client")
-            results[future] = part
+            finished[k] = part
             bar.update(1)
-    return results
+            while merged in finished:
+                part, size = finished.pop(merged), tasks[merged].size
+                merged += 1
+                if part is None:  # an empty partition of a bag
+                    continue
+                if part.stop > part.start:
+                    merger.add(Path(part.path))
+                remove(part.path)  # frees its disk now: the build needs about one map's room, not two
+                if size is not None and part.stop - part.start < size:
+                    return
 
 
 def _stop(distributed: Any, client: Any, futures: Iterable[Any], pdir: Path) -> None:
@@ -190,16 +204,6 @@ def _stop(distributed: Any, client: Any, futures: Iterable[Any], pdir: Path) -> 
             pass
 
 
-def _publish(out_dir: Path, kind: str, parts: List[Optional[Part]]) -> None:
-    """Merge the non-empty ``parts``, in order, at ``out_dir`` (no samples: what a serial build makes)."""
-    used = [Path(p.path) for p in parts if p is not None and p.stop > p.start]
-    if not used:
-        build.write(out_dir, build.encoder_for(disk_kind(kind), {}), [], False)
-    else:
-        # errors name samples by their position in the map, as a serial build's would
-        merging.merge(used, out_dir, False, False, one_dataset=True)
-
-
 class _Task(NamedTuple):
     future: Any
     name: str  # what the part holds, in the user's words
@@ -213,15 +217,16 @@ def _run(distributed: Any, client: Any, out_dir: Path, kind: str, verbose: bool,
     tasks: List[_Task] = []
     others: List[Any] = []
     try:
-        tasks, others = submit(pdir, uuid.uuid4().hex[:8])
-        results = _collect(distributed, {t.future: t.name for t in tasks}, pdir, verbose)
-        parts: List[Optional[Part]] = []
-        for task in tasks:
-            part = results[task.future]
-            parts.append(part)
-            if task.size is not None and part.stop - part.start < task.size:
-                break  # an IndexError ended the dataset early, as it ends a serial build
-        _publish(out_dir, kind, parts)
+        with layout.building(out_dir) as tmp:
+            # errors name samples by their position in the map, as a serial build's would
+            merger = merging.Merger(tmp, one_dataset=True)
+            try:
+                tasks, others = submit(pdir, uuid.uuid4().hex[:8])
+                _collect(distributed, tasks, pdir, verbose, merger)
+            finally:
+                merger.close()
+            if not merger.count:  # no samples at all: the serial builder decides what an empty map is
+                build.encoder_for(disk_kind(kind), {}).create_empty(tmp)
     finally:
         try:
             _stop(distributed, client, [*(t.future for t in tasks), *others], pdir)
