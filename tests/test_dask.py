@@ -279,14 +279,14 @@ def test_a_bag_that_raises_leaves_nothing(client, tmp_path) -> None:
 
 
 def test_ctrl_c_in_the_client_leaves_nothing(client, tmp_path, monkeypatch) -> None:
-    real = distributed.as_completed
+    class Interrupted(distributed.as_completed):  # Ctrl-C once the first part is done, while the others run
+        def __next__(self):
+            if getattr(self, "yielded", False):
+                raise KeyboardInterrupt
+            self.yielded = True
+            return super().__next__()
 
-    def interrupted(futures):  # Ctrl-C once the first part is done, while the others run
-        for future in real(futures):
-            yield future
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(distributed, "as_completed", interrupted)
+    monkeypatch.setattr(distributed, "as_completed", Interrupted)
     with pytest.raises(KeyboardInterrupt):
         mdask.from_indexable(tmp_path / "m", Dataset("ragged", pause=0.005), "ragged", batch_size=BATCH, npartitions=6, client=client)
     assert sorted(tmp_path.iterdir()) == []

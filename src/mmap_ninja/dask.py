@@ -145,17 +145,38 @@ def _prepare(out_dir: PathLike, kind: str, batch_size: int) -> Tuple[Any, Path]:
     return distributed, out_dir
 
 
-def _collect(distributed: Any, tasks: List["_Task"], pdir: Path, verbose: bool, merger: merging.Merger) -> None:
-    """Merge the tasks' parts in order as they complete, while the cluster builds the next.
+class _Task(NamedTuple):
+    submit: Callable[[], List[Any]]  # submits the part's task(s); the part's future comes last
+    name: str  # what the part holds, in the user's words
+    size: Optional[int]  # samples it should hold; fewer means the dataset ended there
 
-    The first failure is raised in the caller; a part that came back short (the dataset
-    ended there, as a serial build ends at its first IndexError) is the last one merged.
+
+def _collect(distributed: Any, client: Any, tasks: List[_Task], submitted: List[Any], pdir: Path, verbose: bool,
+             merger: merging.Merger) -> None:
+    """Have the cluster build the parts and merge them in order as they come, while it builds the next.
+
+    Parts are submitted in order, two per worker thread at a time, so that they finish
+    about in order and each can be merged (and its disk freed) while later ones are built;
+    all submitted futures are appended to ``submitted``. The first failure is raised in the
+    caller; a part that came back short (the dataset ended there, as a serial build ends at
+    its first IndexError) is the last one merged.
     """
-    number = {t.future: k for k, t in enumerate(tasks)}
+    number: Dict[Any, int] = {}
     finished: Dict[int, Optional[Part]] = {}  # done, not merged yet
     merged = 0
+    pending = distributed.as_completed()
+
+    def top_up() -> None:
+        window = 2 * max(1, sum(client.nthreads().values()))  # the cluster may grow or shrink meanwhile
+        while len(number) < len(tasks) and len(number) - merged - len(finished) < window:
+            futures = tasks[len(number)].submit()
+            submitted.extend(futures)
+            number[futures[-1]] = len(number)
+            pending.add(futures[-1])
+
     with progress_bar(verbose, len(tasks), "parts", unit="part") as bar:
-        for future in distributed.as_completed(list(number)):
+        top_up()
+        for future in pending:
             k = number[future]
             try:
                 part = future.result()
@@ -169,6 +190,7 @@ def _collect(distributed: Any, tasks: List["_Task"], pdir: Path, verbose: bool, 
                 raise _not_shared(pdir, "the client")
             finished[k] = part
             bar.update(1)
+            top_up()
             while merged in finished:
                 part, size = finished.pop(merged), tasks[merged].size
                 merged += 1
@@ -179,6 +201,7 @@ def _collect(distributed: Any, tasks: List["_Task"], pdir: Path, verbose: bool, 
                 remove(part.path)  # frees its disk now: the build needs about one map's room, not two
                 if size is not None and part.stop - part.start < size:
                     return
+                top_up()
 
 
 def _stop(distributed: Any, client: Any, futures: Iterable[Any], pdir: Path) -> None:
@@ -204,32 +227,26 @@ def _stop(distributed: Any, client: Any, futures: Iterable[Any], pdir: Path) -> 
             pass
 
 
-class _Task(NamedTuple):
-    future: Any
-    name: str  # what the part holds, in the user's words
-    size: Optional[int]  # samples it should hold; fewer means the dataset ended there
-
-
-def _run(distributed: Any, client: Any, out_dir: Path, kind: str, verbose: bool, submit: Callable[[Path, str], Tuple[List[_Task], List[Any]]]) -> Any:
-    """Have the cluster build the parts ``submit(pdir, build_id)`` submits, merge them, open the map."""
+def _run(distributed: Any, client: Any, out_dir: Path, kind: str, verbose: bool,
+         plan: Callable[[Path, str, List[Any]], List[_Task]]) -> Any:
+    """Build the parts ``plan(pdir, build_id, submitted)`` describes on the cluster, merge them, open the map."""
     pdir = parts_dir(out_dir)
     fs.touch(pdir / _LIVE)
-    tasks: List[_Task] = []
-    others: List[Any] = []
+    submitted: List[Any] = []  # every future of this build, to stop and forget at the end
     try:
         with layout.building(out_dir) as tmp:
             # errors name samples by their position in the map, as a serial build's would
             merger = merging.Merger(tmp, one_dataset=True)
             try:
-                tasks, others = submit(pdir, uuid.uuid4().hex[:8])
-                _collect(distributed, tasks, pdir, verbose, merger)
+                tasks = plan(pdir, uuid.uuid4().hex[:8], submitted)
+                _collect(distributed, client, tasks, submitted, pdir, verbose, merger)
             finally:
                 merger.close()
             if not merger.count:  # no samples at all: the serial builder decides what an empty map is
                 build.encoder_for(disk_kind(kind), {}).create_empty(tmp)
     finally:
         try:
-            _stop(distributed, client, [*(t.future for t in tasks), *others], pdir)
+            _stop(distributed, client, submitted, pdir)
         finally:  # also after a second Ctrl-C while waiting
             remove(pdir)
     from .generic import open_existing
@@ -264,23 +281,24 @@ def from_indexable(
         npartitions = 4 * max(1, sum(client.nthreads().values()))
     ranges = part_ranges(count, batch_size, _positive("npartitions", npartitions))
 
-    def submit(pdir: Path, build_id: str) -> Tuple[List[_Task], List[Any]]:
+    def plan(pdir: Path, build_id: str, submitted: List[Any]) -> List[_Task]:
         if not ranges:
-            return [], []
+            return []
         try:
             data = client.submit(_dataset, indexable, key=f"mmap_ninja-dataset-{build_id}")
         except Exception as e:
             raise TypeError(f"the dataset {type(indexable).__name__} cannot be sent to the Dask workers: {e}") from e
-        return [
-            _Task(
-                client.submit(_build_range, str(pdir), kind, data, a, b, batch_size, key=f"mmap_ninja-part-{build_id}-{p}"),
-                f"samples {a} to {b - 1}",
-                b - a,
-            )
-            for p, (a, b) in enumerate(ranges)
-        ], [data]
+        submitted.append(data)
 
-    return _run(distributed, client, out_dir, kind, verbose, submit)
+        def part(p: int, a: int, b: int) -> _Task:
+            def submit() -> List[Any]:
+                return [client.submit(_build_range, str(pdir), kind, data, a, b, batch_size, key=f"mmap_ninja-part-{build_id}-{p}", priority=-p)]
+
+            return _Task(submit, f"samples {a} to {b - 1}", b - a)
+
+        return [part(p, a, b) for p, (a, b) in enumerate(ranges)]
+
+    return _run(distributed, client, out_dir, kind, verbose, plan)
 
 
 def from_bag(
@@ -302,15 +320,16 @@ def from_bag(
         raise TypeError(f"from_bag needs a dask.bag.Bag, got {type(bag).__name__}")
     client = _client(distributed, client)
 
-    def submit(pdir: Path, build_id: str) -> Tuple[List[_Task], List[Any]]:
-        partitions = client.compute(bag.to_delayed())
-        return [
-            _Task(
-                client.submit(_build_partition, str(pdir), kind, partition, k, batch_size, key=f"mmap_ninja-partition-{build_id}-{k}"),
-                f"partition {k} of the bag",
-                None,
-            )
-            for k, partition in enumerate(partitions)
-        ], partitions
+    def plan(pdir: Path, build_id: str, submitted: List[Any]) -> List[_Task]:
+        def part(k: int, partition: Any) -> _Task:
+            def submit() -> List[Any]:
+                # computed only now, so that the workers hold the partitions in flight, not the whole bag
+                computed = client.compute(partition, priority=-k)
+                key = f"mmap_ninja-partition-{build_id}-{k}"
+                return [computed, client.submit(_build_partition, str(pdir), kind, computed, k, batch_size, key=key, priority=-k)]
 
-    return _run(distributed, client, out_dir, kind, verbose, submit)
+            return _Task(submit, f"partition {k} of the bag", None)
+
+        return [part(k, partition) for k, partition in enumerate(bag.to_delayed())]
+
+    return _run(distributed, client, out_dir, kind, verbose, plan)
