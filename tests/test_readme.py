@@ -19,7 +19,7 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch) -> None:
     namespace: dict = {}
     skipped = []
     for number, block in enumerate(BLOCKS, 1):
-        needs = re.findall(r"^\s*(?:import|from) (torch|PIL|matplotlib)\b", block, flags=re.M)
+        needs = re.findall(r"^\s*(?:import|from) (torch|PIL|matplotlib|dask|distributed)\b", block, flags=re.M)
         missing = [m for m in needs if importlib.util.find_spec(m) is None]
         if missing:  # an optional extra that is not installed: run the other blocks
             skipped.append(f"block {number} needs {missing[0]}")

@@ -113,8 +113,9 @@ def build_in_parallel(
     context = worker_context()
     progress = context.SimpleQueue()  # written through at once: a worker killed next has told its range
     workdir = parts.parts_dir(out_dir)
-    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(payload, progress))
+    pool = None
     try:
+        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(payload, progress))
         with layout.building(Path(out_dir), durable) as tmp, progress_bar(verbose, count, "building") as bar:
             # parts are merged in order as they come, while the workers build the next ones
             merger = merging.Merger(tmp, one_dataset=True)
@@ -126,7 +127,8 @@ def build_in_parallel(
                 build.encoder_for(kind, options).create_empty(tmp)
             _stop(pool)
     except BaseException:
-        _stop(pool)
+        if pool is not None:
+            _stop(pool)
         raise
     finally:
         progress.close()
