@@ -227,6 +227,7 @@ def run_build(driver: argparse.Namespace, config: Config, python: str, count: in
                "--count", str(count), "--batch-size", str(driver.batch_size), "--out", str(out)]
     if config.jobs is not None:
         command += ["--jobs", str(config.jobs)]
+    os.sync()  # untimed: the dirty pages of the run before must not be written back during this one
     proc = subprocess.run(command, capture_output=True, text=True, env=bench._isolated_env(), cwd=str(driver.workdir))
     if proc.returncode != 0:
         raise RuntimeError(f"{config.label} failed on {count} images:\n{proc.stderr}")
