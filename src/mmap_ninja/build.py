@@ -36,8 +36,8 @@ class RaggedEncoder:
             return []
         if self.dtype is None:
             self.dtype = arrays[0].dtype
-        lengths = np.fromiter((a.size for a in arrays), np.int64, len(arrays))
-        return [(arrays, lengths, ShapeRecord.of(arrays))]
+        lengths = np.array([a.size for a in arrays], np.int64)
+        return [(arrays, lengths, ShapeRecord.of(arrays, lengths))]
 
     def create(self, map_dir: Path, first: tuple) -> layout.SpansWriter:
         layout.create_spans(map_dir, "ragged", self.dtype, first[2].needed_layout())

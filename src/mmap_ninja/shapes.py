@@ -19,7 +19,7 @@ a map built in parts, or upgraded midway, has the bytes of one built in one go.
 from __future__ import annotations
 
 import itertools
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -68,8 +68,11 @@ class ShapeRecord(NamedTuple):
     dims: np.ndarray  # int64[ndims.sum()]
 
     @classmethod
-    def of(cls, arrays: Sequence[np.ndarray]) -> "ShapeRecord":
-        ndims = np.fromiter((a.ndim for a in arrays), OFFSET, len(arrays))
+    def of(cls, arrays: Sequence[np.ndarray], sizes: Optional[np.ndarray] = None) -> "ShapeRecord":
+        """The record of a batch; ``sizes`` (element counts), when known, spare 1-D batches a pass."""
+        ndims = np.array([a.ndim for a in arrays], OFFSET)
+        if sizes is not None and len(ndims) and ndims.min() == 1 == ndims.max():
+            return cls(ndims, np.asarray(sizes, OFFSET))  # a 1-D sample's one axis is its size
         dims = np.fromiter(itertools.chain.from_iterable(a.shape for a in arrays), OFFSET, int(ndims.sum()))
         return cls(ndims, dims)
 
