@@ -7,17 +7,15 @@
 
 The cost of an fsync is the disk's, so run it on the disk the maps will live on, never on a
 tmpfs (/dev/shm, often /tmp), where an fsync costs nothing. For each kind of map it appends
-one sample per call, ``--appends`` times, in alternating blocks of non-durable calls,
-durable calls, and durable calls with their fsyncs made one after another (the baseline
-for ``fs.fsync_all``, which makes them at once), and prints the median time per call, the
-fsyncs each durable call issues, and the time of a durable and a non-durable build. Every map is read back and compared with what
+one sample per call, ``--appends`` times, in alternating blocks of non-durable and durable
+calls, and prints the median time per call, the fsyncs each durable call issues, and the
+time of a durable and a non-durable build. Every map is read back and compared with what
 was written before a figure is printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import statistics
@@ -118,18 +116,7 @@ class FsyncCounter:
             setattr(fs, name, real)
 
 
-class OneByOne:
-    """fsync_all as a loop: the baseline that shows what syncing the files at once saves."""
-
-    def __enter__(self) -> None:
-        self.real = fs.fsync_all
-        fs.fsync_all = lambda fds: [fs.fsync(fd) for fd in fds] and None
-
-    def __exit__(self, *exc: Any) -> None:
-        fs.fsync_all = self.real
-
-
-MODES = ("plain", "durable", "one-by-one")  # one-by-one: durable, but each fsync waits for the last
+MODES = ("plain", "durable")
 
 
 def bench_kind(kind: str, work: Path, appends: int, block: int, build_size: int) -> Dict[str, Any]:
@@ -142,14 +129,13 @@ def bench_kind(kind: str, work: Path, appends: int, block: int, build_size: int)
     for round_number in range(0, appends, block):
         order = MODES if round_number % (2 * block) == 0 else MODES[::-1]
         for mode in order:
-            with OneByOne() if mode == "one-by-one" else contextlib.nullcontext():
-                for _ in range(block):
-                    s = sample(kind, i)
-                    t = time.perf_counter()
-                    append(s, mode != "plain")
-                    times[mode].append(time.perf_counter() - t)
-                    expected.append(s)
-                    i += 1
+            for _ in range(block):
+                s = sample(kind, i)
+                t = time.perf_counter()
+                append(s, mode != "plain")
+                times[mode].append(time.perf_counter() - t)
+                expected.append(s)
+                i += 1
     with FsyncCounter() as counter:
         s = sample(kind, i)
         append(s, True)
@@ -172,9 +158,7 @@ def bench_kind(kind: str, work: Path, appends: int, block: int, build_size: int)
         "kind": kind,
         "plain_ms": statistics.median(times["plain"]) * 1e3,
         "durable_ms": statistics.median(times["durable"]) * 1e3,
-        "one_by_one_ms": statistics.median(times["one-by-one"]) * 1e3,
         "durable_best_ms": min(times["durable"]) * 1e3,
-        "one_by_one_best_ms": min(times["one-by-one"]) * 1e3,
         "fsyncs": counter.count,
         "build_plain_ms": builds[False] * 1e3,
         "build_durable_ms": builds[True] * 1e3,
@@ -211,13 +195,11 @@ def main() -> None:
         rows = [bench_kind(kind, work, appends, block, build_size) for kind in KINDS]
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{'map':8} {'append':>10} {'durable append (best)':>22} {'fsyncs':>7} {'one by one (best)':>18} {'build':>10} {'durable build':>14} {'fsyncs':>7}")
+    print(f"{'map':8} {'append':>10} {'durable append (best)':>22} {'fsyncs':>7} {'build':>10} {'durable build':>14} {'fsyncs':>7}")
     for r in rows:
         print(f"{r['kind']:8} {r['plain_ms']:8.3f}ms {r['durable_ms']:11.3f}ms ({r['durable_best_ms']:.3f}) {r['fsyncs']:7d} "
-              f"{r['one_by_one_ms']:8.3f}ms ({r['one_by_one_best_ms']:.3f}) "
               f"{r['build_plain_ms']:8.1f}ms {r['build_durable_ms']:12.1f}ms {r['build_fsyncs']:7d}")
-    print("(median and best per append call of one sample; 'one by one': durable, with the fsyncs of a call made one after")
-    print(" another instead of at once; best of 3 per build; every map read back and verified)")
+    print("(median and best per append call of one sample; best of 3 per build; every map read back and verified)")
 
 
 if __name__ == "__main__":

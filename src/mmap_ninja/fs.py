@@ -207,40 +207,17 @@ def fsync(fd: int) -> None:
     os.fsync(fd)
 
 
-_MAX_SYNC_THREADS = 16
 
 
 def fsync_all(fds: Sequence[int]) -> None:
-    """fsync several files, in no particular order, all at once.
+    """fsync several files, one after another.
 
-    On a journaling file system (ext4, XFS, APFS, NTFS) fsyncs in flight together share one
-    journal commit, so ten files cost about what one does, where one after another they
-    cost ten. Each runs in a thread of its own (joined before returning: none outlives the
-    call, so a later fork is safe).
+    One call, so that durability is one step wherever it is recorded or replaced. Issuing
+    them from threads at once (to share journal commits) was measured slower on an idle
+    ext4 machine (a ragged durable append: 1.8 ms against 1.4 ms), so they run in order.
     """
-    fds = list(fds)
-    if len(fds) <= 1:
-        for fd in fds:
-            fsync(fd)
-        return
-    errors: List[BaseException] = []
-    groups = [fds[i::_MAX_SYNC_THREADS] for i in range(min(len(fds), _MAX_SYNC_THREADS))]
-
-    def run(group: List[int]) -> None:
-        try:
-            for fd in group:
-                fsync(fd)
-        except BaseException as e:  # re-raised in the calling thread
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(g,), daemon=True) for g in groups[1:]]
-    for t in threads:
-        t.start()
-    run(groups[0])
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+    for fd in fds:
+        fsync(fd)
 
 
 def sync_paths(paths: Sequence[PathLike]) -> None:
