@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -247,7 +247,7 @@ def mb(kb: float) -> str:
 
 def report(args: argparse.Namespace, configs: List[Config], sizes: List[int], batch_kb: float, manifest: Dict[str, Any]) -> str:
     serial = configs[0]
-    big, small = sizes[-1], sizes[0]
+    big = sizes[-1]
     rows = []
     for c in configs:
         speedup = serial.seconds / c.seconds if serial.seconds and c.seconds else None

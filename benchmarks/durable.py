@@ -16,7 +16,6 @@ was written before a figure is printed.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, List
+from typing import Any, List
 
 import numpy as np
 import pytest

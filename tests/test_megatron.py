@@ -7,7 +7,6 @@ where megatron-core cannot be imported.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import pickle

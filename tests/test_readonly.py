@@ -9,7 +9,6 @@ directory of a map path that does not exist, so it cannot read a map on a read-o
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

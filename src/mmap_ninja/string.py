@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from pathlib import Path
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
