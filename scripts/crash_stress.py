@@ -379,6 +379,17 @@ def _read_all(fd: int) -> bytes:
         chunks.append(chunk)
 
 
+def finished_batches(killed: bool, errors: str, progress: bytes, first: int) -> int:
+    """The batch count a killed writer reached, from what it reported; raises unless it was
+    killed by SIGKILL after reporting batches ``first, first + 1, ...`` in order."""
+    if not killed:
+        raise AssertionError(f"the writer stopped before it was killed:\n{errors}")
+    done = [int(x) for x in progress.split()]
+    if done != list(range(first, first + len(done))):
+        raise AssertionError(f"the writer reported batches {done[:5]}... out of order")
+    return first + len(done)
+
+
 def _wait_for_suicide(pid: int) -> int:
     """The wait status of a child that kills itself; SIGKILL it after 20 s if it does not."""
     deadline = time.monotonic() + 20
@@ -425,14 +436,9 @@ def kill_cycle(run: KindRun, rng: np.random.Generator, work: Path, repair: bool,
         errors = error_path.read_text() if error_path.exists() else ""
     run.stats.kills += 1
     run.stats.injected += inject
-    if not killed:
-        raise AssertionError(f"the writer stopped before it was killed:\n{errors}")
-    done = [int(x) for x in progress.split()]
-    if done != list(range(first, first + len(done))):
-        raise AssertionError(f"the writer reported batches {done[:5]}... out of order")
+    finished = finished_batches(killed, errors, progress, first)
     if layout_problems(run.kind, run.path):
         run.stats.torn += 1
-    finished = first + len(done)
     run.count = run.check_samples(finished, finished + 1)
     if repair:
         run.repair_and_compare()
