@@ -74,7 +74,7 @@ from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tup
 
 import numpy as np
 
-from . import fs
+from . import cow, fs
 from .errors import MapFormatError
 from .shapes import LENGTHS, NESTED, ShapeLayout, ShapeRecord, table_layout
 
@@ -254,7 +254,9 @@ def map_file(path: Path, nbytes: int, writable: bool = False) -> Union[mmap.mmap
     if nbytes == 0:
         return bytearray() if writable else b""
     with open(path, "r+b" if writable else "rb") as f:
-        return mmap.mmap(f.fileno(), nbytes, access=mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ)
+        if not writable:  # copy-on-write where possible: a write to a sample cannot crash nor reach the file
+            return cow.map_read_only(f.fileno(), nbytes)
+        return mmap.mmap(f.fileno(), nbytes, access=mmap.ACCESS_WRITE)
 
 
 def map_array(array_dir: Path, header: ArrayHeader, rows: Optional[int] = None, writable: bool = False) -> np.ndarray:
@@ -268,7 +270,9 @@ def map_array(array_dir: Path, header: ArrayHeader, rows: Optional[int] = None, 
     shape = (rows,) + tuple(header.shape[1:])
     count = math.prod(shape)
     buffer = map_file(array_dir / DATA, count * header.dtype.itemsize, writable)
-    return np.frombuffer(buffer, header.dtype, count).reshape(shape, order=header.order)
+    array = np.frombuffer(buffer, header.dtype, count)
+    array.flags.writeable = writable  # samples are read-only views, also of a copy-on-write mapping
+    return array.reshape(shape, order=header.order)
 
 
 # --- ragged and strings maps: reading ----------------------------------------------------
@@ -313,6 +317,7 @@ def open_spans(map_dir: Path, kind: str, writable: bool = False, count: Optional
     if kind == "string":
         buffer = map_file(map_dir / DATA, total, writable)
         data = np.frombuffer(buffer, np.uint8, total)
+        data.flags.writeable = writable
         return SpansView(count, data, starts, ends, None, buffer)
     header = read_array_header(map_dir, kind="ragged")
     if len(header.shape) != 1 or header.shape[0] < total:

@@ -77,10 +77,15 @@ def open_existing(out_dir: PathLike, mode: str = "r") -> np.memmap:
     header = layout.read_array_header(out_dir)
     mode = _memmap_mode(mode)
     nbytes = math.prod(header.shape) * header.dtype.itemsize
-    layout.map_file(out_dir / layout.DATA, nbytes)  # checks the data is long enough
-    if nbytes == 0:  # np.memmap cannot map an empty file
-        arr = np.ndarray.__new__(ArrayMap, header.shape, header.dtype, order=header.order)
-        arr._mmap, arr.filename, arr.offset, arr.mode = None, str(out_dir / layout.DATA), 0, mode
+    buffer = layout.map_file(out_dir / layout.DATA, nbytes)  # checks the data is long enough
+    if nbytes == 0 or mode == "r":  # np.memmap cannot map an empty file, nor copy-on-write read-only
+        arr = np.ndarray.__new__(ArrayMap, header.shape, header.dtype, buffer=buffer or None, order=header.order)
+        arr._mmap, arr.filename, arr.offset, arr.mode = buffer or None, os.path.abspath(out_dir / layout.DATA), 0, mode
+        if buffer:
+            arr.flags.writeable = False
+            plain = np.ndarray(header.shape, header.dtype, buffer=buffer, order=header.order)
+            plain.flags.writeable = False
+            arr._getitem = functools.partial(operator.getitem, plain)
     else:
         arr = ArrayMap(out_dir / layout.DATA, dtype=header.dtype, mode=mode, shape=header.shape, order=header.order)
         # a view of the mapping itself, not of arr: a view of arr held by arr would be a
