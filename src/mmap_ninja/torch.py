@@ -9,22 +9,33 @@
 - :func:`pad_collate` / :class:`PadCollate` batch ragged 1-D samples (token sequences) as a
   padded ``(B, L)`` tensor plus their lengths.
 
+The batch path
+--------------
+A DataLoader (PyTorch >= 2.2) asks ``MapDataset.__getitems__`` for the whole batch. With
+``copy=True`` (the default), the samples of a field that have one shape are gathered from
+the map straight into one new ``(B, ...)`` tensor (one copy of each sample; in a worker, in
+shared memory, so that the batch crosses to the main process without another copy), and the
+batch's items are views of its rows. ``default_collate`` (and ``PadCollate``) recognise
+those rows, in that order, and return the gathered tensor itself instead of stacking them
+again: registered in ``default_collate_fn_map`` for ``torch.Tensor``, as PyTorch documents
+for extending ``default_collate``; every other batch of tensors is stacked as before. A
+collate function of your own gets what it always got: a list of items, each a writable
+tensor of its own (here, a row of the gathered batch).
+
 Which calls copy
 ----------------
-- ``MapDataset(..., copy=True)`` (the default): every array sample is copied once, from the
-  map into a new writable array, and the tensor shares that array (``torch.from_numpy``). The
-  tensor is yours: writing to it is safe and changes nothing on disk. No warning.
-- ``copy=False``: the tensor shares the map's memory, no copy at all. Such tensors must be
-  treated as read-only: the map is mapped read-only, and writing to one crashes the process
-  (SIGSEGV); on a map opened writable (an ``np_ninja`` map with ``mode="r+"``) a write changes
-  the file. PyTorch warns about every non-writable array it wraps; that warning is silenced
-  for these conversions only, knowingly (and without using up its once-per-process slot, so
-  your own code still gets it).
-- Batching always builds new tensors: ``default_collate`` stacks samples into one (a copy),
-  and the pad collate fills a new padded tensor (for a batch of a ``RaggedMmap`` read by
-  ``MapDataset``, straight from the map with ``RaggedMmap.padded``: one vectorised gather).
-- Strings come out of a ``StringsMmap`` as Python ``str`` (decoded, so always new objects);
-  a batch of them is a list of str.
+- ``copy=True`` (the default): every tensor handed out is new memory: ``dataset[i]`` copies
+  the sample once; a batch gathers each sample once into the batch tensor. Writing to them
+  is yours to do and changes nothing else.
+- ``copy=False``: ``dataset[i]`` and a batch's items share the map's memory, no copy. Maps
+  opened read-only are mapped copy-on-write (see ``mmap_ninja.cow``): writing to such a
+  tensor never crashes the process and never changes the file, but later reads of that
+  sample *through the same opened map in this process* see the write (the page became this
+  process's own copy). Memory that cannot be shared that safely (a map opened ``r+``, a
+  mapping the kernel would not make private, a read-only buffer) is copied instead. The
+  default collate then stacks the items into the batch tensor: still one copy per sample.
+- Padding always builds new tensors (``RaggedMmap.padded`` gathers straight from the map).
+- Strings come out of a ``StringsMmap`` as Python ``str``; a batch of them is a list of str.
 - A :class:`~mmap_ninja.records.RecordsMmap` gives dicts: each field as a tensor, strings as
   ``str``. ``PadCollate`` batches them as a dict too: ragged 1-D fields padded, same-shape
   fields stacked, strings and multi-axis ragged fields (images of several sizes) as lists.
@@ -32,18 +43,20 @@ Which calls copy
 
 from __future__ import annotations
 
+import math
 import os
-import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 try:
     import torch
-    from torch.utils.data import Dataset, default_collate
+    from torch.utils.data import Dataset, default_collate, get_worker_info
+    from torch.utils.data._utils.collate import default_collate_fn_map
 except ImportError:  # pragma: no cover - exercised only without torch
     raise ImportError("mmap_ninja.torch needs PyTorch: pip install 'mmap_ninja[torch]'") from None
 
+from . import cow
 from .megatron import MegatronMap
 from .ragged import RaggedMmap
 from .records import RecordsMmap
@@ -52,38 +65,26 @@ from .wrapped import Wrapped
 
 __all__ = ["MapDataset", "MapBatch", "PadCollate", "pad_collate", "to_tensor"]
 
-_NOT_WRITABLE = "The given NumPy array is not writable"
-
-
-def _shared_read_only(array: np.ndarray) -> "torch.Tensor":
-    """A tensor over ``array``'s memory although it is read-only, without PyTorch's warning.
-
-    ``set_warn_always`` makes PyTorch raise its once-per-process warning without marking it
-    as given, so the filter below hides it here and user code converting its own read-only
-    arrays is still warned.
-    """
-    warn_always = torch.is_warn_always_enabled()
-    torch.set_warn_always(True)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_NOT_WRITABLE, category=UserWarning)
-            return torch.from_numpy(array)
-    finally:
-        torch.set_warn_always(warn_always)
+_NUMERIC = "biufc"  # numpy dtype kinds a tensor can hold
 
 
 def to_tensor(sample: Any, copy: bool = True) -> Any:
     """``sample`` as a tensor when it is a numpy array or scalar; anything else unchanged.
 
-    With ``copy`` the data is copied into a new writable array first; without, the tensor
-    shares the sample's memory (read-only for maps: never write to it).
+    With ``copy`` the data is copied into new memory. Without, the tensor shares the
+    sample's memory where writing to it can neither crash the process nor change a file
+    (copy-on-write maps, writable process memory), and copies it otherwise.
     """
     if isinstance(sample, np.ndarray):
-        if copy:
-            return torch.from_numpy(np.array(sample, copy=True, subok=False))
-        if sample.flags.writeable:
-            return torch.from_numpy(sample)
-        return _shared_read_only(sample)
+        if not copy and cow.is_private(sample):
+            shared = sample.view(np.ndarray)
+            if not shared.flags.writeable:
+                shared.flags.writeable = True  # private memory: numpy allows it, and so may we
+            try:
+                return torch.from_numpy(shared)
+            except ValueError:  # negative strides and the like: torch needs a copy
+                pass
+        return torch.from_numpy(np.array(sample, copy=True, subok=False, order="C"))
     if isinstance(sample, np.generic):
         return torch.from_numpy(np.array(sample))
     return sample
@@ -108,8 +109,94 @@ def _open(source: Any) -> Any:
 
 
 def _batch_indexable(source: Any) -> bool:
-    """Whether ``source[list_of_indices]`` gives those samples in order (our maps and numpy arrays)."""
-    return isinstance(source, (SpansMap, np.ndarray, Wrapped, MegatronMap))
+    """Whether ``source[list_of_indices]`` gives those samples in order (our maps)."""
+    return isinstance(source, (SpansMap, Wrapped, MegatronMap))
+
+
+# --- gathering a batch into one tensor ---------------------------------------------------------
+
+_GATHERED = "_mmap_ninja_gathered"  # on the first row of a gathered batch: (batch tensor, its rows)
+
+
+def _empty_batch(shape: Tuple[int, ...], dtype: np.dtype) -> "torch.Tensor":
+    """A new tensor for a batch; in a DataLoader worker, in shared memory (as
+    ``default_collate`` allocates there), so that sending it to the main process copies nothing."""
+    torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch_dtype)
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    storage = torch.UntypedStorage._new_shared(nbytes)
+    return torch.empty(0, dtype=torch_dtype).set_(storage, 0, shape)
+
+
+def _rows_of(batch: "torch.Tensor") -> List["torch.Tensor"]:
+    """The rows of a freshly gathered batch, marked so that the default collate returns ``batch``."""
+    rows = batch.unbind(0)
+    if rows:
+        setattr(rows[0], _GATHERED, (batch, rows))
+    return list(rows)
+
+
+def _same_shape(samples: Sequence[Any]) -> bool:
+    """Whether ``samples`` are numeric arrays of one shape and dtype (one tensor can hold them)."""
+    if not samples or not all(type(s) is np.ndarray for s in samples):
+        return False
+    first = samples[0]
+    if first.dtype.kind not in _NUMERIC:
+        return False
+    return all(s.shape == first.shape and s.dtype == first.dtype for s in samples)
+
+
+def _ragged_1d(samples: Sequence[Any]) -> bool:
+    """Whether ``samples`` are numeric 1-D arrays of one dtype (token sequences)."""
+    if not samples or not all(type(s) is np.ndarray and s.ndim == 1 for s in samples):
+        return False
+    dtype = samples[0].dtype
+    return dtype.kind in _NUMERIC and all(s.dtype == dtype for s in samples)
+
+
+def _tensors(samples: List[Any], copy: bool) -> List[Any]:
+    """The items of one field of a batch, from its samples as the map gave them."""
+    if not copy:
+        return [to_tensor(s, False) for s in samples]
+    if _same_shape(samples):
+        batch = _empty_batch((len(samples),) + samples[0].shape, samples[0].dtype)
+        np.stack(samples, out=batch.numpy())
+        return _rows_of(batch)
+    if _ragged_1d(samples):  # one copy into one buffer, cut into views in one call
+        lengths = [len(s) for s in samples]
+        return list(torch.from_numpy(np.concatenate(samples)).split(lengths))
+    return [to_tensor(s, True) for s in samples]
+
+
+def _collate_tensors(batch: Sequence[Any], *, collate_fn_map: Optional[Dict] = None) -> Any:
+    """``default_collate`` of tensors: the rows of a batch ``MapDataset`` gathered, all of them
+    in order, give that batch (once); anything else is stacked by PyTorch's own function."""
+    gathered = getattr(batch[0], _GATHERED, None)
+    if gathered is not None:
+        whole, rows = gathered
+        if len(batch) == len(rows) and all(a is b for a, b in zip(batch, rows)):
+            delattr(rows[0], _GATHERED)  # a second collate of the same rows stacks a copy
+            return whole
+    return _stack_tensors(batch, collate_fn_map=collate_fn_map)
+
+
+_stack_tensors = default_collate_fn_map[torch.Tensor]
+if getattr(_stack_tensors, "__module__", None) != __name__:  # not twice, e.g. on a reload
+    default_collate_fn_map[torch.Tensor] = _collate_tensors
+
+
+def _positions(indices: Sequence[Any], length: int) -> List[int]:
+    """``indices`` as non-negative ints below ``length`` (negative ones count from the end)."""
+    out = []
+    for i in indices:
+        if isinstance(i, (bool, np.bool_)):
+            raise TypeError("MapDataset indices must be integers, not bool")
+        j = int(i)
+        if not -length <= j < length:
+            raise IndexError(f"index {j} is out of range for a dataset of {length} items")
+        out.append(j + length if j < 0 else j)
+    return out
 
 
 class MapBatch(list):
@@ -129,11 +216,11 @@ class MapDataset(Dataset):
 
     ``MapDataset(images)[i]`` is sample ``i`` as a tensor; ``MapDataset(images, labels)[i]``
     is the tuple ``(images[i], labels[i])`` as tensors (strings stay ``str``). ``maps`` are
-    RaggedMmap, StringsMmap or np_ninja maps, paths of maps (opened read-only), or any
-    sequences of the same length. ``transform`` is applied to every item after conversion,
-    so ``dataset[i] == transform(untransformed[i])``; with ``num_workers > 0`` under spawn it
-    must be picklable (a module-level function, not a lambda). See the module docstring for
-    ``copy``.
+    RaggedMmap, StringsMmap, RecordsMmap or np_ninja maps, paths of maps (opened
+    read-only), or any sequences of the same length. ``transform`` is applied to every item
+    after conversion, so ``dataset[i] == transform(untransformed[i])``; with
+    ``num_workers > 0`` under spawn it must be picklable (a module-level function, not a
+    lambda). See the module docstring for ``copy`` and for how batches are gathered.
     """
 
     def __init__(self, *maps: Any, transform: Optional[Callable[[Any], Any]] = None, copy: bool = True):
@@ -157,8 +244,9 @@ class MapDataset(Dataset):
         return item if self.transform is None else self.transform(item)
 
     def __getitems__(self, indices: Sequence[int]) -> MapBatch:
-        """The items at ``indices`` (what a DataLoader asks for per batch): each map read once."""
-        indices = [int(i) for i in indices]
+        """The items at ``indices`` (what a DataLoader asks for per batch): each map read once,
+        same-shape fields gathered into one batch tensor (see the module docstring)."""
+        indices = _positions(indices, len(self))
         columns = [self._column(m, indices) for m in self.maps]
         items = columns[0] if len(columns) == 1 else list(zip(*columns))
         if self.transform is not None:
@@ -169,23 +257,18 @@ class MapDataset(Dataset):
 
     def _column(self, source: Any, indices: List[int]) -> List[Any]:
         if isinstance(source, RecordsMmap):
-            return self._records_column(source, indices)
-        if not _batch_indexable(source):
-            return [to_tensor(source[i], self.copy) for i in indices]
-        samples = source[indices]
-        if isinstance(samples, np.ndarray):  # numpy gathered the rows into a new array: wrap it once
-            return list(torch.from_numpy(samples.view(np.ndarray)).unbind(0))
-        return [to_tensor(s, self.copy) for s in samples]
-
-    def _records_column(self, source: RecordsMmap, indices: List[int]) -> List[Any]:
-        """Records as dicts of tensors, each field read for the whole batch at once."""
-        columns = {}
-        for name, values in source[indices].items():
-            if isinstance(values, np.ndarray):  # a same-shape field, gathered into a new array
-                columns[name] = list(torch.from_numpy(values).unbind(0))
-            else:
-                columns[name] = [to_tensor(v, self.copy) for v in values]
-        return [dict(zip(columns, row)) for row in zip(*columns.values())]
+            names = list(source.fields)
+            fields = [self._column(source[name], indices) for name in names]
+            return [dict(zip(names, values)) for values in zip(*fields)]
+        if isinstance(source, np.ndarray) and source.ndim and source.dtype.kind in _NUMERIC:
+            plain = source.view(np.ndarray)
+            if not self.copy:
+                return [to_tensor(plain[i : i + 1].reshape(plain.shape[1:]), False) for i in indices]
+            batch = _empty_batch((len(indices),) + plain.shape[1:], plain.dtype)
+            np.take(plain, indices, axis=0, out=batch.numpy())
+            return _rows_of(batch)
+        samples = source[indices] if _batch_indexable(source) else [source[i] for i in indices]
+        return _tensors(list(samples), self.copy)
 
     def __repr__(self) -> str:
         maps = ", ".join(repr(m) if isinstance(m, (SpansMap, Wrapped)) else type(m).__name__ for m in self.maps)
