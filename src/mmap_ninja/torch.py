@@ -101,8 +101,9 @@ def _open(source: Any) -> Any:
     """A map object for ``source``: maps and sequences as they are, paths opened read-only."""
     if isinstance(source, (str, os.PathLike)):
         from .generic import open_existing
+        from .records import is_records_dir
 
-        return open_existing(source, mode="r")
+        return RecordsMmap(source, mode="r") if is_records_dir(source) else open_existing(source, mode="r")
     if not (hasattr(source, "__getitem__") and hasattr(source, "__len__")):
         raise TypeError(f"expected a map, a path to one, or a sequence of samples; got {type(source).__name__}")
     return source
