@@ -312,3 +312,35 @@ def _augment(item):
     image, label = item
     pipeline = v2.Compose([v2.RandomResizedCrop(32, antialias=True), v2.RandomHorizontalFlip()])
     return pipeline(image.permute(2, 0, 1)), label
+
+
+def test_pad_collate_through_a_dataloader_reads_from_the_map_and_agrees(tmp_path):
+    """A DataLoader whose collate_fn is PadCollate gets items only for what PadCollate does
+    not read from the maps itself; the batches are those of the full path, field for field."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from mmap_ninja.torch import MapDataset, PadCollate
+
+    rng = np.random.default_rng(9)
+    tokens = [rng.integers(1, 99, rng.integers(0, 7)).astype(np.int16) for _ in range(11)]
+    RaggedMmap.from_lists(tmp_path / "tokens", tokens)
+    np_ninja.from_ndarray(tmp_path / "labels", rng.integers(0, 5, (11, 2)))
+    StringsMmap.from_strings(tmp_path / "texts", [f"t{i}" for i in range(11)])
+    images, _ = image_maps(tmp_path / "img", n=11)
+    dataset = MapDataset(tmp_path / "tokens", tmp_path / "labels", tmp_path / "texts", tmp_path / "img" / "images")
+    order = [[4, 0, 10], [3, 3, 1], [9]]
+    collate = PadCollate(pad_value=-1, max_len=5)
+    for got, idx in zip(DataLoader(dataset, batch_sampler=order, collate_fn=collate), order):
+        want = collate(dataset.__getitems__(idx))  # every item built, as any collate function gets them
+        (padded, lengths), labels, texts, imgs = got
+        assert torch.equal(padded, want[0][0]) and torch.equal(lengths, want[0][1])
+        assert torch.equal(labels, want[1]) and texts == want[2] and torch.equal(imgs, want[3])
+        np.testing.assert_array_equal(imgs.numpy(), images[idx])
+        assert texts == [f"t{i}" for i in idx]
+    # a collate function of one's own, even one that calls PadCollate, still gets every item
+    seen = []
+    loader = DataLoader(dataset, batch_sampler=order, collate_fn=lambda b: (seen.append(b), collate(b))[1])
+    for _ in loader:
+        pass
+    assert all(isinstance(item[0], torch.Tensor) and isinstance(item[1], torch.Tensor) for b in seen for item in b)

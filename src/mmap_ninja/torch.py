@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -117,6 +118,7 @@ def _batch_indexable(source: Any) -> bool:
 # --- gathering a batch into one tensor ---------------------------------------------------------
 
 _GATHERED = "_mmap_ninja_gathered"  # on the first row of a gathered batch: (batch tensor, its rows)
+_SHARED = "_mmap_ninja_shared"  # on the first zero-copy item of a same-shape field: all its items
 
 
 def _empty_batch(shape: Tuple[int, ...], dtype: np.dtype) -> "torch.Tensor":
@@ -156,10 +158,20 @@ def _ragged_1d(samples: Sequence[Any]) -> bool:
     return dtype.kind in _NUMERIC and all(s.dtype == dtype for s in samples)
 
 
+def _shared_items(samples: Sequence[Any]) -> List[Any]:
+    """Zero-copy items of one field; when they have one shape, marked so that the default
+    collate gathers them with one copy (numpy's, which is faster than ``torch.stack`` for
+    small dtypes) into a new batch tensor, in shared memory in a worker."""
+    items = [to_tensor(s, False) for s in samples]
+    if _same_shape(samples):
+        setattr(items[0], _SHARED, tuple(items))
+    return items
+
+
 def _tensors(samples: List[Any], copy: bool) -> List[Any]:
     """The items of one field of a batch, from its samples as the map gave them."""
     if not copy:
-        return [to_tensor(s, False) for s in samples]
+        return _shared_items(samples)
     if _same_shape(samples):
         batch = _empty_batch((len(samples),) + samples[0].shape, samples[0].dtype)
         np.stack(samples, out=batch.numpy())
@@ -179,6 +191,12 @@ def _collate_tensors(batch: Sequence[Any], *, collate_fn_map: Optional[Dict] = N
         if len(batch) == len(rows) and all(a is b for a, b in zip(batch, rows)):
             delattr(rows[0], _GATHERED)  # a second collate of the same rows stacks a copy
             return whole
+    shared = getattr(batch[0], _SHARED, None)
+    if shared is not None and len(batch) == len(shared) and all(a is b for a, b in zip(batch, shared)):
+        arrays = [t.numpy() for t in batch]
+        whole = _empty_batch((len(arrays),) + arrays[0].shape, arrays[0].dtype)
+        np.stack(arrays, out=whole.numpy())
+        return whole
     return _stack_tensors(batch, collate_fn_map=collate_fn_map)
 
 
@@ -189,15 +207,31 @@ if getattr(_stack_tensors, "__module__", None) != __name__:  # not twice, e.g. o
 
 def _positions(indices: Sequence[Any], length: int) -> List[int]:
     """``indices`` as non-negative ints below ``length`` (negative ones count from the end)."""
-    out = []
-    for i in indices:
-        if isinstance(i, (bool, np.bool_)):
-            raise TypeError("MapDataset indices must be integers, not bool")
-        j = int(i)
-        if not -length <= j < length:
-            raise IndexError(f"index {j} is out of range for a dataset of {length} items")
-        out.append(j + length if j < 0 else j)
-    return out
+    idx = np.asarray(indices)
+    if idx.dtype.kind not in "iu" and not (idx.size == 0 or idx.dtype == object and all(isinstance(i, (int, np.integer)) for i in idx.tolist())):
+        raise TypeError(f"MapDataset indices must be integers, not {idx.dtype}")
+    idx = idx.astype(np.int64, copy=False).reshape(-1)
+    if idx.size and not (-length <= idx.min() and idx.max() < length):
+        bad = int(idx[(idx < -length) | (idx >= length)][0])
+        raise IndexError(f"index {bad} is out of range for a dataset of {length} items")
+    return np.where(idx < 0, idx + length, idx).tolist()
+
+
+def _padded_by_the_caller(frame: Any) -> bool:
+    """Whether the batch being read goes straight to a ``PadCollate``: the caller is a
+    DataLoader fetcher (PyTorch's ``_MapDatasetFetcher.fetch`` calls ``__getitems__`` and
+    hands the result to its ``collate_fn``) whose collate function is exactly ``PadCollate``.
+    Then the ragged 1-D fields it pads from the map need no per-sample tensors at all. Any
+    other caller, or a PyTorch whose fetcher looks different, gets every item as usual."""
+    fetcher = frame.f_locals.get("self") if frame is not None and frame.f_code.co_name == "fetch" else None
+    return type(getattr(fetcher, "collate_fn", None)) is PadCollate and getattr(fetcher, "dataset", None) is not None
+
+
+def _pads_from_map(source: Any) -> bool:
+    """Whether ``PadCollate`` pads this map's samples straight from it (1-D samples only)."""
+    if isinstance(source, MegatronMap):
+        return True
+    return isinstance(source, RaggedMmap) and source.wrapper_fn is None and getattr(source, "_shape_width", 0) == 1
 
 
 class MapBatch(list):
@@ -248,7 +282,8 @@ class MapDataset(Dataset):
         """The items at ``indices`` (what a DataLoader asks for per batch): each map read once,
         same-shape fields gathered into one batch tensor (see the module docstring)."""
         indices = _positions(indices, len(self))
-        columns = [self._column(m, indices) for m in self.maps]
+        lean = self.transform is None and _padded_by_the_caller(sys._getframe(1))
+        columns = [self._column(m, indices, lean) for m in self.maps]
         items = columns[0] if len(columns) == 1 else list(zip(*columns))
         if self.transform is not None:
             items = [self.transform(item) for item in items]
@@ -256,15 +291,18 @@ class MapDataset(Dataset):
         batch.maps, batch.indices, batch.transformed = self.maps, indices, self.transform is not None
         return batch
 
-    def _column(self, source: Any, indices: List[int]) -> List[Any]:
+    def _column(self, source: Any, indices: List[int], lean: bool = False) -> List[Any]:
+        if lean and (_pads_from_map(source) or _gathers_from_map(source)):
+            return [None] * len(indices)  # PadCollate reads these from the map itself
         if isinstance(source, RecordsMmap):
             names = list(source.fields)
-            fields = [self._column(source[name], indices) for name in names]
+            alone = lean and len(self.maps) == 1  # PadCollate pads a record's fields only when it comes alone
+            fields = [self._column(source[name], indices, alone) for name in names]
             return [dict(zip(names, values)) for values in zip(*fields)]
         if isinstance(source, np.ndarray) and source.ndim and source.dtype.kind in _NUMERIC:
             plain = source.view(np.ndarray)
             if not self.copy:
-                return [to_tensor(plain[i : i + 1].reshape(plain.shape[1:]), False) for i in indices]
+                return _shared_items([plain[i : i + 1].reshape(plain.shape[1:]) for i in indices])
             batch = _empty_batch((len(indices),) + plain.shape[1:], plain.dtype)
             np.take(plain, indices, axis=0, out=batch.numpy())
             return _rows_of(batch)
@@ -301,12 +339,29 @@ def _is_ragged_1d(source: Any) -> bool:
     return (isinstance(source, RaggedMmap) and source.wrapper_fn is None) or isinstance(source, MegatronMap)
 
 
+def _gathers_from_map(source: Any) -> bool:
+    """Whether a batch of ``source`` can be gathered into one tensor straight from it."""
+    return isinstance(source, np.ndarray) and source.ndim > 0 and source.dtype.kind in _NUMERIC
+
+
+def _stack(source: Any, batch: Any, column: Sequence[Any]) -> Any:
+    """``default_collate`` of a column, or, where ``MapDataset`` left it to the collate
+    (``None`` items), the same-shape samples gathered from the map into one tensor."""
+    if column and column[0] is None:
+        plain = source.view(np.ndarray)
+        out = _empty_batch((len(batch.indices),) + plain.shape[1:], plain.dtype)
+        np.take(plain, batch.indices, axis=0, out=out.numpy())
+        return out
+    return default_collate(list(column))
+
+
 class PadCollate:
     """A DataLoader ``collate_fn`` that pads ragged 1-D samples: ``(padded (B, L), lengths (B,))``.
 
     For a batch read by :class:`MapDataset` (without a transform), the fields that come from
-    a RaggedMmap are padded straight from the map with ``RaggedMmap.padded``; the other
-    fields (labels...) go through ``default_collate``. For any other batch, every field
+    a RaggedMmap of 1-D samples are padded straight from the map with ``RaggedMmap.padded``
+    (multi-axis samples of one shape are stacked); the other fields (labels...) go through
+    ``default_collate``, strings stay lists of ``str``. For any other batch, every field
     whose samples are 1-D tensors is padded. ``max_len`` cuts longer samples. Picklable, so
     it works with spawned workers.
     """
@@ -335,13 +390,15 @@ class PadCollate:
             elif source is not None and isinstance(source, SpansMap) and not isinstance(source, RaggedMmap):
                 out.append(list(column))  # strings
             else:
-                out.append(default_collate(list(column)))
+                out.append(_stack(source, batch, column))
         return tuple(out) if zipped else out[0]
 
     def _from_map(self, source: Any, indices: List[int], column: Sequence[Any]) -> Tuple["torch.Tensor", "torch.Tensor"]:
         try:
             padded, lengths = source.padded(indices, pad_value=self.pad_value, max_len=self.max_len)
-        except ValueError:  # a map of multi-axis samples
+        except ValueError:  # a map of multi-axis samples: stacked when they have one shape
+            if all(isinstance(v, torch.Tensor) and v.dim() > 1 and v.shape == column[0].shape for v in column):
+                return default_collate(list(column))
             return _pad_tensors(column, self.pad_value, self.max_len)
         # both are new arrays, so the tensors share them without a copy or a warning
         return torch.from_numpy(padded), torch.from_numpy(np.asarray(lengths, np.int64))
@@ -364,7 +421,7 @@ class PadCollate:
                 else:
                     out[name] = (torch.from_numpy(padded), torch.from_numpy(np.asarray(lengths, np.int64)))
             elif kind == "numpy":
-                out[name] = default_collate(column)
+                out[name] = _stack(source[name], batch, column)
             elif kind == "strings" or all(isinstance(v, str) for v in column):
                 out[name] = list(column)
             elif all(isinstance(v, torch.Tensor) and v.dim() == 1 for v in column):
