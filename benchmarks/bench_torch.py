@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -63,21 +62,31 @@ class Checker:
         return idx
 
 
-def timed_epochs(make_batches, check, epochs, n):
-    """Best samples/s over ``epochs`` timed epochs (after one untimed); every batch checked."""
-    best = None
-    for e in range(epochs + 1):
-        seen = []
-        start = time.perf_counter()
-        for k, batch in enumerate(make_batches()):
-            seen.append(check(batch, k == 0))
-        took = time.perf_counter() - start
-        seen = np.concatenate(seen)
-        if len(seen) != n or len(np.unique(seen)) != n:
-            raise SystemExit(f"WRONG epoch: {len(seen)} samples, {len(np.unique(seen))} distinct, expected {n}")
-        if e:
-            best = took if best is None else min(best, took)
-    return n / best
+def one_epoch(make_batches, check, n):
+    """Seconds for one epoch; every batch checked, the epoch must cover every sample once."""
+    seen = []
+    start = time.perf_counter()
+    for k, batch in enumerate(make_batches()):
+        seen.append(check(batch, k == 0))
+    took = time.perf_counter() - start
+    seen = np.concatenate(seen)
+    if len(seen) != n or len(np.unique(seen)) != n:
+        raise SystemExit(f"WRONG epoch: {len(seen)} samples, {len(np.unique(seen))} distinct, expected {n}")
+    return took
+
+
+def rotate(rows, epochs):
+    """Best samples/s of each row: one untimed epoch of each, then ``epochs`` rounds in which
+    every row runs one epoch in turn (so a burst of load on this shared machine hits them all)."""
+    best = {}
+    for round_ in range(epochs + 1):
+        for name, (make_batches, check, n) in rows.items():
+            took = one_epoch(make_batches, check, n)
+            if round_:
+                best[name] = max(best.get(name, 0.0), n / took)
+        if round_:
+            print(f"  round {round_}: " + ", ".join(f"{k} {v:,.0f}" for k, v in best.items()), flush=True)
+    return best
 
 
 # --- the 200 µs transform: random crop, flip and colour jitter, uint8 in and out ---------------
@@ -144,7 +153,9 @@ print(json.dumps(len(ds) / best))
 
 
 RSS_CHILD = r"""
-import sys, json, resource
+import sys, json
+with open("/proc/self/clear_refs", "w") as f:  # the peak a forked and exec'd process inherits
+    f.write("5")
 sys.path.insert(0, sys.argv[1])
 import os, numpy as np, torch
 from torch.utils.data import DataLoader
@@ -156,7 +167,8 @@ for images, labels in DataLoader(ds, batch_size=64, shuffle=True, num_workers=2)
     assert images.shape[0] == labels.shape[0]
     seen += len(labels)
 assert seen == len(ds)
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print(json.dumps(int(status["VmHWM"].split()[0]) / 1024))
 """
 
 
@@ -202,12 +214,10 @@ def main():
 
     images, labels = RaggedMmap(work / "images"), np_ninja.open_existing(work / "labels")
     checker = Checker(images)
-    rows = {}
+    plan = {}
 
-    def row(name, make_batches, check=None):
-        check = check or (lambda batch, full: checker.check(batch[0], batch[1], full))
-        rows[name] = timed_epochs(make_batches, check, epochs, n)
-        print(f"  {name}: {rows[name]:,.0f} samples/s", flush=True)
+    def row(name, make_batches, check=None, count=n):
+        plan[name] = (make_batches, check or (lambda batch, full: checker.check(batch[0], batch[1], full)), count)
 
     def floor_batches():
         for idx in np.array_split(np.random.permutation(n), range(BATCH, n, BATCH)):
@@ -218,7 +228,6 @@ def main():
     row("copy=False", lambda: DataLoader(MapDataset(work / "images", work / "labels", copy=False), batch_size=BATCH, shuffle=True))
     loader2 = DataLoader(MapDataset(work / "images", work / "labels"), batch_size=BATCH, shuffle=True, num_workers=2, persistent_workers=True)
     row("workers=2", lambda: loader2)
-    del loader2
 
     def check_augmented(batch, full):
         out, idx = batch
@@ -236,7 +245,6 @@ def main():
     row("transform, workers=0", lambda: DataLoader(MapDataset(work / "images", work / "labels", transform=augment), batch_size=BATCH, shuffle=True), check_augmented)
     loader_t = DataLoader(MapDataset(work / "images", work / "labels", transform=augment), batch_size=BATCH, shuffle=True, num_workers=2, persistent_workers=True)
     row("transform, workers=2", lambda: loader_t, check_augmented)
-    del loader_t
 
     # tokens: PadCollate against RaggedMmap.padded + labels
     tokens, token_labels = RaggedMmap(work / "tokens"), np_ninja.open_existing(work / "token_labels")
@@ -255,12 +263,9 @@ def main():
             p, lengths = tokens.padded(idx)
             yield (torch.from_numpy(p), torch.from_numpy(lengths)), torch.from_numpy(token_labels[idx])
 
-    rows["tokens: RaggedMmap.padded + labels"] = timed_epochs(padded_batches, check_tokens, epochs, nt)
-    print(f"  tokens padded: {rows['tokens: RaggedMmap.padded + labels']:,.0f}", flush=True)
-    rows["tokens: PadCollate"] = timed_epochs(
-        lambda: DataLoader(MapDataset(work / "tokens", work / "token_labels"), batch_size=BATCH, shuffle=True, collate_fn=PadCollate()),
-        check_tokens, epochs, nt)
-    print(f"  tokens PadCollate: {rows['tokens: PadCollate']:,.0f}", flush=True)
+    row("tokens: RaggedMmap.padded + labels", padded_batches, check_tokens, nt)
+    row("tokens: PadCollate", lambda: DataLoader(MapDataset(work / "tokens", work / "token_labels"), batch_size=BATCH, shuffle=True,
+                                                 collate_fn=PadCollate()), check_tokens, nt)
 
     def check_records(batch, full):
         if batch["caption"][0] != f"image number {int(batch['label'][0])}":
@@ -269,6 +274,8 @@ def main():
 
     row("records (image, label, caption)", lambda: DataLoader(MapDataset(work / "records"), batch_size=BATCH, shuffle=True), check_records)
     row("folder of .npy files", lambda: DataLoader(NpyFolder(work / "npy", np.arange(n)), batch_size=BATCH, shuffle=True))
+    rows = rotate(plan, epochs)
+    del loader2, loader_t
 
     # 0.9.0 in a child process: its package first on sys.path, numpy and torch from here
     upstream = None

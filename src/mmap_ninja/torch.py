@@ -124,9 +124,9 @@ _SHARED = "_mmap_ninja_shared"  # on the first zero-copy item of a same-shape fi
 def _empty_batch(shape: Tuple[int, ...], dtype: np.dtype) -> "torch.Tensor":
     """A new tensor for a batch; in a DataLoader worker, in shared memory (as
     ``default_collate`` allocates there), so that sending it to the main process copies nothing."""
+    if get_worker_info() is None:  # numpy's allocator asks for huge pages: fewer page faults
+        return torch.from_numpy(np.empty(shape, dtype))
     torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch_dtype)
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     storage = torch.UntypedStorage._new_shared(nbytes)
     return torch.empty(0, dtype=torch_dtype).set_(storage, 0, shape)
