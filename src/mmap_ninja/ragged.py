@@ -47,7 +47,7 @@ class RaggedMmap(SpansMap):
         self.copy_before_wrapper_fn = copy_before_wrapper_fn
         super().__init__(out_dir, mode)
 
-    def _install(self, view: Optional[layout.SpansView]) -> None:
+    def _install(self, view: Optional[layout.SpansView], extra: Any) -> None:
         self._data = view.data if view else np.empty(0)
         self.dtype: Optional[np.dtype] = view.data.dtype if view else None
         shapes = view.shapes if view else None

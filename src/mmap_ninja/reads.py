@@ -161,6 +161,8 @@ class LocalMapFiles(MapFiles):
             raise MapFormatError(f"{self.file(name)} is missing: a file stands where its folder should be") from None
         except IsADirectoryError:
             raise MapFormatError(f"{self.file(name)} is a directory, not a file") from None
+        except OSError as e:  # named relative to the directory: name the whole path instead
+            raise OSError(e.errno, e.strerror, str(self.file(name))) from None
 
     def _stat(self, name: str) -> Optional[os.stat_result]:
         try:

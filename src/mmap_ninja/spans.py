@@ -8,14 +8,15 @@ when ``refresh()`` is called.
 from __future__ import annotations
 
 import errno
+import functools
 import operator
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import build, layout
+from . import build, layout, reads
 from .errors import MapFormatError, ReadOnlyMapError
 from .indexing import positions
 
@@ -47,32 +48,44 @@ class SpansMap:
     # -- opening -------------------------------------------------------------------------
 
     def _load(self, writable: bool = False) -> None:
-        """Map the committed samples; read-only unless ``writable`` (for __setitem__)."""
-        view = None
-        if self.path.exists():
-            if not self.path.is_dir():
-                raise MapFormatError(f"{self.path} is a file, not a map directory")
-            kind = layout.read_kind(self.path)
-            if kind is not None:
-                if kind != self._kind:
-                    raise MapFormatError(f"{self.path} holds a {kind!r} map, not a {self._kind!r} map")
-                view = layout.open_spans(self.path, self._kind, writable=writable)
-            elif any(p.name != layout.LOCK for p in self.path.iterdir()):
-                raise MapFormatError(f"{self.path} holds files but no {layout.KIND}: it is not a map")
+        """Map the committed samples of one version of the map; read-only unless ``writable``
+        (for __setitem__)."""
+        try:
+            view, extra = reads.read_one_version(self.path, functools.partial(self._open_view, writable=writable))
+        except FileNotFoundError:  # no map yet: an empty one, which appends create
+            view, extra = None, None
         self._view = view
         self._n = view.count if view else 0  # samples mapped in this process
         self._len = self._n  # samples known to exist (more after an append, until remapped)
         self._starts = memoryview(view.starts) if view else _EMPTY
         self._ends = memoryview(view.ends) if view else _EMPTY
         self._total = int(view.ends[-1]) if view and view.count else 0
-        self._install(view)
+        self._install(view, extra)
 
-    def _install(self, view: Optional[layout.SpansView]) -> None:
+    def _open_view(self, files: reads.MapFiles, writable: bool) -> Tuple[Optional[layout.SpansView], Any]:
+        kind = layout.read_kind(files)
+        if kind is None:
+            if any(name != layout.LOCK for name in files.list()):
+                raise MapFormatError(f"{self.path} holds files but no {layout.KIND}: it is not a map")
+            return None, None
+        if kind != self._kind:
+            raise MapFormatError(f"{self.path} holds a {kind!r} map, not a {self._kind!r} map")
+        return layout.open_spans(files, self._kind, writable=writable), self._read_extra(files)
+
+    def _read_extra(self, files: reads.MapFiles) -> Any:
+        """What the subclass reads of the small files, of the same version as the samples."""
+        return None
+
+    def _install(self, view: Optional[layout.SpansView], extra: Any) -> None:
         """Set up the subclass's fast paths for ``view`` (None: no map on disk yet)."""
 
     def refresh(self) -> int:
         """Pick up samples appended since this map was opened; returns the new length."""
-        if self._view is None or layout.committed_count(self.path) != self._n:
+        try:
+            version, count = reads.read_one_version(self.path, _version_and_count)
+        except (FileNotFoundError, MapFormatError):
+            version, count = None, -1  # _load says what is wrong, if anything
+        if self._view is None or version != self._view.version or count != self._n:
             self._load()
         return self._len
 
@@ -223,6 +236,10 @@ class SpansMap:
 
     def __reduce__(self) -> tuple:
         return (_reopen, (type(self), str(self.path), self._reopen_kwargs()))
+
+
+def _version_and_count(files: reads.MapFiles) -> Tuple[Any, int]:
+    return files.version(), layout.committed_count(files)
 
 
 def _reopen(cls: type, path: str, kwargs: Dict[str, Any]) -> SpansMap:

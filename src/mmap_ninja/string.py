@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import build, compression, layout, parallel
+from . import build, compression, layout, parallel, reads
 from .build import StringsEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
@@ -33,10 +33,13 @@ class StringsMmap(SpansMap):
                 raise TypeError(f"unexpected argument {name}={value!r}")
         super().__init__(out_dir, mode)
 
-    def _install(self, view: Optional[layout.SpansView]) -> None:
+    def _read_extra(self, files: reads.MapFiles) -> Any:
+        return layout.read_zstd_settings(files)
+
+    def _install(self, view: Optional[layout.SpansView], extra: Any) -> None:
         self._buffer = view.buffer if view else b""  # slicing an mmap gives bytes, the fastest to decode
         self._bytes = memoryview(self._buffer)
-        self.zstd_level, self._zstd_dict = layout.read_zstd_settings(self.path) if view else (None, None)
+        self.zstd_level, self._zstd_dict = extra if view else (None, None)
         self._decompress = compression.decompressor(self._zstd_dict) if self.zstd_level is not None else None
         # the fast path serves uncompressed strings, while all strings are mapped
         self._plain = view is not None and self._decompress is None
