@@ -137,19 +137,48 @@ class SpansMap:
         return idx
 
     def _span(self, i: int) -> tuple:
+        """The offsets of sample ``i``, checked against the data and against its neighbours'
+        (samples lie back to back: see ``ondisk.py``), so that a damaged offset is an error
+        here, never another sample's bytes."""
         start, end = self._starts[i], self._ends[i]
-        if not 0 <= start <= end <= self._total:
-            raise MapFormatError(f"{self.path / layout.STARTS}: sample {i} has offsets {start}..{end} outside the data")
+        before = self._ends[i - 1] if i else 0
+        after = self._starts[i + 1] if i + 1 < self._n else self._total
+        if not (0 <= start == before and start <= end == after and end <= self._total):
+            raise MapFormatError(self._bad_offsets(i, start, end, before, after))
         return start, end
+
+    def _bad_offsets(self, i: int, start: int, end: int, before: int, after: int) -> str:
+        files = f"{self.path / layout.STARTS} or {self.path / layout.ENDS}"
+        if start != before:
+            return f"{files}: sample {i} starts at {start}, but the sample before it ends at {before}"
+        if end != after:
+            return f"{files}: sample {i} ends at {end}, but the sample after it starts at {after}"
+        return f"{files}: sample {i} has offsets {start}..{end} outside the {self._total} stored"
 
     def _batch_spans(self, idx: np.ndarray) -> tuple:
         view = self._view
         if view is None:
             return np.empty(0, np.int64), np.empty(0, np.int64)
         starts, ends = view.starts[idx], view.ends[idx]
-        if len(idx) and not ((0 <= starts) & (starts <= ends) & (ends <= self._total)).all():
-            raise MapFormatError(f"{self.path / layout.STARTS}: offsets outside the data")
+        if len(idx):
+            last = self._n - 1
+            before = np.where(idx > 0, view.ends[idx - 1], 0)
+            after = np.where(idx < last, view.starts[np.minimum(idx + 1, last)], self._total)
+            bad = (starts != before) | (ends != after) | (starts < 0) | (starts > ends) | (ends > self._total)
+            if bad.any():
+                j = int(np.argmax(bad))
+                raise MapFormatError(self._bad_offsets(int(idx[j]), int(starts[j]), int(ends[j]), int(before[j]), int(after[j])))
         return starts, ends
+
+    def _run_is_sound(self, first: int, stop: int) -> bool:
+        """Whether samples ``first..stop-1`` lie back to back within the data, and so do their
+        neighbours (a run read at once; False: read them one by one, which names the fault)."""
+        view = self._view
+        starts, ends = view.starts[first:stop], view.ends[first:stop]
+        before = int(view.ends[first - 1]) if first else 0
+        after = int(view.starts[stop]) if stop < self._n else self._total
+        return bool(starts[0] == before and ends[-1] == after and after <= self._total and (starts[1:] == ends[:-1]).all()
+                    and (starts <= ends).all() and before >= 0)
 
     # -- the sequence protocol -----------------------------------------------------------
 
