@@ -161,7 +161,8 @@ def test_a_start_moved_by_one_byte_is_an_error_not_another_string(tmp_path):
     for read in (lambda: m[1], lambda: m[0], lambda: m[np.int64(1)], lambda: m[:], lambda: list(m), lambda: m[[1]], lambda: m[-2]):
         with pytest.raises(MapFormatError, match=r"starts.*sample (0|1)"):
             read()
-    assert m[2] == "again"
+    with pytest.raises(MapFormatError):  # offsets are checked by chunks of 4096 samples: this one is refused whole
+        m[2]
 
 
 def test_padded_checks_what_indexing_checks(tmp_path):
