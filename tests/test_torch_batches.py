@@ -344,3 +344,22 @@ def test_pad_collate_through_a_dataloader_reads_from_the_map_and_agrees(tmp_path
     for _ in loader:
         pass
     assert all(isinstance(item[0], torch.Tensor) and isinstance(item[1], torch.Tensor) for b in seen for item in b)
+
+
+def test_where_a_private_mapping_is_not_free_samples_are_copied_not_shared(tmp_path, monkeypatch):
+    """Under strict overcommit (or when the kernel refuses), maps are mapped shared read-only,
+    as 0.9.0 maps them, and copy=False copies instead of sharing: still safe to write."""
+    from mmap_ninja import reads
+    from mmap_ninja.torch import MapDataset
+
+    images, labels = image_maps(tmp_path)
+    monkeypatch.setattr(reads, "_strict", True)
+    m = RaggedMmap(tmp_path / "images")
+    assert not reads.is_private(m[0]) and not m[0].flags.writeable
+    item = MapDataset(m, copy=False)[0]
+    assert item.data_ptr() != m[0].__array_interface__["data"][0]
+    item.fill_(0)  # a copy: the process lives, the map is unchanged
+    np.testing.assert_array_equal(m[0], images[0])
+    monkeypatch.setattr(reads, "_strict", False)
+    for opened in (RaggedMmap(tmp_path / "images")[1], np_ninja.open_existing(tmp_path / "labels")[1:3]):
+        assert reads.is_private(opened) and not opened.flags.writeable  # private, yet read-only views

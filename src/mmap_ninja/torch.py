@@ -28,7 +28,7 @@ Which calls copy
   the sample once; a batch gathers each sample once into the batch tensor. Writing to them
   is yours to do and changes nothing else.
 - ``copy=False``: ``dataset[i]`` and a batch's items share the map's memory, no copy. Maps
-  opened read-only are mapped copy-on-write (see ``mmap_ninja.cow``): writing to such a
+  opened read-only are mapped copy-on-write (see ``mmap_ninja.reads``): writing to such a
   tensor never crashes the process and never changes the file, but later reads of that
   sample *through the same opened map in this process* see the write (the page became this
   process's own copy). Memory that cannot be shared that safely (a map opened ``r+``, a
@@ -57,7 +57,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only without torch
     raise ImportError("mmap_ninja.torch needs PyTorch: pip install 'mmap_ninja[torch]'") from None
 
-from . import cow
+from . import reads
 from .megatron import MegatronMap
 from .ragged import RaggedMmap
 from .records import RecordsMmap
@@ -77,7 +77,7 @@ def to_tensor(sample: Any, copy: bool = True) -> Any:
     (copy-on-write maps, writable process memory), and copies it otherwise.
     """
     if isinstance(sample, np.ndarray):
-        if not copy and cow.is_private(sample):
+        if not copy and reads.is_private(sample):
             shared = sample.view(np.ndarray)
             if not shared.flags.writeable:
                 shared.flags.writeable = True  # private memory: numpy allows it, and so may we
