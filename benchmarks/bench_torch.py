@@ -224,8 +224,11 @@ def main():
             yield torch.from_numpy(np.stack(images[idx])), torch.from_numpy(labels[idx])
 
     row("floor", floor_batches)
-    row("default", lambda: DataLoader(MapDataset(work / "images", work / "labels"), batch_size=BATCH, shuffle=True))
-    row("copy=False", lambda: DataLoader(MapDataset(work / "images", work / "labels", copy=False), batch_size=BATCH, shuffle=True))
+    # each dataset is made once, as a training script makes it: its maps stay mapped across epochs
+    default = MapDataset(work / "images", work / "labels")
+    shared = MapDataset(work / "images", work / "labels", copy=False)
+    row("default", lambda: DataLoader(default, batch_size=BATCH, shuffle=True))
+    row("copy=False", lambda: DataLoader(shared, batch_size=BATCH, shuffle=True))
     loader2 = DataLoader(MapDataset(work / "images", work / "labels"), batch_size=BATCH, shuffle=True, num_workers=2, persistent_workers=True)
     row("workers=2", lambda: loader2)
 
@@ -242,7 +245,8 @@ def main():
         augment(sample)
     per_item = (time.perf_counter() - start) / 200
     print(f"  the transform costs {per_item * 1e6:.0f} µs per sample here", flush=True)
-    row("transform, workers=0", lambda: DataLoader(MapDataset(work / "images", work / "labels", transform=augment), batch_size=BATCH, shuffle=True), check_augmented)
+    augmented = MapDataset(work / "images", work / "labels", transform=augment)
+    row("transform, workers=0", lambda: DataLoader(augmented, batch_size=BATCH, shuffle=True), check_augmented)
     loader_t = DataLoader(MapDataset(work / "images", work / "labels", transform=augment), batch_size=BATCH, shuffle=True, num_workers=2, persistent_workers=True)
     row("transform, workers=2", lambda: loader_t, check_augmented)
 
@@ -264,15 +268,16 @@ def main():
             yield (torch.from_numpy(p), torch.from_numpy(lengths)), torch.from_numpy(token_labels[idx])
 
     row("tokens: RaggedMmap.padded + labels", padded_batches, check_tokens, nt)
-    row("tokens: PadCollate", lambda: DataLoader(MapDataset(work / "tokens", work / "token_labels"), batch_size=BATCH, shuffle=True,
-                                                 collate_fn=PadCollate()), check_tokens, nt)
+    token_dataset = MapDataset(tokens, token_labels)
+    row("tokens: PadCollate", lambda: DataLoader(token_dataset, batch_size=BATCH, shuffle=True, collate_fn=PadCollate()), check_tokens, nt)
 
     def check_records(batch, full):
         if batch["caption"][0] != f"image number {int(batch['label'][0])}":
             raise SystemExit("WRONG caption")
         return checker.check(batch["image"], batch["label"], full)
 
-    row("records (image, label, caption)", lambda: DataLoader(MapDataset(work / "records"), batch_size=BATCH, shuffle=True), check_records)
+    record_dataset = MapDataset(work / "records")
+    row("records (image, label, caption)", lambda: DataLoader(record_dataset, batch_size=BATCH, shuffle=True), check_records)
     row("folder of .npy files", lambda: DataLoader(NpyFolder(work / "npy", np.arange(n)), batch_size=BATCH, shuffle=True))
     rows = rotate(plan, epochs)
     del loader2, loader_t
