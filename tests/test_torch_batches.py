@@ -363,3 +363,21 @@ def test_where_a_private_mapping_is_not_free_samples_are_copied_not_shared(tmp_p
     monkeypatch.setattr(reads, "_strict", False)
     for opened in (RaggedMmap(tmp_path / "images")[1], np_ninja.open_existing(tmp_path / "labels")[1:3]):
         assert reads.is_private(opened) and not opened.flags.writeable  # private, yet read-only views
+
+
+def test_items_a_collate_never_stacks_are_freed_without_the_garbage_collector(tmp_path):
+    import gc
+    import weakref
+
+    from mmap_ninja.torch import MapDataset
+
+    image_maps(tmp_path)
+    for copy in (True, False):
+        items = MapDataset(tmp_path / "images", tmp_path / "labels", copy=copy).__getitems__([0, 1, 2])
+        refs = [weakref.ref(t) for item in items for t in item]
+        gc.disable()
+        try:
+            del items
+            assert all(r() is None for r in refs), f"copy={copy}: items kept alive by a reference cycle"
+        finally:
+            gc.enable()

@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -135,8 +136,8 @@ def _empty_batch(shape: Tuple[int, ...], dtype: np.dtype) -> "torch.Tensor":
 def _rows_of(batch: "torch.Tensor") -> List["torch.Tensor"]:
     """The rows of a freshly gathered batch, marked so that the default collate returns ``batch``."""
     rows = batch.unbind(0)
-    if rows:
-        setattr(rows[0], _GATHERED, (batch, rows))
+    if rows:  # weakly: a row that held the others strongly would be a cycle only the collector frees
+        setattr(rows[0], _GATHERED, (batch, [weakref.ref(r) for r in rows]))
     return list(rows)
 
 
@@ -164,7 +165,7 @@ def _shared_items(samples: Sequence[Any]) -> List[Any]:
     small dtypes) into a new batch tensor, in shared memory in a worker."""
     items = [to_tensor(s, False) for s in samples]
     if _same_shape(samples):
-        setattr(items[0], _SHARED, tuple(items))
+        setattr(items[0], _SHARED, [weakref.ref(t) for t in items])
     return items
 
 
@@ -188,11 +189,11 @@ def _collate_tensors(batch: Sequence[Any], *, collate_fn_map: Optional[Dict] = N
     gathered = getattr(batch[0], _GATHERED, None)
     if gathered is not None:
         whole, rows = gathered
-        if len(batch) == len(rows) and all(a is b for a, b in zip(batch, rows)):
-            delattr(rows[0], _GATHERED)  # a second collate of the same rows stacks a copy
+        if len(batch) == len(rows) and all(a is row() for a, row in zip(batch, rows)):
+            delattr(batch[0], _GATHERED)  # a second collate of the same rows stacks a copy
             return whole
     shared = getattr(batch[0], _SHARED, None)
-    if shared is not None and len(batch) == len(shared) and all(a is b for a, b in zip(batch, shared)):
+    if shared is not None and len(batch) == len(shared) and all(a is item() for a, item in zip(batch, shared)):
         arrays = [t.numpy() for t in batch]
         whole = _empty_batch((len(arrays),) + arrays[0].shape, arrays[0].dtype)
         np.stack(arrays, out=whole.numpy())
