@@ -123,7 +123,7 @@ class MapFiles:
     def read_ranges(self, name: str, starts: Sequence[int], stops: Sequence[int]) -> List[Any]:
         """The bytes ``starts[i]:stops[i]`` of a file, for every i (each a bytes-like object)."""
         end = int(max(stops)) if len(stops) else 0
-        buffer = memoryview(self.view(name, end))
+        buffer = memoryview(self.view(name, end)).toreadonly()  # also over a copy-on-write mapping
         return [buffer[int(s) : int(e)] for s, e in zip(starts, stops)]
 
     def version(self) -> Any:

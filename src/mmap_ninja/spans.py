@@ -64,6 +64,8 @@ class SpansMap:
         self._ends = memoryview(view.ends) if view else _EMPTY
         self._total = int(view.ends[-1]) if view and view.count else 0
         self._sound = bytearray((self._n + CHUNK - 1) >> CHUNK_BITS)  # chunks whose offsets were checked
+        self._sound_np = np.frombuffer(self._sound, np.uint8)  # the same bytes, to test a batch's chunks at once
+        self._unsound = len(self._sound)  # chunks not checked yet
         self._install(view, extra)
 
     def _open_view(self, files: reads.MapFiles, writable: bool) -> Tuple[Optional[layout.SpansView], Any]:
@@ -158,6 +160,7 @@ class SpansMap:
         if stop < self._n and view.starts[stop] != ends[-1]:
             check_offsets(where, view.starts[stop : stop + 1], view.ends[stop : stop + 1], self._total, stop, int(ends[-1]))
         self._sound[c] = 1
+        self._unsound -= 1
 
     def _span(self, i: int) -> tuple:
         """The offsets of sample ``i`` (``0 <= i < self._n``), checked."""
@@ -175,9 +178,9 @@ class SpansMap:
         view = self._view
         if view is None:
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        if len(idx):
+        if self._unsound and len(idx):
             chunks = idx >> CHUNK_BITS
-            if not np.frombuffer(self._sound, np.uint8)[chunks].all():
+            if not self._sound_np[chunks].all():
                 for c in np.unique(chunks).tolist():
                     if not self._sound[c]:
                         self._check_chunk(c)
@@ -255,6 +258,8 @@ class SpansMap:
         self._n = self._len = 0
         self._starts = self._ends = _EMPTY
         self._sound = bytearray()
+        self._sound_np = np.empty(0, np.uint8)
+        self._unsound = 0
 
     def __enter__(self) -> "SpansMap":
         return self
