@@ -21,6 +21,8 @@ from mmap_ninja.convert import convert_text, list_files
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
 
+from conftest import restore_ctrl_c, upstream_missing, upstream_python
+
 needs_pillow = pytest.mark.skipif(importlib.util.find_spec("PIL") is None, reason="Pillow is not installed (pip install 'mmap_ninja[images]')")
 
 
@@ -296,7 +298,7 @@ def test_sigint_leaves_nothing_at_out(tmp_path):
     out.parent.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mmap_ninja", "convert", "text", str(src), str(out), "--batch-size", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore_ctrl_c,
     )
     try:
         deadline = time.monotonic() + 30
@@ -442,9 +444,9 @@ def test_demo_without_pillow_runs_the_text_part(tmp_path, capsys, monkeypatch):
 
 
 def _upstream_python():
-    found = os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON") or "/work/venv-upstream/bin/python"
-    if not os.path.exists(found):
-        pytest.skip("no mmap_ninja 0.9.0 interpreter: set MMAP_NINJA_UPSTREAM_PYTHON (.ci/run does)")
+    found = upstream_python()
+    if found is None:
+        pytest.skip(upstream_missing())
     return found
 
 

@@ -23,6 +23,8 @@ from mmap_ninja import numpy as np_ninja
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
 
+from conftest import needs
+
 SAMPLES: Dict[str, List[Any]] = {
     "ragged_flat": [np.arange(3, dtype=np.int32), np.array(5, np.int32), np.arange(7, dtype=np.int32) * 2],
     "ragged_nested": [np.arange(6, dtype=np.uint8).reshape(2, 3), np.arange(4, dtype=np.uint8)],
@@ -146,6 +148,7 @@ def run_child(folder: Path, mode: str, wrapper: List[str] = ()) -> subprocess.Co
     return subprocess.run([*wrapper, sys.executable, "-c", CHILD, str(folder), mode], capture_output=True, text=True, timeout=120)
 
 
+@needs("zstandard")  # one map of every kind, the zstd strings among them
 def test_opening_and_reading_never_open_a_file_for_writing(tmp_path):
     """Audit hooks in a child see every open(), os.open() and mmap(): none may ask to write,
     whatever the mode (except numpy's own "r+", which generic.open_existing is not given here)."""
@@ -177,6 +180,7 @@ def _read_only_mount_wrapper(source: Path, target: Path) -> List[str]:
     pytest.skip(f"no read-only mount possible here (unshare/mount refused: {probe.stderr.strip()[:200]!r})")
 
 
+@needs("zstandard")  # one map of every kind, the zstd strings among them
 def test_maps_on_a_read_only_mount(tmp_path):
     """On a file system mounted read-only (so root cannot write either): every map opens and
     reads in its default mode and in mode r+; every write fails with an error that says the
@@ -208,6 +212,7 @@ def test_maps_on_a_read_only_mount(tmp_path):
 # --- mode "r": overwrites refused, appends allowed ----------------------------------------------------
 
 
+@needs("zstandard")  # one map of every kind, the zstd strings among them
 def test_read_only_mode_refuses_setitem_and_leaves_data(tmp_path):
     paths = build_all(tmp_path)
     before = files_of(tmp_path)
@@ -235,6 +240,7 @@ def test_read_only_mode_refuses_setitem_and_leaves_data(tmp_path):
     assert isinstance(ReadOnlyMapError("x"), PermissionError)
 
 
+@needs("zstandard")  # one map of every kind, the zstd strings among them
 def test_appends_through_a_read_only_handle_on_a_writable_directory(tmp_path):
     paths = build_all(tmp_path)
     m = RaggedMmap(paths["ragged_flat"], mode="r")
