@@ -146,10 +146,11 @@ class Kind:
 
     name: str
     sample: Callable[[int], Any]  # sample i of every map of this kind in the tests
-    build: Callable[[Path, List[Any]], None]  # write a new map at path from samples
+    build: Callable[..., None]  # build(path, samples, **options): write a new map (options: checksum=True)
     open: Callable[[Path, bool], Any]  # a reader (writable=False) or a handle to append with
     extend: Callable[[Path, List[Any], Any], None]  # append samples, with a handle or a new writer
     needs: Tuple[str, ...] = ()  # optional packages (module names)
+    maps: Tuple[str, ...] = ("",)  # the maps inside (a records map's fields), relative to its path
     not_in: Dict[str, str] = field(default_factory=dict)  # guarantee test -> why not covered yet
 
     def samples(self, count: int, first: int = 0) -> List[Any]:
@@ -195,17 +196,17 @@ def _ragged_extend(path: Path, samples: List[Any], handle: Any = None) -> None:
     (handle if handle is not None else _ragged_open(path, True)).extend(samples)
 
 
-def _ragged_build(path: Path, samples: List[Any]) -> None:
+def _ragged_build(path: Path, samples: List[Any], **options: Any) -> None:
     from mmap_ninja.ragged import RaggedMmap
 
-    RaggedMmap.from_lists(path, samples).close()
+    RaggedMmap.from_lists(path, samples, **options).close()
 
 
-def _strings_build(zstd_level: Optional[int]) -> Callable[[Path, List[Any]], None]:
-    def build(path: Path, samples: List[Any]) -> None:
+def _strings_build(zstd_level: Optional[int]) -> Callable[..., None]:
+    def build(path: Path, samples: List[Any], **options: Any) -> None:
         from mmap_ninja.string import StringsMmap
 
-        StringsMmap.from_strings(path, samples, zstd_level=zstd_level).close()
+        StringsMmap.from_strings(path, samples, zstd_level=zstd_level, **options).close()
 
     return build
 
@@ -220,10 +221,10 @@ def _strings_extend(path: Path, samples: List[Any], handle: Any = None) -> None:
     (handle if handle is not None else _strings_open(path, True)).extend(samples)
 
 
-def _numpy_build(path: Path, samples: List[Any]) -> None:
+def _numpy_build(path: Path, samples: List[Any], **options: Any) -> None:
     from mmap_ninja import numpy as np_ninja
 
-    np_ninja.from_ndarray(path, np.stack(samples))
+    np_ninja.from_ndarray(path, np.stack(samples), **options)
 
 
 def _numpy_open(path: Path, writable: bool) -> Any:
@@ -242,10 +243,14 @@ def _records_sample(i: int) -> Dict[str, Any]:
     return {"image": np.full((i % 3 + 1, 2), i % 251, np.uint8), "label": np.int64(i), "caption": f"record {i} " + "é" * (i % 4)}
 
 
-def _records_build(path: Path, samples: List[Any]) -> None:
+RECORD_FIELDS = ("image", "label", "caption")
+
+
+def _records_build(path: Path, samples: List[Any], **options: Any) -> None:
     from mmap_ninja import RecordsMmap
 
-    RecordsMmap.from_generator(path, samples, batch_size=max(1, len(samples)), schema={"image": "ragged", "label": "numpy", "caption": "strings"}).close()
+    schema = {"image": "ragged", "label": "numpy", "caption": "strings"}
+    RecordsMmap.from_generator(path, samples, batch_size=max(1, len(samples)), schema=schema, **options).close()
 
 
 def _records_open(path: Path, writable: bool) -> Any:
@@ -266,7 +271,7 @@ CATALOGUE: Dict[str, Kind] = {
         Kind("strings", lambda i: f"sample {i} " + "é漢" * (i % 5), _strings_build(None), _strings_open, _strings_extend),
         Kind("strings_zstd", lambda i: f"zstd sample {i} " + "abc" * (i % 7), _strings_build(3), _strings_open, _strings_extend, needs=("zstandard",)),
         Kind("numpy", lambda i: np.full((3, 2), float(i)), _numpy_build, _numpy_open, _numpy_extend),
-        Kind("records", _records_sample, _records_build, _records_open, _records_extend),
+        Kind("records", _records_sample, _records_build, _records_open, _records_extend, maps=RECORD_FIELDS),
     ]
 }
 

@@ -462,7 +462,8 @@ def test_info_on_maps_written_by_0_9_0(tmp_path):
         "StringsMmap.from_strings(d + '/s', ['ab', 'cde'])\n"
         "np_ninja.from_ndarray(d + '/n', np.zeros((4, 2)))\n"
     )
-    done = subprocess.run([_upstream_python(), "-c", script, str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    # -I: the caller's PYTHONPATH (src/ in the README's command) must not put ours in 0.9.0's place
+    done = subprocess.run([_upstream_python(), "-I", "-c", script, str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     reports = {name: inspect_map(tmp_path / name) for name in "rtsn"}
     assert {name: r["health"] for name, r in reports.items()} == dict.fromkeys("rtsn", HEALTHY)

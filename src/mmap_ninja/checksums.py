@@ -35,13 +35,12 @@ the private directory before it publishes it, so a new map appears with its chec
 from __future__ import annotations
 
 import contextvars
-import json
 import os
 import struct
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -126,12 +125,14 @@ class Table:
     @classmethod
     def open(cls, map_dir: Path, data_fd: int, data_path: Path) -> Optional["Table"]:
         """The table of the map at ``map_dir`` if it has one (its data file open as ``data_fd``)."""
-        try:
-            header = _read_small(Path(map_dir) / DIR / DTYPE)
-        except FileNotFoundError:
+        from .ondisk import read_array_header, read_kind
+
+        table = Path(map_dir) / DIR
+        if read_kind(table) is None:  # read through reads.py, as every read of a map
             return None
-        if header != b"uint32":
-            raise MapFormatError(f"{Path(map_dir) / DIR / DTYPE} should say uint32, found {header[:40]!r}")
+        header = read_array_header(table)
+        if header.dtype != CRC or len(header.shape) != 1:
+            raise MapFormatError(f"{table / DTYPE}: checksums should be uint32 of shape (n,), found {header.dtype.name} {header.shape}")
         return cls(map_dir, data_fd, data_path)
 
     def rows(self) -> int:
@@ -179,14 +180,6 @@ class Table:
         self.close()
 
 
-def _read_small(path: Path) -> bytes:
-    fd = fs.open_file(path, os.O_RDONLY)  # a writer reads through its own descriptors (commit.py)
-    try:
-        return fs.pread(fd, 64, 0)
-    finally:
-        fs.close(fd)
-
-
 def create(map_dir: Path) -> None:
     """Lay out an empty ``checksums/`` in ``map_dir`` (its rows come with the next append)."""
     from .commit import write_array_header
@@ -210,7 +203,7 @@ def add(map_dir: Path, lock: bool = True) -> None:
     if kind is None:
         raise MapFormatError(f"{map_dir} holds no map: {KIND} is missing")
     with commit.hold_writer_lock(map_dir) if lock else contextmanager(lambda: iter([None]))():
-        if not (map_dir / DIR / KIND).exists():
+        if not has_checksums(map_dir):
             create(map_dir)
         if kind == "numpy":
             writer: Any = commit.ArrayWriter(map_dir, read_array_header(map_dir))
@@ -226,20 +219,22 @@ def add(map_dir: Path, lock: bool = True) -> None:
 
 def add_tree(root: Path) -> None:
     """``add`` to the map at ``root``, or to every field of a dataset of maps (``RecordsMmap``)."""
-    from .records import RECORDS_FILE
+    from .ondisk import read_kind
+    from .records import is_records_dir, read_records_file
 
     root = Path(root)
-    if (root / RECORDS_FILE).exists():
-        fields = json.loads((root / RECORDS_FILE).read_text())["fields"]
-        for field in fields:
-            add(root / field["name"], lock=False)
-    elif (root / KIND).exists():
+    if is_records_dir(root):
+        for name, _ in read_records_file(root).fields:
+            add(root / name, lock=False)
+    elif read_kind(root) is not None:
         add(root, lock=False)
 
 
 def has_checksums(map_dir: Path) -> bool:
     """Whether the map (or every field of the dataset) at ``map_dir`` records checksums."""
-    return (Path(map_dir) / DIR / KIND).exists()
+    from .ondisk import read_kind
+
+    return read_kind(Path(map_dir) / DIR) is not None
 
 
 def overwrite(map_dir: Path, samples: Dict[int, Any]) -> None:

@@ -23,7 +23,7 @@ from .opening import map_array, open_spans
 from .progress import progress_bar
 from .reads import MapFiles, read_one_version
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, Path]
 _GROUP = 1 << 16  # samples checked between two updates of the progress bar
 
 
@@ -48,7 +48,8 @@ class VerifyReport:
     def __str__(self) -> str:
         lines = [f"{self.path}: {self.kind or 'no map'}, {self.samples if self.samples is not None else '?'} samples"]
         if self.has_checksums:
-            lines.append(f"  checksums: {self.checked} samples checked ({self.bytes_checked} bytes)"
+            unit = "values" if self.kind == "records" else "samples"  # a record has one value per field
+            lines.append(f"  checksums: {self.checked} {unit} checked ({self.bytes_checked} bytes)"
                          + (f", {self.not_covered} not covered" if self.not_covered else ""))
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  DAMAGED: {p}" for p in self.problems]
