@@ -147,15 +147,18 @@ class Table:
         gives their byte offsets in the map's data file)."""
         rows = self.rows()
         size = os.fstat(self._data).st_size
-        if size < rows * CRC.itemsize:
-            raise MapFormatError(f"{self.dir / DATA} holds {size} bytes but {self.dir / SHAPE} counts {rows} checksums: it is truncated")
+        # rows past the commit may be counted but not written (a power loss before the fsync
+        # of an append that was never committed): only the committed rows must be there
+        needed = min(rows, committed) * CRC.itemsize
+        if size < needed:
+            raise MapFormatError(f"{self.dir / DATA} holds {size} bytes but {self.dir / SHAPE} counts "
+                                 f"{min(rows, committed)} checksums of committed samples: it is truncated")
         if rows > committed:
-            self.publish(committed)
-            fs.ftruncate(self._data, committed * CRC.itemsize)
-        elif rows < committed:
+            self.publish(committed)  # un-count first, then cut: killed in between, the next repair cuts
+        if rows < committed:
             self.append(rows, *byte_spans(rows, committed))
-        elif size > rows * CRC.itemsize:
-            fs.ftruncate(self._data, rows * CRC.itemsize)
+        elif size != committed * CRC.itemsize:
+            fs.ftruncate(self._data, committed * CRC.itemsize)
 
     def append(self, first_row: int, starts: np.ndarray, ends: np.ndarray) -> None:
         """Write the CRCs of the map's data bytes ``starts[i]..ends[i]`` as rows ``first_row...``
