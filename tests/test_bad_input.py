@@ -22,7 +22,7 @@ from mmap_ninja import numpy as np_ninja
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
 
-from conftest import needs
+from conftest import CATALOGUE, kind_params, needs
 
 # --- helpers -----------------------------------------------------------------------------------
 
@@ -542,3 +542,29 @@ def test_corruption_of_one_sample_leaves_the_others_readable(tmp_path):
     np.testing.assert_array_equal(m[2], np.arange(2))
     with pytest.raises(MapFormatError):
         m[0]
+
+
+@pytest.mark.parametrize("kind", kind_params("bad input"))
+def test_every_kind_with_a_truncated_data_file_reads_right_or_names_it(tmp_path, kind):
+    """Every kind of the catalogue: each data.ninja cut short by one byte gives either the
+    original samples (a file the reader does not need, such as flattened_shapes/) or a
+    MapFormatError naming that very file, never other samples."""
+    k = CATALOGUE[kind]
+    template = tmp_path / "template"
+    k.build(template, k.samples(9))
+    data_files = sorted(p.relative_to(template) for p in template.rglob("data.ninja") if p.stat().st_size)
+    assert data_files
+    errors = 0
+    for i, relative in enumerate(data_files):
+        path = tmp_path / f"m{i}"
+        shutil.copytree(template, path)
+        target = path / relative
+        target.write_bytes(target.read_bytes()[:-1])
+        try:
+            got = k.read_all(path)
+        except MapFormatError as e:
+            errors += 1
+            assert str(target) in str(e), (relative, str(e))
+        else:
+            assert len(got) == 9 and all(k.equal(g, w) for g, w in zip(got, k.samples(9))), relative
+    assert errors, "cutting the samples' own data.ninja must be an error"

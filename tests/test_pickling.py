@@ -21,7 +21,7 @@ from mmap_ninja import numpy as np_ninja
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
 
-from conftest import missing
+from conftest import CATALOGUE, kind_params, missing
 
 PICKLE_LIMIT = 4096
 
@@ -170,3 +170,20 @@ def test_joblib_default_backend_reads_maps_passed_as_arguments(small_maps, large
         tasks = _tasks(maps)
         results = joblib.Parallel(n_jobs=2)(joblib.delayed(read_samples)(data, indices) for _, data, indices in tasks)
         _check_results(maps, tasks, results)
+
+
+@pytest.mark.parametrize("kind", kind_params("pickling"))
+def test_every_kind_pickles_small_and_unpickles_equal(tmp_path, kind):
+    """Every kind of the catalogue: a reader pickles by path (small, whatever the map's size)
+    and the unpickled one serves the same samples."""
+    k = CATALOGUE[kind]
+    sizes = {}
+    for count in (9, 900):
+        path = tmp_path / f"m{count}"
+        k.build(path, k.samples(count))
+        reader = k.open(path, False)
+        raw = pickle.dumps(reader)
+        sizes[count] = len(raw)
+        again = pickle.loads(raw)
+        assert len(again) == count and all(k.equal(k.read(again, i), k.sample(i)) for i in range(0, count, 7)), kind
+    assert sizes[900] < PICKLE_LIMIT and abs(sizes[900] - sizes[9]) < 64, sizes
