@@ -173,3 +173,20 @@ def test_0_9_0_opens_reads_and_extends_a_map_with_checksums(tmp_path):
     for name, count in (("r", 5), ("s", 4), ("n", 4)):
         report = verify(tmp_path / name)
         assert report.ok and report.not_covered == 0 and report.checked == count, str(report)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_writer_opened_before_checksums_were_added_keeps_them(tmp_path, kind):
+    """Another handle adds checksums (checksum=True on its append) while this one is open:
+    this one's next append records the checksums of its samples too."""
+    k, path = CATALOGUE[kind], tmp_path / "m"
+    k.build(path, k.samples(N))
+    early = None if kind == "numpy" else k.open(path, True)
+    k.extend(path, k.samples(2, N), early)  # its writer is open now, with no table to keep
+    if kind == "numpy":
+        np_ninja.extend_dir(path, np.stack(k.samples(1, N + 2)), checksum=True)
+    else:
+        k.open(path, True).extend(k.samples(1, N + 2), checksum=True)
+    k.extend(path, k.samples(3, N + 3), early)
+    report = verify(path)
+    assert report.ok and report.not_covered == 0 and report.checked == (N + 6) * len(k.maps), str(report)

@@ -227,6 +227,9 @@ class SpansWriter:
                 remove_stale_partials(self.dir)
         try:
             committed = self._starts.rows()
+            if self._checksums is None:  # also those added since this writer opened the map
+                self._checksums = checksums.Table.open(self.dir, self._data._data, self.dir / DATA)
+                self.count = -1 if self._checksums is not None else self.count  # the repair completes them
             if committed != self.count:
                 self.repair(committed)
             yield self
@@ -352,6 +355,9 @@ class ArrayWriter:
             self._lock.acquire()
         try:
             committed = self._file.rows()
+            if self._checksums is None:  # also those added since this writer opened the map
+                self._checksums = checksums.Table.open(self.dir, self._file._data, self.dir / DATA)
+                self.count = -1 if self._checksums is not None else self.count
             if committed != self.count:
                 self._file.cut(committed)
                 if self._checksums is not None:
