@@ -60,10 +60,10 @@ class VerifyReport:
 def verify(path: PathLike, verbose: bool = False) -> VerifyReport:
     """Check every invariant of the map (or records map) at ``path`` and, where it records
     checksums, every sample's stored bytes. Never changes the map. See the module docstring."""
-    from .records import RECORDS_FILE, read_records_file
+    from .records import is_records_dir, read_records_file
 
     path = Path(path)
-    if (path / RECORDS_FILE).is_file():
+    if is_records_dir(path):
         report = VerifyReport(str(path), kind="records")
         try:
             info = read_records_file(path)
@@ -90,7 +90,10 @@ def verify(path: PathLike, verbose: bool = False) -> VerifyReport:
 def _verify_map(path: Path, count: Optional[int], verbose: bool, label: Optional[str] = None) -> VerifyReport:
     """``verify`` of one map; ``count``: the samples a dataset committed (its field may hold more)."""
     report = VerifyReport(str(path))
-    found = check.check_map(path) if path.exists() else {"health": check.UNHEALTHY, "problems": [f"{path} is missing"], "kind": None}
+    try:
+        found = check.check_map(path)
+    except FileNotFoundError:
+        found = {"health": check.UNHEALTHY, "problems": [f"{path} is missing"], "kind": None}
     report.kind, report.samples = found.get("kind"), found.get("samples")
     if found["health"] == check.UNHEALTHY:
         report.problems += found["problems"]
