@@ -1,0 +1,743 @@
+"""Maps in object storage (``s3://``, ``gs://``, ``az://``): opened by URL, read-only, through
+the read seam (``reads.MapFiles``) with a local page cache (``remote_cache.py``).
+
+Network discipline, and why:
+
+* Opening lists the map's objects once (one LIST) and fetches every small file in one
+  concurrent round (type, dtype, shapes, ...); the offset tables are fetched whole, once
+  (they are what any index needs); no sample byte is fetched at open.
+* ``m[i]`` fetches the page(s) holding sample ``i`` as one ranged GET; ``m[idx]`` fetches the
+  pages of all its samples as sorted ranges in one concurrent request; iteration reads ahead
+  in windows of ``READ_AHEAD`` bytes, several ranges at once, the next window fetched while the
+  current one is consumed. Every GET carries ``If-Match`` with the ETag seen at open, so an
+  object replaced meanwhile is an error (``refresh()`` sees the new upload), never mixed bytes.
+* Transient errors (5xx, dropped connections, timeouts) are retried by the client with
+  exponential backoff for up to ``retry_timeout`` seconds (storage option, default 30); a read
+  that still fails raises ``OSError`` naming the map's URL and the sample.
+
+Credentials come from the client's usual sources (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``, ...; an ``http://`` endpoint
+is allowed) or from ``storage_options``. They are never part of a message, a repr or a
+pickle: a pickled map carries its URL and the non-secret options (``NON_SECRET``); the process
+that unpickles it takes credentials from its own environment. The client (obstore, whose
+runtime is not fork-safe) is created lazily in each process that reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import os
+import re
+import threading
+from datetime import timedelta
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import ondisk, reads
+from .errors import MapFormatError, ReadOnlyMapError
+from .remote_cache import Cache, CachedObject
+
+SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "azure")
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+SMALL = 64 * 1024  # files up to this size are fetched whole at open, all at once
+READ_AHEAD = 32 * 1024 * 1024  # bytes per read-ahead window of an iteration
+PIECE = 4 * 1024 * 1024  # a window is fetched as ranges of this size, concurrently
+CONCURRENCY = 16
+# options that are safe to print and to pickle; every other key is treated as a secret
+NON_SECRET = {"endpoint", "endpoint_url", "region", "default_region", "allow_http", "virtual_hosted_style_request",
+              "retry_timeout", "max_retries", "timeout", "connect_timeout", "s3_express", "request_payer",
+              "skip_signature", "unsigned_payload", "checksum_algorithm", "imdsv1_fallback", "account_name",
+              "container_name", "use_emulator", "project_id", "disable_tagging"}
+_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "AZURE_STORAGE_ACCOUNT_KEY",
+               "AZURE_STORAGE_SAS_TOKEN", "GOOGLE_SERVICE_ACCOUNT_KEY")
+_EXTRA_MESSAGE = "reading maps from object storage needs obstore: pip install 'mmap_ninja[remote]'"
+
+
+def is_url(where: Any) -> bool:
+    """Whether ``where`` is an object-storage URL this module opens (``s3://bucket/prefix``...)."""
+    if isinstance(where, URLPath):
+        return True
+    if not isinstance(where, str):
+        return False
+    m = _URL.match(where)
+    return bool(m) and m.group(1).lower() in SCHEMES
+
+
+def _obstore() -> Any:
+    try:
+        import obstore
+    except ImportError:
+        raise ImportError(_EXTRA_MESSAGE) from None
+    return obstore
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+
+def public_options(options: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The options that may be printed and pickled (no credentials)."""
+    return {k: v for k, v in (options or {}).items() if k.lower() in NON_SECRET}
+
+
+def _scrub(text: str, options: Optional[Dict[str, Any]]) -> str:
+    """``text`` with every secret value (from ``options`` or the environment) replaced by ***."""
+    secrets = [str(v) for k, v in (options or {}).items() if k.lower() not in NON_SECRET and v]
+    secrets += [os.environ[name] for name in _SECRET_ENV if os.environ.get(name)]
+    for s in sorted(secrets, key=len, reverse=True):
+        if len(s) >= 4:
+            text = text.replace(s, "***")
+    # signed query strings and authorisation headers, whatever their values
+    return re.sub(r"(?i)(signature|credential|authorization|x-amz-security-token)([=:]\s*)[^&\s\"']+", r"\1\2***", text)
+
+
+# --- a location ---------------------------------------------------------------------------
+
+
+class URLPath(str):
+    """A map's URL, usable where readers use a ``Path`` for messages (``/`` joins with ``/``).
+
+    ``session`` (not pickled, not printed) is the connection and cache its reads go through.
+    """
+
+    session: Optional["Session"] = None
+
+    def __new__(cls, url: str, session: Optional["Session"] = None) -> "URLPath":
+        self = super().__new__(cls, url.rstrip("/"))
+        self.session = session
+        return self
+
+    def __truediv__(self, name: Any) -> "URLPath":
+        return URLPath(f"{self}/{name}", self.session)
+
+    @property
+    def name(self) -> str:
+        return self.rsplit("/", 1)[-1]
+
+    def absolute(self) -> "URLPath":
+        return self
+
+    def __reduce__(self) -> tuple:
+        return (URLPath, (str(self),))
+
+
+def split_url(url: str) -> Tuple[str, str]:
+    """``("s3://bucket", "prefix/of/map")`` from ``"s3://bucket/prefix/of/map"``."""
+    m = _URL.match(url)
+    if not m:
+        raise ValueError(f"{url!r} is not an object-storage URL (s3://bucket/prefix)")
+    rest = url[m.end():]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"{url!r} names no bucket")
+    return f"{m.group(1)}://{bucket}", key.strip("/")
+
+
+class Client:
+    """An obstore store for one bucket, created lazily in each process (not fork-safe)."""
+
+    def __init__(self, bucket_url: str, storage_options: Optional[Dict[str, Any]] = None):
+        self.bucket_url = bucket_url
+        self.options = dict(storage_options or {})
+        self._store: Any = None
+        self._pid = -1
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Client({self.bucket_url!r}, {public_options(self.options)!r})"
+
+    def __reduce__(self) -> tuple:
+        return (Client, (self.bucket_url, public_options(self.options)))
+
+    @property
+    def store(self) -> Any:
+        if self._store is None or self._pid != os.getpid():
+            with self._lock:
+                if self._store is None or self._pid != os.getpid():
+                    self._store = self._make_store()
+                    self._pid = os.getpid()
+        return self._store
+
+    def _make_store(self) -> Any:
+        _obstore()
+        from obstore.store import from_url
+
+        config = {k: v for k, v in self.options.items() if k not in ("retry_timeout", "max_retries", "timeout", "connect_timeout")}
+        endpoint = config.get("endpoint") or config.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT") or ""
+        client_options: Dict[str, Any] = {"timeout": str(self.options.get("timeout", "60s")),
+                                          "connect_timeout": str(self.options.get("connect_timeout", "5s"))}
+        if str(endpoint).startswith("http://"):
+            client_options["allow_http"] = True
+        if "endpoint_url" in config:
+            config["endpoint"] = config.pop("endpoint_url")
+        retry = {"max_retries": int(self.options.get("max_retries", 10)),
+                 "retry_timeout": timedelta(seconds=float(self.options.get("retry_timeout", 30))),
+                 "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=5), "base": 2}}
+        try:
+            return from_url(self.bucket_url, config=config or None, client_options=client_options, retry_config=retry)
+        except Exception as e:  # a bad option: say which without echoing values
+            raise ValueError(f"cannot connect to {self.bucket_url}: {_scrub(str(e), self.options)}") from None
+
+    def error(self, what: str, e: BaseException) -> OSError:
+        """An OSError about ``what`` for a client error, with every secret removed."""
+        name = type(e).__name__
+        text = _scrub(str(e).strip().splitlines()[0] if str(e).strip() else name, self.options)
+        if name == "NotFoundError":
+            return FileNotFoundError(f"{what}: not found in the store")
+        if name == "PreconditionError":
+            return OSError(f"{what}: the object changed in the store since the map was opened; call refresh() to read the new version")
+        return OSError(f"{what}: {name}: {text}")
+
+    # -- requests -------------------------------------------------------------------------
+
+    def list(self, prefix: str) -> List[Dict[str, Any]]:
+        obstore = _obstore()
+        try:
+            return list(obstore.list(self.store, prefix=prefix + "/" if prefix else None).collect())
+        except Exception as e:
+            raise self.error(f"listing {self.bucket_url}/{prefix}", e) from None
+
+    def get(self, key: str, etag: Optional[str] = None) -> bytes:
+        return self.get_many([key], [etag])[0]
+
+    def get_many(self, keys: Sequence[str], etags: Sequence[Optional[str]], ranges: Optional[Sequence[Tuple[int, int]]] = None) -> List[bytes]:
+        """Objects (or byte ranges of them), concurrently; each request carries If-Match."""
+        obstore = _obstore()
+        store = self.store
+
+        def options(i: int) -> Dict[str, Any]:
+            o: Dict[str, Any] = {}
+            if etags[i]:
+                o["if_match"] = etags[i]
+            if ranges is not None:
+                o["range"] = ranges[i]
+            return o
+
+        try:
+            if len(keys) == 1:  # no event loop for one request
+                return [bytes(obstore.get(store, keys[0], options=options(0)).bytes())]
+
+            async def fetch_all() -> List[bytes]:
+                limit = asyncio.Semaphore(CONCURRENCY)
+
+                async def one(i: int) -> bytes:
+                    async with limit:
+                        result = await obstore.get_async(store, keys[i], options=options(i))
+                        return bytes(await result.bytes_async())
+
+                return await asyncio.gather(*(one(i) for i in range(len(keys))))
+
+            return _run(fetch_all())
+        except Exception as e:
+            what = f"{self.bucket_url}/{keys[0]}" + (f" (bytes {ranges[0][0]}..{ranges[-1][1]})" if ranges else "")
+            raise self.error(f"reading {what}", e) from None
+
+    def put(self, key: str, data: Any) -> None:
+        obstore = _obstore()
+        try:
+            obstore.put(self.store, key, data)
+        except Exception as e:
+            raise self.error(f"writing {self.bucket_url}/{key}", e) from None
+
+    def put_file(self, key: str, path: str, part_size: int) -> None:
+        """Upload a local file; obstore sends a large one as a multipart upload, parts in parallel."""
+        obstore = _obstore()
+        try:
+            with open(path, "rb") as f:
+                obstore.put(self.store, key, f, chunk_size=part_size, max_concurrency=8)
+        except Exception as e:
+            raise self.error(f"uploading {path} to {self.bucket_url}/{key}", e) from None
+
+    def delete(self, key: str) -> None:
+        obstore = _obstore()
+        try:
+            obstore.delete(self.store, key)
+        except Exception as e:
+            if type(e).__name__ != "NotFoundError":
+                raise self.error(f"deleting {self.bucket_url}/{key}", e) from None
+
+
+def _run(coro: Any) -> Any:
+    """Run a coroutine to completion, also from inside a running event loop (in a thread)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+# --- one opened map: listing, small files, cached objects ---------------------------------
+
+
+class Session:
+    """The connection, the cache and the options of one remote map (URL ``url``)."""
+
+    def __init__(self, url: str, storage_options: Optional[Dict[str, Any]] = None, cache_dir: Any = None,
+                 cache_size: Optional[int] = None, lazy: bool = False):
+        self.url = url.rstrip("/")
+        bucket_url, self.prefix = split_url(self.url)
+        self.client = Client(bucket_url, storage_options)
+        self.cache_dir, self.cache_size = cache_dir, cache_size
+        self.cache = Cache(cache_dir, cache_size)
+        self.lazy = lazy  # the root data file is filled on demand by the map (not whole at view())
+        self.lazy_objects: Dict[str, CachedObject] = {}
+
+    def __repr__(self) -> str:
+        return f"Session({self.url!r})"
+
+    def key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def listing(self) -> Tuple[Dict[str, Tuple[int, str]], Dict[str, bytes]]:
+        """Every object under the map: ``{relative name: (size, etag)}``, and the small files' bytes."""
+        entries = {}
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        for meta in self.client.list(self.prefix):
+            entries[meta["path"][cut:]] = (int(meta["size"]), meta.get("e_tag") or "")
+        small = [name for name, (size, _) in entries.items() if size <= SMALL and not name.endswith("data.ninja")]
+        blobs = self.client.get_many([self.key(n) for n in small], [entries[n][1] for n in small]) if small else []
+        return entries, dict(zip(small, blobs))
+
+    def cached(self, rel: str, size: int, etag: str) -> CachedObject:
+        key = self.key(rel)
+        client = self.client
+
+        def fetch(ranges: List[Tuple[int, int]]) -> List[bytes]:
+            return client.get_many([key] * len(ranges), [etag] * len(ranges), ranges)
+
+        return self.cache.open(f"{self.url}/{rel}", etag or "-", size, fetch)
+
+
+def _version(entries: Dict[str, Tuple[int, str]]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(entries):
+        size, etag = entries[name]
+        h.update(f"{name}\0{size}\0{etag}\n".encode())
+    return h.hexdigest()
+
+
+class RemoteMapFiles(reads.MapFiles):
+    """The files of a map in object storage, as listed once (one version, see ``moved()``)."""
+
+    pinned = False
+
+    def __init__(self, path: Any, _parent: Optional["RemoteMapFiles"] = None, _rel: str = ""):
+        self.path = path if isinstance(path, URLPath) else URLPath(str(path))
+        if _parent is None:
+            if self.path.session is None:  # opened through the seam alone: eager, no lazy data
+                self.path.session = Session(str(self.path))
+            self.session = self.path.session
+            self._entries, self._small = self.session.listing()
+            if not self._entries:
+                raise FileNotFoundError(f"there is no map at {self.path}")
+            self._version = _version(self._entries)
+        else:
+            self.session = _parent.session
+            self._entries, self._small, self._version = _parent._entries, _parent._small, _parent._version
+        self._rel = _rel
+
+    def _name(self, name: str) -> str:
+        return self._rel + name.strip("/")
+
+    def _entry(self, name: str) -> Tuple[int, str]:
+        try:
+            return self._entries[self._name(name)]
+        except KeyError:
+            raise MapFormatError(f"{self.file(name)} is missing") from None
+
+    def read(self, name: str) -> bytes:
+        rel = self._name(name)
+        if rel in self._small:
+            return self._small[rel]
+        size, etag = self._entry(name)
+        return self.session.client.get(self.session.key(rel), etag)
+
+    def exists(self, name: str) -> bool:
+        return self._name(name) in self._entries or self.is_dir(name)
+
+    def is_dir(self, name: str) -> bool:
+        prefix = self._name(name).rstrip("/") + "/" if name else self._rel
+        return any(k.startswith(prefix) for k in self._entries)
+
+    def size(self, name: str) -> int:
+        return self._entry(name)[0]
+
+    def list(self, name: str = "") -> List[str]:
+        prefix = self._name(name).rstrip("/") + "/" if name else self._rel
+        found = {k[len(prefix):].split("/", 1)[0] for k in self._entries if k.startswith(prefix)}
+        if not found and name:
+            raise MapFormatError(f"{self.file(name)} is missing")
+        return sorted(found)
+
+    def sub(self, name: str) -> "RemoteMapFiles":
+        if not self.is_dir(name):
+            raise MapFormatError(f"{self.file(name)} is missing")
+        return RemoteMapFiles(self.path / name.strip("/"), _parent=self, _rel=self._name(name).rstrip("/") + "/")
+
+    def view(self, name: str, nbytes: int, access: str = "r") -> reads.Buffer:
+        if access != "r":
+            raise ReadOnlyMapError(f"{self.path} is a map in object storage, opened read-only")
+        size, etag = self._entry(name)
+        if size < nbytes:
+            raise MapFormatError(f"{self.file(name)} holds {size} bytes but the map needs {nbytes}: it is truncated")
+        if nbytes == 0:
+            return b""
+        rel = self._name(name)
+        obj = self.session.cached(rel, size, etag)
+        if self.session.lazy and rel == ondisk.DATA:  # the samples: the map fetches what it reads
+            self.session.lazy_objects[rel] = obj
+        else:
+            try:
+                obj.ensure([0], [nbytes], PIECE)
+            except OSError as e:
+                raise OSError(f"could not read {self.file(name)}: {e}") from None
+        return obj.buffer
+
+    def read_ranges(self, name: str, starts: Sequence[int], stops: Sequence[int]) -> List[Any]:
+        size, etag = self._entry(name)
+        obj = self.session.cached(self._name(name), size, etag)
+        obj.ensure(starts, stops)
+        buffer = memoryview(obj.buffer)
+        return [buffer[int(s):int(e)] for s, e in zip(starts, stops)]
+
+    def version(self) -> str:
+        return self._version
+
+    def moved(self) -> bool:
+        try:
+            entries, _ = Session(str(self.path), self.session.client.options).listing()
+        except OSError:
+            return False
+        return _version(entries) != self._version
+
+
+def _open_files(path: Any) -> RemoteMapFiles:
+    return RemoteMapFiles(path)
+
+
+reads.register_opener(is_url, _open_files)
+
+
+# --- the read-only maps ---------------------------------------------------------------------
+
+_READ_ONLY = ("{url} is a map in object storage, opened read-only: build or change the map locally, "
+              "then upload it with mmap_ninja.remote.upload(local, url)")
+
+
+class _RemoteSpans:
+    """What RemoteRaggedMmap and RemoteStringsMmap add to the local readers: fetch the bytes a
+    read needs (into the cache the reader maps) before the local reader reads them."""
+
+    _remote = True
+
+    def __init__(self, url: Any, *args: Any, storage_options: Optional[Dict[str, Any]] = None, cache_dir: Any = None,
+                 cache_size: Optional[int] = None, **kwargs: Any):
+        self._session = Session(str(url), storage_options, cache_dir, cache_size, lazy=True)
+        self._url = URLPath(str(url), self._session)
+        kwargs["mode"] = "r"  # generic.open_existing asks for "r+b" as 0.9.0 did; writes raise anyway
+        if args and isinstance(args[-1], str) and args[-1] in ("r", "r+", "r+b", "rb", "c", "w+"):
+            args = args[:-1]
+        super().__init__(self._url, *args, **kwargs)
+
+    def _load(self, writable: bool = False) -> None:
+        if writable:
+            raise ReadOnlyMapError(_READ_ONLY.format(url=self._url))
+        self.path = self._url
+        self._session.lazy_objects.clear()
+        try:
+            super()._load()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"there is no map at {self._url}") from None
+        if self._view is None:
+            raise FileNotFoundError(f"there is no map at {self._url}")
+        self._object = self._session.lazy_objects.get(ondisk.DATA)
+        self._itemsize_ = self._view.data.dtype.itemsize
+
+    def _fetch(self, starts: Any, stops: Any, what: str, piece: int = 0) -> None:
+        obj = self._object
+        if obj is None:
+            return
+        isz = self._itemsize_
+        starts = np.clip(np.asarray(starts, np.int64) * isz, 0, obj.length)
+        stops = np.clip(np.asarray(stops, np.int64) * isz, 0, obj.length)
+        try:
+            obj.ensure(starts, stops, piece)
+        except OSError as e:
+            raise OSError(f"could not read {what} of the map at {self._url}: {e}") from None
+
+    def __getitem__(self, item: Any) -> Any:
+        if isinstance(item, (int, np.integer)):
+            i = self._position(item)
+            obj = self._object
+            if obj is not None:
+                isz = self._itemsize_
+                s, e = self._starts[i] * isz, self._ends[i] * isz
+                if not obj.has(s, e):
+                    self._fetch([self._starts[i]], [self._ends[i]], f"sample {i}")
+            return super().__getitem__(i)
+        return self.get_batch(item)
+
+    def _fetch_batch(self, idx: np.ndarray) -> None:
+        if len(idx) and self._view is not None:
+            order = np.sort(idx)
+            what = f"samples {idx[0]}..." if len(idx) > 1 else f"sample {idx[0]}"
+            self._fetch(self._view.starts[order], self._view.ends[order], what)
+
+    def get_batch(self, indices: Any) -> List[Any]:
+        idx = self._batch_positions(indices)
+        self._fetch_batch(idx)
+        return super().get_batch(idx)
+
+    def __iter__(self) -> Iterator[Any]:
+        n = len(self)
+        if not n:
+            return
+        ends = np.asarray(self._view.ends) * self._itemsize_
+        bounds = [0]
+        while bounds[-1] < n:
+            a = bounds[-1]
+            target = (int(self._view.starts[a]) * self._itemsize_) + READ_AHEAD
+            bounds.append(max(a + 1, min(n, int(np.searchsorted(ends[:n], target, side="right")))))
+        windows = list(zip(bounds[:-1], bounds[1:]))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+
+            def fetch(k: int) -> None:
+                a, b = windows[k]
+                self._fetch(self._view.starts[a:b], self._view.ends[a:b], f"samples {a}..{b - 1}", PIECE)
+
+            pending = pool.submit(fetch, 0)
+            for k, (a, b) in enumerate(windows):
+                pending.result()
+                if k + 1 < len(windows):
+                    pending = pool.submit(fetch, k + 1)
+                yield from super().get_batch(slice(a, b))
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise ReadOnlyMapError(_READ_ONLY.format(url=self._url))
+
+    def _extend(self, samples: Any, durable: bool) -> None:
+        raise ReadOnlyMapError(_READ_ONLY.format(url=self._url))
+
+    def _check_writable(self) -> None:
+        raise ReadOnlyMapError(_READ_ONLY.format(url=self._url))
+
+    def _reopen_kwargs(self) -> Dict[str, Any]:
+        kwargs = {k: v for k, v in super()._reopen_kwargs().items() if k != "mode"}
+        kwargs.update(storage_options=public_options(self._session.client.options), cache_dir=self._session.cache_dir,
+                      cache_size=self._session.cache_size)
+        return kwargs
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self._url)!r}, {len(self)} samples)"
+
+    def __reduce__(self) -> tuple:  # by URL and non-secret options: the receiver opens it afresh
+        return (_reopen, (self._base, str(self._url), self._reopen_kwargs()))
+
+
+def _reopen(cls: type, url: str, kwargs: Dict[str, Any]) -> Any:
+    return cls(url, **kwargs)
+
+
+_REMOTE_CLASSES: Dict[type, type] = {}
+
+
+def remote_class(cls: type) -> type:
+    """The read-only remote variant of a map class (RaggedMmap, StringsMmap, or a subclass)."""
+    if getattr(cls, "_remote", False):
+        return cls
+    if cls not in _REMOTE_CLASSES:
+        _REMOTE_CLASSES[cls] = type("Remote" + cls.__name__, (_RemoteSpans, cls), {"__module__": __name__, "_base": cls})
+    return _REMOTE_CLASSES[cls]
+
+
+def _remote_ragged() -> type:
+    from .ragged import RaggedMmap
+
+    return remote_class(RaggedMmap)
+
+
+class RemoteArray:
+    """A same-shape map in object storage: indexes like the ``np.memmap`` a local map opens as
+    (``a[i]``, ``a[idx]``, slices, ``len``, ``shape``, ``dtype``, ``np.asarray(a)``), read-only."""
+
+    def __init__(self, url: str, storage_options: Optional[Dict[str, Any]] = None, cache_dir: Any = None,
+                 cache_size: Optional[int] = None):
+        self._session = Session(url, storage_options, cache_dir, cache_size, lazy=True)
+        self._url = URLPath(url, self._session)
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Open the newest upload of the map; returns its length."""
+        files = RemoteMapFiles(self._url)
+        header = ondisk.read_array_header(files)
+        self.dtype, self.shape, self._order = header.dtype, tuple(header.shape), header.order
+        count = int(np.prod(self.shape)) if self.shape else 1
+        self._session.lazy_objects.clear()
+        buffer = files.view(ondisk.DATA, count * self.dtype.itemsize)
+        self._object = self._session.lazy_objects.get(ondisk.DATA)
+        self._array = np.frombuffer(buffer, self.dtype, count).reshape(self.shape, order=self._order) if count else \
+            np.empty(self.shape, self.dtype)
+        self._row = int(np.prod(self.shape[1:])) * self.dtype.itemsize if self.shape else self.dtype.itemsize
+        return len(self)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d map")
+        return self.shape[0]
+
+    def _rows(self, key: Any) -> Optional[np.ndarray]:
+        """The first-axis rows ``key`` reads (None: all of them)."""
+        first = key[0] if isinstance(key, tuple) and key else key
+        if isinstance(key, tuple) and not key or first is Ellipsis or first is None or self._order == "F" and self.ndim > 1:
+            return None
+        if isinstance(first, slice):
+            return np.arange(len(self))[first]
+        return np.atleast_1d(np.arange(len(self))[first])
+
+    def _fetch_rows(self, rows: Optional[np.ndarray], what: str, piece: int = 0) -> None:
+        obj = self._object
+        if obj is None or not self.shape:
+            if obj is not None:
+                obj.ensure([0], [obj.length])
+            return
+        if rows is None:
+            starts, stops = [0], [obj.length]
+        elif len(rows) > 1 and (np.diff(rows) == 1).all():
+            starts, stops = [int(rows[0]) * self._row], [(int(rows[-1]) + 1) * self._row]
+        else:
+            rows = np.sort(rows)
+            starts, stops = rows * self._row, (rows + 1) * self._row
+        try:
+            obj.ensure(starts, stops, piece)
+        except OSError as e:
+            raise OSError(f"could not read {what} of the map at {self._url}: {e}") from None
+
+    def __getitem__(self, key: Any) -> Any:
+        rows = self._rows(key)
+        if rows is None or len(rows) == 1:
+            what = "the whole map" if rows is None else f"sample {int(rows[0])}"
+        else:
+            what = f"samples {int(rows[0])}..."
+        if self._object is not None and rows is not None and len(rows) == 1 and self._object.has(int(rows[0]) * self._row, (int(rows[0]) + 1) * self._row):
+            return self._array[key]
+        self._fetch_rows(rows, what)
+        return self._array[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        step = max(1, READ_AHEAD // max(self._row, 1))
+        for a in range(0, len(self), step):
+            b = min(len(self), a + step)
+            self._fetch_rows(np.arange(a, b), f"samples {a}..{b - 1}", PIECE)
+            yield from self._array[a:b]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        self._fetch_rows(None, "the whole map", PIECE)
+        out = np.array(self._array)
+        return out.astype(dtype) if dtype is not None else out
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        raise ReadOnlyMapError(_READ_ONLY.format(url=self._url))
+
+    def __repr__(self) -> str:
+        return f"RemoteArray({str(self._url)!r}, shape={self.shape}, dtype={self.dtype.name})"
+
+    def __reduce__(self) -> tuple:
+        return (RemoteArray, (str(self._url), public_options(self._session.client.options), self._session.cache_dir,
+                              self._session.cache_size))
+
+
+def remote_kind(url: str, storage_options: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """The kind of the map at ``url`` (from its ``type.ninja``), or None where there is none."""
+    files = RemoteMapFiles(URLPath(url, Session(url, storage_options)))
+    return ondisk.read_kind(files)
+
+
+def open_existing(url: str, wrapper_fn: Any = None, mode: Optional[str] = None, storage_options: Optional[Dict[str, Any]] = None,
+                  cache_dir: Any = None, cache_size: Optional[int] = None) -> Any:
+    """Open the map at ``url`` read-only, whichever kind it is (see ``generic.open_existing``)."""
+    kind = remote_kind(url, storage_options)
+    opts = dict(storage_options=storage_options, cache_dir=cache_dir, cache_size=cache_size)
+    if kind == "ragged":
+        return _remote_ragged()(url, wrapper_fn=wrapper_fn, **opts)
+    if kind == "string":
+        from .string import StringsMmap
+
+        data: Any = remote_class(StringsMmap)(url, **opts)
+    elif kind == "numpy":
+        data = RemoteArray(url, **opts)
+    else:
+        raise MapFormatError(f"{url} holds no map: {ondisk.KIND} is missing")
+    if wrapper_fn is None:
+        return data
+    from .wrapped import Wrapped
+
+    return Wrapped(data, wrapper_fn)
+
+
+# --- upload -----------------------------------------------------------------------------------
+
+
+def _commit_files(local: str) -> List[str]:
+    """The files (relative, '/'-separated) that publish the map at ``local``: uploaded last, in this order."""
+    names = []
+    for candidate in (ondisk.COMMIT, ondisk.SHAPE, "records.json"):
+        if os.path.isfile(os.path.join(local, candidate)):
+            names.append(candidate)
+            break
+    return names
+
+
+def upload(local: Any, url: str, storage_options: Optional[Dict[str, Any]] = None, verbose: bool = False,
+           part_size: int = 16 * 1024 * 1024, jobs: int = 8) -> None:
+    """Copy the map at ``local`` to ``url`` (``s3://bucket/prefix``), files in parallel and large
+    files as multipart uploads, with the map's commit record (the sample count) written last:
+    a reader opening ``url`` meanwhile finds no map (or, replacing a map, no commit record),
+    never a map with missing bytes.
+    """
+    from .progress import progress
+
+    local = os.fspath(local)
+    if not os.path.isdir(local):
+        raise FileNotFoundError(f"there is no map at {local}")
+    if ondisk.read_kind(local) is None and not os.path.isfile(os.path.join(local, "records.json")):
+        raise MapFormatError(f"{local} holds no map: {ondisk.KIND} is missing")
+    session = Session(url, storage_options)
+    files = []
+    for folder, dirs, names in os.walk(local):
+        dirs.sort()
+        for name in sorted(names):
+            if name.startswith(".") or name == ondisk.LOCK:
+                continue
+            full = os.path.join(folder, name)
+            files.append(os.path.relpath(full, local).replace(os.sep, "/"))
+    last = _commit_files(local)
+    # a map already there loses its commit record first: a reader sees no map until the new one is whole
+    for name in last:
+        session.client.delete(session.key(name))
+    body = [f for f in files if f not in last]
+    client = session.client
+
+    def send(rel: str) -> None:
+        client.put_file(session.key(rel), os.path.join(local, rel), part_size)
+
+    bar = progress(range(len(files)), verbose, len(files))
+    counter = iter(bar)
+    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+        for _ in pool.map(send, body):
+            next(counter, None)
+    for rel in last:
+        send(rel)
+        next(counter, None)
+    for _ in counter:
+        pass
