@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
-import time
 import zlib
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -94,12 +93,12 @@ class Cache:
         self.evict(keep=folder)
         return obj
 
-    def fetched(self, nbytes: int) -> None:
-        """Count ``nbytes`` newly cached; check the bound every tenth of it."""
+    def fetched(self, nbytes: int, keep: Path) -> None:
+        """Count ``nbytes`` newly cached in ``keep``; check the bound every tenth of it."""
         self._since_check += nbytes
         if self.size is not None and self._since_check * 10 >= self.size:
             self._since_check = 0
-            self.evict()
+            self.evict(keep)
 
     def evict(self, keep: Optional[Path] = None) -> None:
         """Remove the least recently opened object versions until the cache fits its bound."""
@@ -116,8 +115,9 @@ class Cache:
         for _, path in sorted(versions):
             if total <= self.size:
                 break
-            if path == keep or (keep is None and time.time() - path.stat().st_mtime < 2):
-                continue  # being read now: a process that has it mapped keeps reading its (unlinked) files anyway
+            if path == keep:  # being read now
+                continue
+            # a process still reading a removed version keeps its open files (unlinked) and maps
             fs.rmtree(path)
             total -= used[path]
 
@@ -127,6 +127,7 @@ class CachedObject:
 
     def __init__(self, cache: Cache, folder: Path, length: int, fetch: Fetch):
         self.cache = cache
+        self.folder = folder
         self.length = length
         self.page = cache.page_size
         self.pages = -(-length // self.page)
@@ -216,7 +217,7 @@ class CachedObject:
             if len(blob) != b - a:
                 raise OSError(f"the store returned {len(blob)} bytes for bytes {a}..{b} of the object")
             self._store(a, blob)
-        self.cache.fetched(sum(b - a for a, b in ranges))
+        self.cache.fetched(sum(b - a for a, b in ranges), self.folder)
 
     def _store(self, offset: int, blob: bytes) -> None:
         """Write fetched pages, then their entries (see the module docstring for the order)."""
