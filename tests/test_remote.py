@@ -217,3 +217,12 @@ def test_cli_upload(server, tmp_path, cache):
 
     assert main(["upload", str(tmp_path / "s"), "s3://ninja/cli/s"]) == 0
     assert list(StringsMmap("s3://ninja/cli/s")) == ["x", "y"]
+
+
+def test_large_files_upload_in_parts_and_read_back(server, tmp_path, cache):
+    rows = np.random.default_rng(1).integers(0, 1 << 30, (3_000_000,), dtype=np.int32)  # 12 MB: 3 parts of 5 MiB
+    np_ninja.from_ndarray(tmp_path / "n", rows)
+    remote.upload(tmp_path / "n", "s3://ninja/big/n", part_size=5 * 1024 * 1024, verbose=True)
+    a = np_ninja.open_existing("s3://ninja/big/n")
+    assert np.array_equal(a[[5, 2_999_999, 1_000_000]], rows[[5, 2_999_999, 1_000_000]])
+    assert np.array_equal(np.asarray(a), rows)

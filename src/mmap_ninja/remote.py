@@ -234,21 +234,16 @@ class Client:
             what = f"{self.bucket_url}/{keys[0]}" + (f" (bytes {ranges[0][0]}..{ranges[-1][1]})" if ranges else "")
             raise self.error(f"reading {what}", e) from None
 
-    def put(self, key: str, data: Any) -> None:
+    def put(self, key: str, data: Any, part_size: Optional[int] = None) -> None:
+        """Write an object; chunks (an iterator of buffers) go as one multipart upload, parts in parallel."""
         obstore = _obstore()
         try:
-            obstore.put(self.store, key, data)
+            if part_size:
+                obstore.put(self.store, key, data, chunk_size=part_size, max_concurrency=8, use_multipart=True)
+            else:
+                obstore.put(self.store, key, data)
         except Exception as e:
             raise self.error(f"writing {self.bucket_url}/{key}", e) from None
-
-    def put_file(self, key: str, path: str, part_size: int) -> None:
-        """Upload a local file; obstore sends a large one as a multipart upload, parts in parallel."""
-        obstore = _obstore()
-        try:
-            with open(path, "rb") as f:
-                obstore.put(self.store, key, f, chunk_size=part_size, max_concurrency=8)
-        except Exception as e:
-            raise self.error(f"uploading {path} to {self.bucket_url}/{key}", e) from None
 
     def delete(self, key: str) -> None:
         obstore = _obstore()
@@ -356,9 +351,12 @@ class RemoteMapFiles(reads.MapFiles):
         return self.session.client.get(self.session.key(rel), etag)
 
     def exists(self, name: str) -> bool:
-        return self._name(name) in self._entries or self.is_dir(name)
+        return self._name(name) in self._entries or self._has_dir(name)
 
     def is_dir(self, name: str) -> bool:
+        return self._has_dir(name)
+
+    def _has_dir(self, name: str) -> bool:
         prefix = self._name(name).rstrip("/") + "/" if name else self._rel
         return any(k.startswith(prefix) for k in self._entries)
 
@@ -373,7 +371,7 @@ class RemoteMapFiles(reads.MapFiles):
         return sorted(found)
 
     def sub(self, name: str) -> "RemoteMapFiles":
-        if not self.is_dir(name):
+        if not self._has_dir(name):
             raise MapFormatError(f"{self.file(name)} is missing")
         return RemoteMapFiles(self.path / name.strip("/"), _parent=self, _rel=self._name(name).rstrip("/") + "/")
 
@@ -688,56 +686,66 @@ def open_existing(url: str, wrapper_fn: Any = None, mode: Optional[str] = None, 
 # --- upload -----------------------------------------------------------------------------------
 
 
-def _commit_files(local: str) -> List[str]:
-    """The files (relative, '/'-separated) that publish the map at ``local``: uploaded last, in this order."""
-    names = []
+def _walk(files: reads.MapFiles, rel: str = "") -> List[str]:
+    """Every file of the map (relative, '/'-separated), through the read seam."""
+    out = []
+    for name in files.list(rel):
+        path = f"{rel}/{name}" if rel else name
+        if name.startswith(".") or name == ondisk.LOCK:
+            continue
+        out.extend(_walk(files, path) if files.is_dir(path) else [path])
+    return out
+
+
+def _commit_files(names: Sequence[str]) -> List[str]:
+    """Of a map's files, the one that publishes it (its sample count), uploaded last."""
     for candidate in (ondisk.COMMIT, ondisk.SHAPE, "records.json"):
-        if os.path.isfile(os.path.join(local, candidate)):
-            names.append(candidate)
-            break
-    return names
+        if candidate in names:
+            return [candidate]
+    return []
+
+
+def _chunks(buffer: Any, size: int) -> Iterator[memoryview]:
+    view = memoryview(buffer)
+    for a in range(0, len(view), size):
+        yield view[a:a + size]
 
 
 def upload(local: Any, url: str, storage_options: Optional[Dict[str, Any]] = None, verbose: bool = False,
            part_size: int = 16 * 1024 * 1024, jobs: int = 8) -> None:
     """Copy the map at ``local`` to ``url`` (``s3://bucket/prefix``), files in parallel and large
-    files as multipart uploads, with the map's commit record (the sample count) written last:
-    a reader opening ``url`` meanwhile finds no map (or, replacing a map, no commit record),
-    never a map with missing bytes.
+    files as multipart uploads (parts in parallel), with the map's commit record (its sample
+    count) written last, after deleting the one there: a reader opening ``url`` meanwhile finds
+    no map, never a map with missing bytes. One version of the local map is copied (its files
+    are read through one ``reads.MapFiles`` handle).
     """
-    from .progress import progress
+    from .progress import progress_bar
 
-    local = os.fspath(local)
-    if not os.path.isdir(local):
-        raise FileNotFoundError(f"there is no map at {local}")
-    if ondisk.read_kind(local) is None and not os.path.isfile(os.path.join(local, "records.json")):
-        raise MapFormatError(f"{local} holds no map: {ondisk.KIND} is missing")
-    session = Session(url, storage_options)
-    files = []
-    for folder, dirs, names in os.walk(local):
-        dirs.sort()
-        for name in sorted(names):
-            if name.startswith(".") or name == ondisk.LOCK:
-                continue
-            full = os.path.join(folder, name)
-            files.append(os.path.relpath(full, local).replace(os.sep, "/"))
-    last = _commit_files(local)
-    # a map already there loses its commit record first: a reader sees no map until the new one is whole
-    for name in last:
-        session.client.delete(session.key(name))
-    body = [f for f in files if f not in last]
-    client = session.client
+    try:
+        files = reads.open_map_files(local)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"there is no map at {local}") from None
+    with files:
+        names = _walk(files)
+        if ondisk.KIND not in names and "records.json" not in names:
+            raise MapFormatError(f"{local} holds no map: {ondisk.KIND} is missing")
+        session = Session(url, storage_options)
+        client = session.client
+        last = _commit_files(names)
+        for name in last:  # a map already there stops being one until the new one is whole
+            client.delete(session.key(name))
 
-    def send(rel: str) -> None:
-        client.put_file(session.key(rel), os.path.join(local, rel), part_size)
+        def send(rel: str) -> None:
+            size = files.size(rel)
+            if size <= part_size:
+                client.put(session.key(rel), files.read(rel))
+            else:
+                client.put(session.key(rel), _chunks(files.view(rel, size), part_size), part_size=part_size)
 
-    bar = progress(range(len(files)), verbose, len(files))
-    counter = iter(bar)
-    with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
-        for _ in pool.map(send, body):
-            next(counter, None)
-    for rel in last:
-        send(rel)
-        next(counter, None)
-    for _ in counter:
-        pass
+        with progress_bar(verbose, len(names), "upload", unit="file") as bar:
+            with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+                for _ in pool.map(send, [n for n in names if n not in last]):
+                    bar.update(1)
+            for rel in last:
+                send(rel)
+                bar.update(1)
