@@ -31,10 +31,15 @@ def weed_binary() -> Optional[str]:
     return shutil.which("weed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+def _die_with_parent() -> None:
+    """In the server's process before exec: SIGTERM when the test process dies (Linux), so that
+    a killed test run leaves no server behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
 
 
 def _free_ports(count: int) -> list:
@@ -87,7 +92,7 @@ class S3Server:
         env.update(self.env())
         log = open(self.data_dir / "weed.log", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.data_dir,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_die_with_parent)
         log.close()
         self._wait_ready(timeout)
 

@@ -226,3 +226,51 @@ def test_large_files_upload_in_parts_and_read_back(server, tmp_path, cache):
     a = np_ninja.open_existing("s3://ninja/big/n")
     assert np.array_equal(a[[5, 2_999_999, 1_000_000]], rows[[5, 2_999_999, 1_000_000]])
     assert np.array_equal(np.asarray(a), rows)
+
+
+def test_records_and_megatron_read_back_equal(server, tmp_path, cache):
+    from mmap_ninja import RecordsMmap, megatron
+
+    rng = np.random.default_rng(2)
+    records = [{"image": rng.integers(0, 255, (i % 4 + 1, 3), dtype=np.uint8), "label": i % 5, "caption": f"record {i} é"}
+               for i in range(120)]
+    local = RecordsMmap.from_generator(tmp_path / "rec", records, batch_size=50)
+    remote.upload(tmp_path / "rec", "s3://ninja/kinds/rec")
+    r = RecordsMmap("s3://ninja/kinds/rec")
+    assert len(r) == len(local) and r.fields == local.fields
+    one, want = r[7], local[7]
+    assert one["caption"] == want["caption"] and one["label"] == want["label"] and np.array_equal(one["image"], want["image"])
+    batch, want = r[[9, 2, 100]], local[[9, 2, 100]]
+    assert batch["caption"] == want["caption"] and np.array_equal(batch["label"], want["label"])
+    assert [x["caption"] for x in r] == [x["caption"] for x in records]
+    assert generic.open_existing("s3://ninja/kinds/rec")[3]["caption"] == "record 3 é"
+    with pytest.raises(ReadOnlyMapError):
+        r.append(records[0])
+    assert pickle.loads(pickle.dumps(r))[5]["caption"] == "record 5 é"
+
+    seqs = [rng.integers(0, 50_000, rng.integers(1, 300)).astype(np.uint16) for _ in range(500)]
+    megatron.write(tmp_path / "corpus", seqs)
+    remote.upload(tmp_path / "corpus", "s3://ninja/kinds/corpus")
+    c, lc = megatron.open("s3://ninja/kinds/corpus"), megatron.open(tmp_path / "corpus")
+    assert len(c) == len(lc) and c.dtype == lc.dtype
+    assert np.array_equal(c[17], seqs[17]) and all(np.array_equal(a, b) for a, b in zip(c[[400, 3]], [seqs[400], seqs[3]]))
+    assert all(np.array_equal(a, b) for a, b in zip(c, seqs))
+    p, lengths = c.padded([1, 2]), lc.padded([1, 2])
+    assert np.array_equal(p[0], lengths[0]) and np.array_equal(p[1], lengths[1])
+    assert np.array_equal(pickle.loads(pickle.dumps(c))[9], seqs[9])
+
+
+def test_mapdataset_by_url_with_two_workers(server, tmp_path, cache):
+    pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    from mmap_ninja.torch import MapDataset
+
+    samples = _samples(48, seed=8)
+    RaggedMmap.from_lists(tmp_path / "r", samples)
+    np_ninja.from_ndarray(tmp_path / "y", np.arange(48))
+    remote.upload(tmp_path / "r", "s3://ninja/ds/r")
+    remote.upload(tmp_path / "y", "s3://ninja/ds/y")
+    dataset = MapDataset("s3://ninja/ds/r", "s3://ninja/ds/y")
+    got = sorted((int(y), x.numpy().tolist()) for x, y in DataLoader(dataset, batch_size=None, num_workers=2))
+    assert got == [(i, s.tolist()) for i, s in enumerate(samples)]

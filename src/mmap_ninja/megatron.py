@@ -422,8 +422,16 @@ def _check_documents(idx: str, documents: np.ndarray, n: int) -> None:
             raise MapFormatError(f"{idx}: the document indices decrease at document {j}: {documents[j]} then {documents[j + 1]}")
 
 
-def open(prefix: PathLike) -> MegatronMap:  # noqa: A001 - the module is used as megatron.open
-    """Map the corpus ``prefix.idx`` + ``prefix.bin`` read-only (``prefix`` may also name either file)."""
+def open(prefix: PathLike, **remote_options: Any) -> MegatronMap:  # noqa: A001 - the module is used as megatron.open
+    """Map the corpus ``prefix.idx`` + ``prefix.bin`` read-only (``prefix`` may also name either file).
+
+    A URL prefix (``s3://bucket/corpus``) opens the corpus in object storage (``remote.py``);
+    ``remote_options`` are its ``storage_options``, ``cache_dir`` and ``cache_size``."""
+    if isinstance(prefix, str) and "://" in prefix:
+        from . import remote
+
+        if remote.is_url(prefix):
+            return remote.remote_megatron_class()(prefix, **remote_options)
     return MegatronMap(prefix)
 
 

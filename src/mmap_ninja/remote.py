@@ -67,11 +67,23 @@ def is_url(where: Any) -> bool:
 
 
 def _obstore() -> Any:
+    global _RUNTIME_PID
     try:
         import obstore
     except ImportError:
         raise ImportError(_EXTRA_MESSAGE) from None
+    if _RUNTIME_PID is None:
+        _RUNTIME_PID = os.getpid()
     return obstore
+
+
+# The process whose obstore runtime is started (inherited by fork, where it no longer works)
+_RUNTIME_PID: Optional[int] = None
+
+
+def _forked() -> bool:
+    """Whether this process was forked from one that used obstore (its requests go through a helper)."""
+    return _RUNTIME_PID is not None and _RUNTIME_PID != os.getpid()
 
 
 # --- secrets ------------------------------------------------------------------------------
@@ -192,7 +204,14 @@ class Client:
 
     # -- requests -------------------------------------------------------------------------
 
+    def _proxied(self, method: str, *args: Any) -> Any:
+        from .remote_proxy import proxy
+
+        return proxy().call(self.bucket_url, self.options, method, args)
+
     def list(self, prefix: str) -> List[Dict[str, Any]]:
+        if _forked():
+            return self._proxied("list", prefix)
         obstore = _obstore()
         try:
             return list(obstore.list(self.store, prefix=prefix + "/" if prefix else None).collect())
@@ -204,6 +223,8 @@ class Client:
 
     def get_many(self, keys: Sequence[str], etags: Sequence[Optional[str]], ranges: Optional[Sequence[Tuple[int, int]]] = None) -> List[bytes]:
         """Objects (or byte ranges of them), concurrently; each request carries If-Match."""
+        if _forked():
+            return self._proxied("get_many", list(keys), list(etags), None if ranges is None else list(ranges))
         obstore = _obstore()
         store = self.store
 
@@ -236,6 +257,8 @@ class Client:
 
     def put(self, key: str, data: Any, part_size: Optional[int] = None) -> None:
         """Write an object; chunks (an iterator of buffers) go as one multipart upload, parts in parallel."""
+        if _forked():
+            return self._proxied("put", key, data if isinstance(data, bytes) else b"".join(bytes(c) for c in data))
         obstore = _obstore()
         try:
             if part_size:
@@ -246,6 +269,8 @@ class Client:
             raise self.error(f"writing {self.bucket_url}/{key}", e) from None
 
     def delete(self, key: str) -> None:
+        if _forked():
+            return self._proxied("delete", key)
         obstore = _obstore()
         try:
             obstore.delete(self.store, key)
@@ -271,13 +296,14 @@ class Session:
     """The connection, the cache and the options of one remote map (URL ``url``)."""
 
     def __init__(self, url: str, storage_options: Optional[Dict[str, Any]] = None, cache_dir: Any = None,
-                 cache_size: Optional[int] = None, lazy: bool = False):
+                 cache_size: Optional[int] = None, lazy: Any = False):
         self.url = url.rstrip("/")
         bucket_url, self.prefix = split_url(self.url)
         self.client = Client(bucket_url, storage_options)
         self.cache_dir, self.cache_size = cache_dir, cache_size
         self.cache = Cache(cache_dir, cache_size)
-        self.lazy = lazy  # the root data file is filled on demand by the map (not whole at view())
+        # files the map fills on demand (its samples), not fetched whole at view()
+        self.lazy = {ondisk.DATA} if lazy is True else set(lazy or ())
         self.lazy_objects: Dict[str, CachedObject] = {}
 
     def __repr__(self) -> str:
@@ -385,7 +411,7 @@ class RemoteMapFiles(reads.MapFiles):
             return b""
         rel = self._name(name)
         obj = self.session.cached(rel, size, etag)
-        if self.session.lazy and rel == ondisk.DATA:  # the samples: the map fetches what it reads
+        if rel in self.session.lazy:  # the samples: the map fetches what it reads
             self.session.lazy_objects[rel] = obj
         else:
             try:
@@ -403,6 +429,10 @@ class RemoteMapFiles(reads.MapFiles):
 
     def version(self) -> str:
         return self._version
+
+    def file_version(self, name: str) -> Any:
+        entry = self._entries.get(self._name(name))
+        return None if entry is None else entry
 
     def moved(self) -> bool:
         try:
@@ -655,6 +685,188 @@ class RemoteArray:
                               self._session.cache_size))
 
 
+class RemoteRecordsMixin:
+    """The read-only remote variant of RecordsMmap: records.json from the store, each field a
+    remote map (whose reads fetch what they need)."""
+
+    _remote = True
+
+    def __init__(self, url: Any, mode: str = "r", storage_options: Optional[Dict[str, Any]] = None, cache_dir: Any = None,
+                 cache_size: Optional[int] = None):
+        self._options = dict(storage_options=storage_options, cache_dir=cache_dir, cache_size=cache_size)
+        self.path = URLPath(str(url))
+        self.mode = "r"
+        self._maps: Dict[str, Any] = {}
+        self._load()
+
+    def _read_info(self) -> Any:
+        from .records import RECORDS_FILE, parse_records_file
+
+        session = Session(str(self.path), self._options["storage_options"])
+        files = RemoteMapFiles(URLPath(str(self.path), session))
+        if not files.exists(RECORDS_FILE):
+            raise MapFormatError(f"{self.path} holds no records map: {RECORDS_FILE} is missing")
+        return parse_records_file(files.read(RECORDS_FILE), self.path / RECORDS_FILE)
+
+    def _load(self) -> None:
+        from .ragged import RaggedMmap
+        from .records import RECORDS_FILE
+        from .string import StringsMmap
+
+        info = self._read_info()
+        maps = {}
+        for name, kind in info.fields:
+            url = str(self.path / name)
+            if kind == "ragged":
+                m: Any = remote_class(RaggedMmap)(url, **self._options)
+            elif kind == "strings":
+                m = remote_class(StringsMmap)(url, **self._options)
+            else:
+                m = RemoteArray(url, **self._options)
+            if len(m) < info.count:
+                raise MapFormatError(f"field {name!r} ({url}) holds {len(m)} samples, but {self.path / RECORDS_FILE} counts {info.count} records")
+            maps[name] = m
+        self._info, self._count, self._kinds, self._maps = info, info.count, dict(info.fields), maps
+        self._specs = None
+
+    def refresh(self) -> int:
+        """Open the newest upload of the records map; returns its length."""
+        self._load()
+        return self._count
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> None:
+        raise ReadOnlyMapError(_READ_ONLY.format(url=self.path))
+
+    append = extend = add_field = __setitem__ = _read_only
+
+    def close(self) -> None:
+        self._maps = {}
+        self._count = 0
+
+    def __repr__(self) -> str:
+        return "Remote" + super().__repr__()
+
+    def __reduce__(self) -> tuple:
+        options = dict(self._options, storage_options=public_options(self._options["storage_options"]))
+        return (_reopen_records, (str(self.path), options))
+
+
+def _reopen_records(url: str, options: Dict[str, Any]) -> Any:
+    return remote_records_class()(url, **options)
+
+
+def remote_records_class() -> type:
+    """RemoteRecordsMmap (made on first use, so that records.py is imported only when needed)."""
+    if "records" not in _REMOTE_CLASSES_BY_NAME:
+        from .records import RecordsMmap
+
+        _REMOTE_CLASSES_BY_NAME["records"] = type("RemoteRecordsMmap", (RemoteRecordsMixin, RecordsMmap), {"__module__": __name__})
+    return _REMOTE_CLASSES_BY_NAME["records"]
+
+
+def remote_megatron_class() -> type:
+    """RemoteMegatronMap: a Megatron-LM corpus PREFIX.idx + PREFIX.bin in object storage."""
+    if "megatron" not in _REMOTE_CLASSES_BY_NAME:
+        from .megatron import MegatronMap
+
+        _REMOTE_CLASSES_BY_NAME["megatron"] = type("RemoteMegatronMap", (RemoteMegatronMixin, MegatronMap), {"__module__": __name__})
+    return _REMOTE_CLASSES_BY_NAME["megatron"]
+
+
+_REMOTE_CLASSES_BY_NAME: Dict[str, type] = {}
+
+
+class RemoteMegatronMixin:
+    """The remote variant of MegatronMap: the .idx fetched whole at open, the .bin by ranges."""
+
+    _remote = True
+
+    def __init__(self, prefix: str, storage_options: Optional[Dict[str, Any]] = None, cache_dir: Any = None,
+                 cache_size: Optional[int] = None):
+        prefix = str(prefix)
+        if prefix.endswith(".idx") or prefix.endswith(".bin"):
+            prefix = prefix[:-4]
+        self.prefix = prefix
+        self.idx_path = prefix + ".idx"
+        self.bin_path = prefix + ".bin"
+        self._options = dict(storage_options=storage_options, cache_dir=cache_dir, cache_size=cache_size)
+        self._load()
+
+    def _load(self) -> None:
+        folder, name = self.prefix.rsplit("/", 1)
+        session = Session(folder, self._options["storage_options"], self._options["cache_dir"], self._options["cache_size"],
+                          lazy={name + ".bin"})
+        try:
+            files = RemoteMapFiles(URLPath(folder, session))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"there is no Megatron corpus at {self.prefix} ({self.idx_path} does not exist)") from None
+        self._install(*self._load_from(files, name))
+        self._object = session.lazy_objects.get(name + ".bin")
+
+    def refresh(self) -> int:
+        """Open the newest upload of the corpus; returns its length."""
+        self._load()
+        return self._n
+
+    def _fetch_spans(self, idx: np.ndarray, what: str, piece: int = 0) -> None:
+        if self._object is None or not len(idx):
+            return
+        idx = np.sort(idx)
+        starts = self._pointers_np[idx]
+        stops = starts + self._lengths_np[idx] * self.dtype.itemsize
+        try:
+            self._object.ensure(np.clip(starts, 0, self._data_bytes), np.clip(stops, 0, self._data_bytes), piece)
+        except OSError as e:
+            raise OSError(f"could not read {what} of the corpus at {self.prefix}: {e}") from None
+
+    def __getitem__(self, item: Any) -> Any:
+        if isinstance(item, (int, np.integer)):
+            from .indexing import position
+
+            i = position(item, self._n)
+            p = int(self._pointers_np[i])
+            if self._object is not None and not self._object.has(p, p + int(self._lengths_np[i]) * self.dtype.itemsize):
+                self._fetch_spans(np.array([i]), f"sequence {i}")
+            return super().__getitem__(i)
+        return self.get_batch(item)
+
+    def _positions(self, indices: Any) -> np.ndarray:
+        from .indexing import positions
+
+        idx = positions(indices, self._n)
+        return np.array([idx], np.int64) if isinstance(idx, int) else idx
+
+    def get_batch(self, indices: Any) -> List[np.ndarray]:
+        idx = self._positions(indices)
+        self._fetch_spans(idx, f"sequences {idx[0]}..." if len(idx) else "sequences")
+        return super().get_batch(idx)
+
+    def padded(self, indices: Any, pad_value: Any = 0, max_len: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        idx = self._positions(indices)
+        self._fetch_spans(idx, f"sequences {idx[0]}..." if len(idx) else "sequences")
+        return super().padded(idx, pad_value, max_len)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        step = 1
+        if self._n:
+            step = max(1, int(READ_AHEAD // max(1, self._data_bytes / self._n)))
+        for a in range(0, self._n, step):
+            b = min(self._n, a + step)
+            self._fetch_spans(np.arange(a, b), f"sequences {a}..{b - 1}", PIECE)
+            yield from super().get_batch(slice(a, b))
+
+    def __repr__(self) -> str:
+        return "Remote" + super().__repr__()
+
+    def __reduce__(self) -> tuple:
+        options = dict(self._options, storage_options=public_options(self._options["storage_options"]))
+        return (_reopen_megatron, (self.prefix, options))
+
+
+def _reopen_megatron(prefix: str, options: Dict[str, Any]) -> Any:
+    return remote_megatron_class()(prefix, **options)
+
+
 def remote_kind(url: str, storage_options: Optional[Dict[str, Any]] = None) -> Optional[str]:
     """The kind of the map at ``url`` (from its ``type.ninja``), or None where there is none."""
     files = RemoteMapFiles(URLPath(url, Session(url, storage_options)))
@@ -666,6 +878,8 @@ def open_existing(url: str, wrapper_fn: Any = None, mode: Optional[str] = None, 
     """Open the map at ``url`` read-only, whichever kind it is (see ``generic.open_existing``)."""
     kind = remote_kind(url, storage_options)
     opts = dict(storage_options=storage_options, cache_dir=cache_dir, cache_size=cache_size)
+    if kind is None and RemoteMapFiles(URLPath(url, Session(url, storage_options))).exists("records.json"):
+        return remote_records_class()(url, **opts)
     if kind == "ragged":
         return _remote_ragged()(url, wrapper_fn=wrapper_fn, **opts)
     if kind == "string":
@@ -719,8 +933,12 @@ def upload(local: Any, url: str, storage_options: Optional[Dict[str, Any]] = Non
     no map, never a map with missing bytes. One version of the local map is copied (its files
     are read through one ``reads.MapFiles`` handle).
     """
+    from .megatron import is_corpus
     from .progress import progress_bar
 
+    local_text = os.fspath(local)
+    if is_corpus(local_text) and not reads.open_map_files(os.path.dirname(local_text) or ".").is_dir(os.path.basename(local_text)):
+        return _upload_corpus(local_text, url, storage_options, part_size)
     try:
         files = reads.open_map_files(local)
     except FileNotFoundError:
@@ -749,3 +967,20 @@ def upload(local: Any, url: str, storage_options: Optional[Dict[str, Any]] = Non
             for rel in last:
                 send(rel)
                 bar.update(1)
+
+
+def _upload_corpus(prefix: str, url: str, storage_options: Optional[Dict[str, Any]], part_size: int) -> None:
+    """A Megatron corpus: PREFIX.bin first, PREFIX.idx (its commit record) last."""
+    from .megatron import _prefix
+
+    prefix = _prefix(prefix)
+    folder, name = os.path.split(prefix)
+    url = url[:-4] if url.endswith(".idx") or url.endswith(".bin") else url
+    bucket_folder, remote_name = url.rstrip("/").rsplit("/", 1)
+    session = Session(bucket_folder, storage_options)
+    with reads.open_map_files(folder or ".") as files:
+        session.client.delete(session.key(remote_name + ".idx"))
+        for ext in (".bin", ".idx"):
+            size = files.size(name + ext)
+            data = files.read(name + ext) if size <= part_size else _chunks(files.view(name + ext, size), part_size)
+            session.client.put(session.key(remote_name + ext), data, None if size <= part_size else part_size)
