@@ -42,6 +42,7 @@ import numpy as np
 from . import fs
 
 PAGE_SIZE = 64 * 1024  # a random small sample costs one GET of about this much (measured: ~ a 4 KB GET on loopback)
+COALESCE = 1024 * 1024  # missing pages this close are fetched in one request (as obstore's get_ranges does)
 _ENTRY = np.dtype([("crc", "<u4"), ("length", "<u4")])
 CACHE_ENV = "MMAP_NINJA_CACHE_DIR"
 
@@ -183,10 +184,12 @@ class CachedObject:
                 missing.append(p)
         return np.array(missing, np.int64)
 
-    def ensure(self, starts: Sequence[int], stops: Sequence[int], piece: int = 0) -> None:
+    def ensure(self, starts: Sequence[int], stops: Sequence[int], piece: int = 0, coalesce: int = COALESCE) -> None:
         """Make bytes ``starts[i]:stops[i]`` valid in ``buffer``, fetching the missing pages in
-        one concurrent request. Runs of missing pages are fetched as ranges of at most ``piece``
-        bytes each (0: as they come), so a long run is fetched by several connections at once."""
+        one concurrent request. Runs of missing pages less than ``coalesce`` bytes apart are
+        fetched as one range (the pages between come along and are cached too: fewer, larger
+        requests, which is what a store serves fastest); ranges are cut at ``piece`` bytes
+        (0: not cut), so a long run is fetched by several connections at once."""
         starts = np.asarray(starts, np.int64)
         stops = np.asarray(stops, np.int64)
         keep = stops > starts
@@ -205,13 +208,14 @@ class CachedObject:
         if not len(missing):
             return
         # runs of consecutive pages, each one range (cut into pieces of at most `piece` bytes)
-        breaks = np.flatnonzero(np.diff(missing) != 1) + 1
+        breaks = np.flatnonzero(np.diff(missing) > max(1, coalesce // self.page)) + 1
         ranges = []
         per_piece = max(1, piece // self.page) if piece else 1 << 62
         for run in np.split(missing, breaks):
-            for i in range(0, len(run), per_piece):
-                a, b = int(run[i]), int(run[min(i + per_piece, len(run)) - 1])
-                ranges.append((a * self.page, min((b + 1) * self.page, self.length)))
+            first_page, last_page = int(run[0]), int(run[-1])
+            for a in range(first_page, last_page + 1, per_piece):
+                b = min(a + per_piece, last_page + 1)
+                ranges.append((a * self.page, min(b * self.page, self.length)))
         blobs = self._fetch(ranges)
         for (a, b), blob in zip(ranges, blobs):
             if len(blob) != b - a:
