@@ -69,7 +69,6 @@ def run(work: Path, args) -> None:
     small = work / "small"
     RaggedMmap.from_generator(small, (np.full(4096, i % 251, np.uint8) for i in range(n)), batch_size=4096)
     remote.upload(small, f"s3://{BUCKET}/small")
-    local = RaggedMmap(small)
     key = "small/data.ninja"
     print(f"loopback SeaweedFS at {os.environ['AWS_ENDPOINT_URL']}; {n:,} samples of 4 KB; {time.strftime('%Y-%m-%d %H:%M')}")
     print(f"{'row':<44} {'mmap_ninja':>12} {'baseline':>14} {'ratio':>10}   {'target':<34} result")
@@ -105,7 +104,6 @@ def run(work: Path, args) -> None:
             raise SystemExit("wrong batch")
     ours = min(times)
     bare = best(lambda: obstore.get_ranges(store, key, starts=(batches[0] * 4096).tolist(), lengths=[4096] * 256))
-    singles = bare * 0
     ms = RaggedMmap(f"s3://{BUCKET}/small", cache_dir=work / "cache2_singles")
     t = time.perf_counter()
     for i in batches[1].tolist():

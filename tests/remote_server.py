@@ -97,9 +97,6 @@ class S3Server:
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
-        import urllib.request
-        import urllib.error
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
