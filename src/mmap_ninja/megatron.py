@@ -9,6 +9,8 @@ and the conversions to and from a RaggedMmap are in ``megatron_write.py``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .megatron_read import FAIRSEQ_DTYPES, MAGIC, MEGATRON_DTYPES, MegatronMap, PathLike, is_corpus
 from .megatron_write import DOCUMENTS, SEQUENCE_MODES, from_ragged, inspect, to_ragged, write
 

@@ -999,7 +999,7 @@ def upload(local: Any, url: str, storage_options: Optional[Dict[str, Any]] = Non
 
 def _upload_corpus(prefix: str, url: str, storage_options: Optional[Dict[str, Any]], part_size: int) -> None:
     """A Megatron corpus: PREFIX.bin first, PREFIX.idx (its commit record) last."""
-    from .megatron import _prefix
+    from .megatron_read import _prefix
 
     prefix = _prefix(prefix)
     folder, name = os.path.split(prefix)
