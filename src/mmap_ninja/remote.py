@@ -906,8 +906,10 @@ def open_existing(url: str, wrapper_fn: Any = None, mode: Optional[str] = None, 
     """Open the map at ``url`` read-only, whichever kind it is (see ``generic.open_existing``)."""
     kind = remote_kind(url, storage_options)
     opts = dict(storage_options=storage_options, cache_dir=cache_dir, cache_size=cache_size)
-    if kind is None and RemoteMapFiles(URLPath(url, Session(url, storage_options))).exists("records.json"):
-        return remote_records_class()(url, **opts)
+    if kind is None:
+        files = RemoteMapFiles(URLPath(url, Session(url, storage_options)))
+        if files.exists("records.json"):
+            return remote_records_class()(url, **opts)
     if kind == "ragged":
         return _remote_ragged()(url, wrapper_fn=wrapper_fn, **opts)
     if kind == "string":
@@ -965,8 +967,11 @@ def upload(local: Any, url: str, storage_options: Optional[Dict[str, Any]] = Non
     from .progress import progress_bar
 
     local_text = os.fspath(local)
-    if is_corpus(local_text) and not reads.open_map_files(os.path.dirname(local_text) or ".").is_dir(os.path.basename(local_text)):
-        return _upload_corpus(local_text, url, storage_options, part_size)
+    if is_corpus(local_text):
+        with reads.open_map_files(os.path.dirname(local_text) or ".") as files:
+            corpus = not files.is_dir(os.path.basename(local_text))
+        if corpus:
+            return _upload_corpus(local_text, url, storage_options, part_size)
     try:
         files = reads.open_map_files(local)
     except FileNotFoundError:
