@@ -128,6 +128,39 @@ def test_a_stopped_server_gives_oserror_naming_url_and_sample_without_secrets(tm
         s.stop()
 
 
+def test_server_stopped_mid_epoch_then_restarted(tmp_path, cache, monkeypatch):
+    monkeypatch.setattr(remote, "READ_AHEAD", 128 * 1024)  # small windows, so that the epoch needs the server throughout
+    monkeypatch.setattr(remote, "PIECE", 64 * 1024)
+    s = S3Server(tmp_path / "weed")
+    s.start()
+    try:
+        samples = [np.full(5000, i, np.int32) for i in range(200)]
+        RaggedMmap.from_lists(tmp_path / "r", samples)
+        options = dict(FAST, endpoint=s.endpoint, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY, region="us-east-1")
+        remote.upload(tmp_path / "r", "s3://ninja/epoch/r", storage_options=options)
+        m = RaggedMmap("s3://ninja/epoch/r", storage_options=options)
+        epoch = iter(m)
+        for i in range(20):
+            assert int(next(epoch)[0]) == i
+        s.stop()
+        with pytest.raises(OSError) as info:
+            for _ in epoch:
+                pass
+        assert "s3://ninja/epoch/r" in str(info.value) and "samples" in str(info.value)
+        assert SECRET_KEY not in str(info.value) and ACCESS_KEY not in str(info.value)
+        s.start()
+        assert [int(x[0]) for x in m] == list(range(200))
+    finally:
+        s.stop()
+
+
+def test_missing_obstore_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "obstore", None)
+    monkeypatch.setattr(remote, "_RUNTIME_PID", None)
+    with pytest.raises(ImportError, match=r"mmap_ninja\[remote\]"):
+        RaggedMmap("s3://nobucket/x", cache_dir=tmp_path)
+
+
 def test_changed_object_is_refetched_not_served_from_cache(server, tmp_path, cache):
     StringsMmap.from_strings(tmp_path / "a", ["old one", "old two"])
     StringsMmap.from_strings(tmp_path / "b", ["new one", "new two"])  # same lengths
