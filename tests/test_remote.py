@@ -156,7 +156,9 @@ def test_server_stopped_mid_epoch_then_restarted(tmp_path, cache, monkeypatch):
 
 def test_missing_obstore_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "obstore", None)
-    monkeypatch.setattr(remote, "_RUNTIME_PID", None)
+    from mmap_ninja import remote_client
+
+    monkeypatch.setattr(remote_client, "_RUNTIME_PID", None)
     with pytest.raises(ImportError, match=r"mmap_ninja\[remote\]"):
         RaggedMmap("s3://nobucket/x", cache_dir=tmp_path)
 

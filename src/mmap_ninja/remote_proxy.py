@@ -83,7 +83,7 @@ def proxy() -> Proxy:
 
 
 def _serve() -> None:
-    from .remote import Client
+    from .remote_client import Client
 
     clients: Dict[Tuple[str, str], Client] = {}
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
