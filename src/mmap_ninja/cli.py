@@ -458,6 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_megatron_commands(kinds, commands, debug)
     _add_imagefolder_parser(kinds, debug)
 
+    upload = commands.add_parser("upload", parents=[debug], help="copy a map to object storage (needs the remote extra)",
+                                 description="Copy the map at LOCAL_MAP to URL (s3://bucket/prefix), its commit record last, "
+                                 "so that a reader never opens a half-uploaded map. Credentials from the AWS_* variables.")
+    upload.add_argument("local", metavar="LOCAL_MAP", help="a map directory")
+    upload.add_argument("url", metavar="URL", help="where to put it, e.g. s3://bucket/prefix")
+    upload.add_argument("--quiet", action="store_true", help="no progress bar")
+    upload.set_defaults(run=_run_upload)
+
     demo = commands.add_parser("demo", parents=[debug], help="build a text corpus and images, convert them, compare read speed",
                                description="Generate a review-like text corpus and a set of images in a temporary folder, "
                                "convert both, and time reading the files against reading the maps.")
@@ -468,6 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed of the generated data (default %(default)s)")
     demo.set_defaults(run=_run_demo)
     return parser
+
+
+def _run_upload(args: argparse.Namespace) -> int:
+    from .remote import upload
+
+    upload(args.local, args.url, verbose=not args.quiet)
+    return 0
 
 
 _ORDER_NOTE = ("Files are sorted by their path relative to SRC_DIR, folder by folder, by code point; hidden files are "

@@ -72,8 +72,15 @@ def _memmap_mode(mode: str) -> str:
     raise ValueError(f"unknown mode {mode!r}: use 'r', 'r+' or 'c'")
 
 
-def open_existing(out_dir: PathLike, mode: str = "r") -> np.memmap:
-    """Open the same-shape map at ``out_dir`` as an ``np.memmap`` (``mode`` 'r', 'r+' or 'c')."""
+def open_existing(out_dir: PathLike, mode: str = "r", **remote_options: Any) -> np.memmap:
+    """Open the same-shape map at ``out_dir`` as an ``np.memmap`` (``mode`` 'r', 'r+' or 'c').
+
+    A URL (``s3://bucket/prefix``) opens a read-only ``remote.RemoteArray`` instead."""
+    if isinstance(out_dir, str) and "://" in out_dir:
+        from . import remote
+
+        if remote.is_url(out_dir):
+            return remote.RemoteArray(out_dir, **remote_options)
     out_dir = Path(out_dir)
     mode = _memmap_mode(mode)
     try:

@@ -294,6 +294,12 @@ def read_records_file(path: PathLike) -> RecordsInfo:
         raise MapFormatError(f"{path} holds no records map: {RECORDS_FILE} is missing") from None
     except IsADirectoryError:
         raise MapFormatError(f"{file} is a directory, not a file") from None
+    return parse_records_file(raw, file)
+
+
+def parse_records_file(raw: bytes, file: Any) -> RecordsInfo:
+    """Check and read the content of a ``records.json`` (``file`` names it in errors; a
+    remote map reads the bytes from object storage)."""
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
@@ -521,6 +527,15 @@ class RecordsMmap:
     records to every field, all or none, and commit them together (see the module docstring). ``mode="r+"`` opens the fields so that
     samples may be overwritten in place. Pickles by reference to ``out_dir``.
     """
+
+    def __new__(cls, out_dir: Any = None, *args: Any, **kwargs: Any) -> "RecordsMmap":
+        # a URL (s3://...) opens the read-only remote variant (remote.py)
+        if isinstance(out_dir, str) and "://" in out_dir and not getattr(cls, "_remote", False):
+            from . import remote
+
+            if remote.is_url(out_dir):
+                cls = remote.remote_records_class()
+        return super().__new__(cls)
 
     def __init__(self, out_dir: PathLike, mode: str = "r"):
         self.path = Path(out_dir)

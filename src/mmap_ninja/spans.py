@@ -44,6 +44,15 @@ class SpansMap:
 
     _kind = ""
 
+    def __new__(cls, out_dir: Any = None, *args: Any, **kwargs: Any) -> "SpansMap":
+        # a URL (s3://...) opens the read-only remote variant of the class (remote.py)
+        if isinstance(out_dir, str) and "://" in out_dir and not getattr(cls, "_remote", False):
+            from . import remote
+
+            if remote.is_url(out_dir):
+                cls = remote.remote_class(cls)
+        return super().__new__(cls)
+
     def __init__(self, out_dir: Union[str, os.PathLike], mode: str = "r"):
         self.path = Path(out_dir)
         self.mode = normalise_mode(mode)
