@@ -311,7 +311,7 @@ class _RemoteSpans:
     def __setitem__(self, key: Any, value: Any) -> None:
         raise ReadOnlyMapError(_READ_ONLY.format(url=self._url))
 
-    def _extend(self, samples: Any, durable: bool) -> None:
+    def _extend(self, samples: Any, durable: bool, checksum: bool = False) -> None:
         raise ReadOnlyMapError(_READ_ONLY.format(url=self._url))
 
     def _check_writable(self) -> None:
