@@ -127,10 +127,12 @@ _GATHERED = "_mmap_ninja_gathered"  # on the first row of a gathered batch: (bat
 _SHARED = "_mmap_ninja_shared"  # on the first zero-copy item of a same-shape field: all its items
 
 
-def _empty_batch(shape: Tuple[int, ...], dtype: np.dtype) -> "torch.Tensor":
-    """A new tensor for a batch; in a DataLoader worker, in shared memory (as
-    ``default_collate`` allocates there), so that sending it to the main process copies nothing."""
-    if get_worker_info() is None:  # numpy's allocator asks for huge pages: fewer page faults
+def _empty_batch(shape: Tuple[int, ...], dtype: np.dtype, crosses: bool = True) -> "torch.Tensor":
+    """A new tensor for a batch; in a DataLoader worker, when it ``crosses`` to the main
+    process, in shared memory (as ``default_collate`` allocates there), so that sending it
+    copies nothing. A batch that a transform will replace never crosses: new shared memory
+    costs several times the gather (its pages are zeroed and faulted in one by one)."""
+    if not crosses or get_worker_info() is None:  # numpy's allocator asks for huge pages: fewer page faults
         return torch.from_numpy(np.empty(shape, dtype))
     torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
@@ -174,12 +176,12 @@ def _shared_items(samples: Sequence[Any]) -> List[Any]:
     return items
 
 
-def _tensors(samples: List[Any], copy: bool) -> List[Any]:
+def _tensors(samples: List[Any], copy: bool, crosses: bool = True) -> List[Any]:
     """The items of one field of a batch, from its samples as the map gave them."""
     if not copy:
         return _shared_items(samples)
     if _same_shape(samples):
-        batch = _empty_batch((len(samples),) + samples[0].shape, samples[0].dtype)
+        batch = _empty_batch((len(samples),) + samples[0].shape, samples[0].dtype, crosses)
         np.stack(samples, out=batch.numpy())
         return _rows_of(batch)
     if _ragged_1d(samples):  # one copy into one buffer, cut into views in one call
@@ -340,25 +342,26 @@ class MapDataset(Dataset):
 
     def _items(self, indices: List[int]) -> List[Any]:
         """The items at ``indices`` (checked positions), every map read once."""
-        columns = [self._column(m, indices) for m in self.maps]
+        crosses = self.transform is None  # else the transform's outputs are what a collate batches
+        columns = [self._column(m, indices, crosses) for m in self.maps]
         items = columns[0] if len(columns) == 1 else list(zip(*columns))
         if self.transform is not None:
             items = [self.transform(item) for item in items]
         return items
 
-    def _column(self, source: Any, indices: List[int]) -> List[Any]:
+    def _column(self, source: Any, indices: List[int], crosses: bool = True) -> List[Any]:
         """The items of one map at ``indices``: each sample once, as a tensor (or str, or dict)."""
         if isinstance(source, RecordsMmap):
             names = list(source.fields)
-            fields = [self._column(source[name], indices) for name in names]
+            fields = [self._column(source[name], indices, crosses) for name in names]
             return [dict(zip(names, values)) for values in zip(*fields)]
         if _gathers_from_map(source):
             plain = source.view(np.ndarray)
             if not self.copy:
                 return _shared_items([plain[i : i + 1].reshape(plain.shape[1:]) for i in indices])
-            return _rows_of(_gather(source, indices))
+            return _rows_of(_gather(source, indices, crosses))
         samples = source[indices] if _batch_indexable(source) else [source[i] for i in indices]
-        return _tensors(list(samples), self.copy)
+        return _tensors(list(samples), self.copy, crosses)
 
     def __repr__(self) -> str:
         maps = ", ".join(repr(m) if isinstance(m, (SpansMap, Wrapped)) else type(m).__name__ for m in self.maps)
@@ -395,10 +398,10 @@ def _gathers_from_map(source: Any) -> bool:
     return isinstance(source, np.ndarray) and source.ndim > 0 and source.dtype.kind in _NUMERIC
 
 
-def _gather(source: np.ndarray, indices: List[int]) -> "torch.Tensor":
+def _gather(source: np.ndarray, indices: List[int], crosses: bool = True) -> "torch.Tensor":
     """Samples ``indices`` of a numeric numpy map gathered straight into one new tensor."""
     plain = source.view(np.ndarray)
-    out = _empty_batch((len(indices),) + plain.shape[1:], plain.dtype)
+    out = _empty_batch((len(indices),) + plain.shape[1:], plain.dtype, crosses)
     np.take(plain, indices, axis=0, out=out.numpy())
     return out
 
