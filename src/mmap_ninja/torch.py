@@ -219,10 +219,13 @@ def _positions(indices: Sequence[Any], length: int) -> List[int]:
     if idx.dtype.kind not in "iu" and not (idx.size == 0 or idx.dtype == object and all(isinstance(i, (int, np.integer)) for i in idx.tolist())):
         raise TypeError(f"MapDataset indices must be integers, not {idx.dtype}")
     idx = idx.astype(np.int64, copy=False).reshape(-1)
-    if idx.size and not (-length <= idx.min() and idx.max() < length):
+    if not idx.size:
+        return []
+    low, high = int(idx.min()), int(idx.max())
+    if not (-length <= low and high < length):
         bad = int(idx[(idx < -length) | (idx >= length)][0])
         raise IndexError(f"index {bad} is out of range for a dataset of {length} items")
-    return np.where(idx < 0, idx + length, idx).tolist()
+    return (np.where(idx < 0, idx + length, idx) if low < 0 else idx).tolist()
 
 
 class MapBatch(list):
