@@ -18,6 +18,7 @@ import numpy as np
 
 from . import build, layout, parallel
 from .build import ArrayEncoder, as_rows
+from .errors import MapFormatError
 from .progress import batched, progress
 
 PathLike = Union[str, os.PathLike]
@@ -69,12 +70,22 @@ def _memmap_mode(mode: str) -> str:
     raise ValueError(f"unknown mode {mode!r}: use 'r', 'r+' or 'c'")
 
 
-def open_existing(out_dir: PathLike, mode: str = "r") -> np.memmap:
-    """Open the same-shape map at ``out_dir`` as an ``np.memmap`` (``mode`` 'r', 'r+' or 'c')."""
+def open_existing(out_dir: PathLike, mode: str = "r", rows: Optional[int] = None) -> np.memmap:
+    """Open the same-shape map at ``out_dir`` as an ``np.memmap`` (``mode`` 'r', 'r+' or 'c').
+
+    ``rows``: map only the first ``rows`` samples (a records field maps the records its
+    dataset committed, never a tail that a writer may cut meanwhile).
+    """
     out_dir = Path(out_dir)
     if not out_dir.exists():
         raise FileNotFoundError(f"there is no map at {out_dir}")
     header = layout.read_array_header(out_dir)
+    if rows is not None:
+        if rows > header.shape[0]:
+            raise MapFormatError(f"{out_dir / layout.SHAPE} counts {header.shape[0]} samples, the map needs {rows}")
+        if rows < header.shape[0] and header.order == "F" and len(header.shape) > 1:
+            raise MapFormatError(f"{out_dir} is in Fortran order and cannot be read in part")
+        header = header._replace(shape=(rows,) + tuple(header.shape[1:]))
     mode = _memmap_mode(mode)
     nbytes = math.prod(header.shape) * header.dtype.itemsize
     layout.map_file(out_dir / layout.DATA, nbytes)  # checks the data is long enough

@@ -36,6 +36,9 @@ class SpansMap:
     """Base of RaggedMmap and StringsMmap: opening, length, refresh, appends, pickling."""
 
     _kind = ""
+    # None: map every committed sample. A number: map no more than that many (a records
+    # field maps only the records its dataset committed: a writer may cut the rest, see records)
+    _limit: Optional[int] = None
 
     def __init__(self, out_dir: Union[str, os.PathLike], mode: str = "r"):
         self.path = Path(out_dir)
@@ -56,7 +59,7 @@ class SpansMap:
             if kind is not None:
                 if kind != self._kind:
                     raise MapFormatError(f"{self.path} holds a {kind!r} map, not a {self._kind!r} map")
-                view = layout.open_spans(self.path, self._kind, writable=writable)
+                view = layout.open_spans(self.path, self._kind, writable=writable, count=self._limit)
             elif any(p.name != layout.LOCK for p in self.path.iterdir()):
                 raise MapFormatError(f"{self.path} holds files but no {layout.KIND}: it is not a map")
         self._view = view
