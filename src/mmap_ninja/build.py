@@ -173,13 +173,26 @@ def encoder_for(kind: str, options: Dict[str, Any]) -> Encoder:
     return ArrayEncoder(options.get("dtype"))
 
 
-class Part(NamedTuple):
-    """A finished part: its map directory and the dataset's index range it holds."""
-
+class _Range(NamedTuple):
     path: str
     start: int
     stop: int  # one past the last sample read
-    skipped: Tuple[Tuple[int, str], ...] = ()  # (index, reason) of the samples left out (``Skip``)
+
+
+class Part(_Range):
+    """A finished part: its map directory and the dataset's index range it holds.
+
+    Unpacks as ``(path, start, stop)``; ``skipped`` lists the (index, reason) of the samples
+    the dataset left out (``Skip``).
+    """
+
+    def __new__(cls, path: str, start: int, stop: int, skipped: Sequence[Tuple[int, str]] = ()) -> "Part":
+        part = super().__new__(cls, path, start, stop)
+        part.skipped = tuple(skipped)
+        return part
+
+    def __reduce__(self) -> tuple:
+        return (Part, (self.path, self.start, self.stop, self.skipped))
 
     @property
     def count(self) -> int:

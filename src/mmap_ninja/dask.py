@@ -93,6 +93,7 @@ def _build_range(pdir: str, product: Any, indexable: Any, start: int, stop: int,
     path = _start_attempt(Path(pdir), f"{start}-{stop}")
     if path is None:
         return None
+    product = _product(product) if isinstance(product, str) else product
     return build.build_part(path, product, _Watched(indexable, Path(pdir)), start, stop, batch_size)
 
 
