@@ -86,7 +86,7 @@ def test_records_of_a_local_class_build_with_jobs_2(tmp_path):
             return {"x": np.arange(i % 4), "y": i}
 
     r = RecordsMmap.from_indexable(tmp_path / "p", Local(), 4, n_jobs=2)
-    s = RecordsMmap.from_indexable(tmp_path / "s", Local(), 4)
+    RecordsMmap.from_indexable(tmp_path / "s", Local(), 4)
     assert tree_hashes(tmp_path / "p") == tree_hashes(tmp_path / "s") and len(r) == 30 and r[29]["y"] == 29
 
 
@@ -130,7 +130,7 @@ def test_records_build_on_dask(tmp_path):
     distributed = pytest.importorskip("distributed")
     from mmap_ninja import dask as mdask
 
-    with distributed.Client(distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False)) as client:
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False) as cluster, distributed.Client(cluster) as client:
         r = mdask.from_indexable(tmp_path / "d", SkipsEvery(30, 5, True), "records", batch_size=4, client=client)
     from mmap_ninja.records_build import build_records
 
