@@ -157,7 +157,7 @@ RACE = textwrap.dedent(
     import sys
     from pathlib import Path
     import numpy as np
-    from mmap_ninja import RaggedMmap, RecordsMmap, layout
+    from mmap_ninja import RaggedMmap, RecordsMmap, layout, reads
 
     path, where = Path(sys.argv[1]), sys.argv[2]
     n = 512  # the offsets of n records fill one page exactly: the tail's lie on the next one
@@ -165,22 +165,22 @@ RACE = textwrap.dedent(
     RecordsMmap.from_generator(path, records, 128)
     # a killed writer's tail: the image field alone holds two more samples
     RaggedMmap(path / "image").extend([np.full((3000, 2), 9, np.uint8)] * 2)
-    real = layout.map_file
+    real = reads.LocalMapFiles.view
     done = []
 
-    def racing(file, nbytes, writable=False):
+    def racing(files, name, nbytes, access="r"):
         # the next writer cuts the tail back right when this reader maps the image offsets
-        if file == path / "image" / "ends" / layout.DATA and not done:
+        if files.file(name).absolute() == (path / "image" / "ends" / layout.DATA).absolute() and not done:
             done.append(1)
             if where == "before":
                 layout.roll_back(path / "image", n)
-                return real(file, nbytes, writable)
-            mapped = real(file, nbytes, writable)
+                return real(files, name, nbytes, access)
+            mapped = real(files, name, nbytes, access)
             layout.roll_back(path / "image", n)
             return mapped
-        return real(file, nbytes, writable)
+        return real(files, name, nbytes, access)
 
-    layout.map_file = racing
+    reads.LocalMapFiles.view = racing
     r = RecordsMmap(path)
     assert done, "the hook did not run"
     assert len(r) == n and [int(r[i]["image"][0, 0]) for i in range(n)] == [i % 200 for i in range(n)]
@@ -196,3 +196,28 @@ def test_a_reader_racing_the_cut_of_a_killed_writers_tail(tmp_path, where):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
     done = subprocess.run([sys.executable, "-c", RACE, str(tmp_path / "ds"), where], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
+
+
+def test_an_open_racing_a_rebuild_sees_one_version_of_every_field(tmp_path, monkeypatch):
+    """Records' one-version open: a rebuild at the path between two fields' opens (hook)
+    gives the old records or the new ones, never old images with new labels."""
+    import mmap_ninja.records as records_module
+
+    path = tmp_path / "ds"
+    old = [{"image": np.full(i % 3 + 1, 1, np.int32), "label": 1} for i in range(6)]
+    new = [{"image": np.full(i % 3 + 1, 2, np.int32), "label": 2} for i in range(6)]
+    RecordsMmap.from_generator(path, old, 4)
+    real = records_module.open_field
+    opened = []
+
+    def racing(field_dir, kind, mode, count=None):
+        opened.append(field_dir.name)
+        if len(opened) == 2:  # the image field is open: the map is rebuilt before the label field is
+            RecordsMmap.from_generator(path, new, 4)
+        return real(field_dir, kind, mode, count)
+
+    monkeypatch.setattr(records_module, "open_field", racing)
+    r = RecordsMmap(path)
+    assert len(opened) > 2  # the open was retried
+    values = {(int(r[i]["image"][0]), int(r[i]["label"])) for i in range(len(r))}
+    assert values == {(2, 2)}

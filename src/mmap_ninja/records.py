@@ -49,13 +49,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import os
 
 import numpy as np
 
-from . import fs, layout
+from . import fs, layout, reads
 from .errors import MapFormatError
 from .indexing import positions
 from .progress import batched, progress
@@ -107,28 +107,40 @@ class RecordsMmap:
     # -- opening -------------------------------------------------------------------------
 
     def _load(self) -> None:
-        info = read_records_file(self.path)
-        maps = {}
-        try:
-            for name, kind in info.fields:
-                field_dir = self.path / name
-                if not field_dir.is_dir():
-                    raise MapFormatError(f"{field_dir} is missing: {self.path / RECORDS_FILE} lists field {name!r}")
-                held = field_length(field_dir, kind)
-                if held < info.count:
-                    raise MapFormatError(f"field {name!r} ({field_dir}) holds {held} samples, but "
-                                         f"{self.path / RECORDS_FILE} counts {info.count} records")
-                maps[name] = open_field(field_dir, kind, self.mode, info.count)
-        except BaseException:
-            for m in maps.values():
-                close_field(m)
-            raise
+        info, maps = reads.read_one_version(self.path, self._open_version)
         # maps opened before are not closed: the user may still hold one (r["image"])
         self._info = info
         self._count = info.count
         self._kinds = dict(info.fields)
         self._maps = maps
         self._specs: Optional[Dict[str, FieldSpec]] = None  # read when first needed
+
+    def _open_version(self, files: reads.MapFiles) -> Tuple[RecordsInfo, Dict[str, Any]]:
+        """``records.json`` and every field of one version of the map (``files``'s).
+
+        The fields are opened by path, each of one version of its own; if the dataset was
+        replaced meanwhile (a rebuild at its path), the handle has moved and the whole open
+        is retried, so that fields and count never mix two versions.
+        """
+        info = read_records_file(files)
+        maps: Dict[str, Any] = {}
+        try:
+            for name, kind in info.fields:
+                field_dir = self.path / name
+                if not files.is_dir(name):
+                    raise MapFormatError(f"{field_dir} is missing: {self.path / RECORDS_FILE} lists field {name!r}")
+                held = field_length(field_dir, kind)
+                if held < info.count:
+                    raise MapFormatError(f"field {name!r} ({field_dir}) holds {held} samples, but "
+                                         f"{self.path / RECORDS_FILE} counts {info.count} records")
+                maps[name] = open_field(field_dir, kind, self.mode, info.count)
+            if files.moved():
+                raise MapFormatError(f"{self.path} was replaced while it was opened")  # read_one_version retries
+        except BaseException:
+            for m in maps.values():
+                close_field(m)
+            raise
+        return info, maps
 
     def refresh(self) -> int:
         """Pick up records appended (and fields added) since the map was opened; returns the length."""

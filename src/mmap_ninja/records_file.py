@@ -14,6 +14,7 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 from . import fs
 from .errors import MapFormatError
+from .reads import MapFiles
 from .records_schema import KINDS, RECORDS_FILE, check_field_name
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -35,11 +36,13 @@ def is_records_dir(path: PathLike) -> bool:
     return (Path(path) / RECORDS_FILE).is_file()
 
 
-def read_records_file(path: PathLike) -> RecordsInfo:
-    """Read and check ``records.json`` of the records map at ``path``."""
+def read_records_file(path: Union[PathLike, MapFiles]) -> RecordsInfo:
+    """Read and check ``records.json`` of the records map at ``path`` (or of a handle's version of it)."""
+    files = path if isinstance(path, MapFiles) else None
+    path = files.path if files is not None else path
     file = Path(path) / RECORDS_FILE
     try:
-        raw = file.read_bytes()
+        raw = files.read(RECORDS_FILE) if files is not None else file.read_bytes()
     except FileNotFoundError:
         raise MapFormatError(f"{path} holds no records map: {RECORDS_FILE} is missing") from None
     except IsADirectoryError:
