@@ -101,19 +101,30 @@ def write_records_file(path: Path, info: RecordsInfo, durable: bool = False) -> 
         fs.sync_path(path)
 
 
-def commit_count(path: Path, info: RecordsInfo, durable: bool = False) -> None:
-    """Publish ``info.count`` records: one write of the count's 20 bytes in ``records.json``."""
-    fd = fs.open_file(path / RECORDS_FILE, os.O_RDWR)
+def read_count(fd: int) -> Optional[int]:
+    """The committed count at the head of an open ``records.json``; None if it is laid out otherwise."""
+    head = fs.pread(fd, len(_COUNT_AT) + _COUNT_WIDTH + 1, 0)
+    digits = head[len(_COUNT_AT):-1]
+    if head.startswith(_COUNT_AT) and head.endswith(b",") and digits.strip().isdigit():
+        return int(digits)
+    return None
+
+
+def commit_count(path: Path, info: RecordsInfo, durable: bool = False, fd: Optional[int] = None) -> None:
+    """Publish ``info.count`` records: one write of the count's 20 bytes in ``records.json``
+    (``fd``: the file, open for writing, else it is opened here)."""
+    own = fd is None
+    if own:
+        fd = fs.open_file(path / RECORDS_FILE, os.O_RDWR)
     try:
-        head = fs.pread(fd, len(_COUNT_AT) + _COUNT_WIDTH + 1, 0)
-        digits = head[len(_COUNT_AT):-1]
-        if head.startswith(_COUNT_AT) and head.endswith(b",") and digits.strip().isdigit() and len(str(info.count)) <= _COUNT_WIDTH:
+        if read_count(fd) is not None and len(str(info.count)) <= _COUNT_WIDTH:
             fs.pwrite(fd, str(info.count).rjust(_COUNT_WIDTH).encode("ascii"), len(_COUNT_AT))  # the commit
             if durable:
                 fs.fsync(fd)
             return
     finally:
-        fs.close(fd)
+        if own:
+            fs.close(fd)
     write_records_file(path, info, durable)  # laid out otherwise (edited by hand): rewrite it whole
 
 
