@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Op
 
 import numpy as np
 
-from . import compression, fs, layout
+from . import compression, fs, kinds, layout
 from .errors import name_sample, renumbered, sample_of, sample_error
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype, prepare_arrays, prepare_strings
 from .shapes import ShapeRecord
@@ -165,12 +165,11 @@ Encoder = Any  # RaggedEncoder | StringsEncoder | ArrayEncoder
 
 
 def encoder_for(kind: str, options: Dict[str, Any]) -> Encoder:
-    """A new encoder of ``kind`` ("ragged", "string", "numpy") with the builder's options."""
-    if kind == "ragged":
-        return RaggedEncoder(options.get("dtype"))
-    if kind == "string":
-        return StringsEncoder(options.get("zstd_level"), options.get("zstd_train_dictionary_size"), options.get("zstd_dictionary"))
-    return ArrayEncoder(options.get("dtype"))
+    """A new encoder of ``kind`` (a name in ``kinds``) with the builder's options."""
+    encoder = kinds.get(kind).encoder
+    if encoder is None:
+        raise ValueError(f"maps of kind {kind!r} are not built from samples one by one")
+    return encoder(options)
 
 
 class _Range(NamedTuple):
@@ -333,7 +332,7 @@ class MapProduct:
     what = "a map"
 
     def __init__(self, kind: str, options: Optional[Dict[str, Any]] = None):
-        self.kind, self.options = kind, dict(options or {})
+        self.kind, self.options = kinds.get(kind).name, dict(options or {})
 
     def prepare(self, workdir: Path, indexable: Any, count: Optional[int], batch_size: int) -> Optional[Part]:
         """Nothing to decide up front: each part's first batch decides its own dtype, and the
@@ -349,9 +348,7 @@ class MapProduct:
         return reading.part(path, start)
 
     def merger(self, tmp: Path) -> Any:
-        from .merging import Merger
-
-        return Merger(tmp, one_dataset=True)
+        return kinds.get(self.kind).merger(tmp)
 
     def finish(self, tmp: Path, merger: Any) -> None:
         if not merger.count:  # no samples at all: the serial builder decides what an empty map is

@@ -60,7 +60,7 @@ from .errors import MapFormatError
 from .indexing import positions
 from .progress import batched, progress
 from .records_build import build_records, build_records_from
-from .records_fields import _DISK_KIND, FieldAppender, FieldWriter, close_field, create_field, field_length, open_field, read_spec
+from .records_fields import FieldAppender, FieldWriter, close_field, create_field, field_length, open_field, read_spec
 from .records_file import (
     FORMAT,
     VERSION,
@@ -82,7 +82,7 @@ SkippedRecord = Skip  # the name this sentinel had when only convert's image fol
 _CHUNK = 256  # records read together when iterating
 _FIELD_PIECE = 1024  # values checked and written together by add_field
 
-__all__ = ["RecordsMmap", "_DISK_KIND", "RECORDS_FILE", "FORMAT", "VERSION", "KINDS", "FieldError", "FieldSpec", "RecordsInfo",
+__all__ = ["RecordsMmap", "RECORDS_FILE", "FORMAT", "VERSION", "KINDS", "FieldError", "FieldSpec", "RecordsInfo",
            "SkippedRecord", "check_field_name", "is_records_dir", "read_records_file", "write_records_file", "build_records"]
 
 

@@ -9,7 +9,7 @@ from typing import Any, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
-from . import fs, layout
+from . import fs, kinds, layout
 from .errors import MapFormatError
 from . import numpy as np_ninja
 from .ragged import RaggedMmap
@@ -17,15 +17,11 @@ from .records_schema import FieldSpec
 from .shapes import LENGTHS, NESTED, ShapeRecord
 from .string import StringsMmap
 
-_DISK_KIND = {"ragged": "ragged", "strings": "string", "numpy": "numpy"}
-
-
 def field_length(field_dir: Path, kind: str) -> int:
     """The samples a field's map has committed on its own (may exceed the record count)."""
-    layout.expect_kind(field_dir, _DISK_KIND[kind])
-    if kind == "numpy":
-        return layout.read_shape(field_dir / layout.SHAPE)[0]
-    return layout.committed_count(field_dir)
+    found = kinds.get(kind)
+    layout.expect_kind(field_dir, found.disk)
+    return found.count(field_dir)
 
 
 def read_spec(field_dir: Path, kind: str) -> FieldSpec:
@@ -58,13 +54,7 @@ def open_field(field_dir: Path, kind: str, mode: str, count: Optional[int] = Non
     hold a tail past them (an append killed before its commit) that the next writer cuts,
     and a mapping over cut pages would kill the reader with SIGBUS on access.
     """
-    if kind == "numpy":
-        return np_ninja.open_existing(field_dir, mode=mode, rows=count)
-    cls = RaggedMmap if kind == "ragged" else StringsMmap
-    field = cls.__new__(cls)
-    field._limit = count  # before __init__, which maps the samples
-    field.__init__(field_dir, mode=mode)
-    return field
+    return kinds.get(kind).open(field_dir, mode, count)
 
 
 def close_field(field: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tu
 
 import numpy as np
 
+from . import kinds
 from .errors import sample_error, sample_of
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype
 
@@ -68,13 +69,14 @@ def check_field_name(name: Any, others: Iterable[str] = ()) -> str:
 
 
 def _kind_name(kind: Any, field: str) -> str:
-    if kind in ("string", "str"):
-        return "strings"
-    if kind in ("same-shape", "array"):
-        return "numpy"
-    if kind not in KINDS:
+    """The one name of a field's kind (``kinds``), or a ValueError naming the kinds a field may have."""
+    try:
+        found = kinds.get(kind)
+    except ValueError:
+        found = None
+    if found is None or not found.field:
         raise ValueError(f"field {field!r}: unknown kind {kind!r}; use 'ragged', 'strings' or 'numpy'")
-    return kind
+    return found.name
 
 
 def parse_schema(schema: Optional[Mapping]) -> Dict[str, Tuple[str, Optional[np.dtype]]]:
