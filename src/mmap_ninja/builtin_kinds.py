@@ -29,8 +29,8 @@ def _spans_opener(cls: type, default_mode: str) -> Any:
     return open_spans_map
 
 
-def _map_merger(tmp: Path) -> Merger:
-    return Merger(tmp, one_dataset=True)
+def _map_merger(tmp: Path, one_dataset: bool = True, bar: Any = None) -> Merger:
+    return Merger(tmp, one_dataset, bar)
 
 
 def _array_count(path: Path) -> int:

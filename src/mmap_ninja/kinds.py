@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from . import layout
+from . import layout, ondisk
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -42,7 +42,7 @@ class Kind:
     disk: Optional[str] = None  # what type.ninja holds; None: the kind has no type.ninja
     encoder: Optional[Callable[[Dict[str, Any]], Any]] = None  # build: the builder's options -> an encoder (build.py)
     count: Optional[Callable[[Path], int]] = None  # the samples committed on disk
-    merger: Optional[Callable[[Path], Any]] = None  # merge: a merger appending maps of this kind into a directory
+    merger: Optional[Callable[..., Any]] = None  # merge: merger(tmp, one_dataset=True, bar=None) appends maps into tmp
     inspect: Optional[Callable[[Path], Dict[str, Any]]] = None  # what ``mmap-ninja info`` reports
     repair: Optional[Callable[[Path, int], None]] = None  # cut back to its first n samples
     is_map: Optional[Callable[[Path], bool]] = None  # for kinds without type.ninja: does ``path`` hold one
@@ -61,6 +61,8 @@ def register(kind: Kind) -> Kind:
     for other in _KINDS.values():
         if kind.disk is not None and other.disk == kind.disk and other.name != kind.name:
             raise ValueError(f"kinds {other.name!r} and {kind.name!r} would both be {kind.disk!r} on disk")
+    if kind.disk is not None:
+        ondisk.add_kind(kind.disk)
     _KINDS[kind.name] = kind
     return kind
 
