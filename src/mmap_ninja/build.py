@@ -332,7 +332,8 @@ class MapProduct:
     what = "a map"
 
     def __init__(self, kind: str, options: Optional[Dict[str, Any]] = None):
-        self.kind, self.options = kinds.get(kind).name, dict(options or {})
+        self._kind = kinds.get(kind)  # travels to worker processes with the product (see kinds.Kind)
+        self.kind, self.options = self._kind.name, dict(options or {})
 
     def prepare(self, workdir: Path, indexable: Any, count: Optional[int], batch_size: int) -> Optional[Part]:
         """Nothing to decide up front: each part's first batch decides its own dtype, and the
@@ -344,15 +345,15 @@ class MapProduct:
         """Build ``indexable[start:stop]`` into the existing, empty directory ``path``."""
         reading = Reading(start)
         batches = indexed_batches(indexable, start, stop, batch_size, reading)
-        build_into(path, encoder_for(self.kind, self.options), batches, on_batch, start)
+        build_into(path, self._kind.encoder(self.options), batches, on_batch, start)
         return reading.part(path, start)
 
     def merger(self, tmp: Path) -> Any:
-        return kinds.get(self.kind).merger(tmp)
+        return self._kind.merger(tmp)
 
     def finish(self, tmp: Path, merger: Any) -> None:
         if not merger.count:  # no samples at all: the serial builder decides what an empty map is
-            encoder_for(self.kind, self.options).create_empty(tmp)
+            self._kind.encoder(self.options).create_empty(tmp)
 
 
 def build_part(part_dir: Path, product: Any, indexable: Any, start: int, stop: int, batch_size: int,

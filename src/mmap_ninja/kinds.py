@@ -49,6 +49,19 @@ class Kind:
     product: Optional[Callable[[Dict[str, Any]], Any]] = None  # what the build engine builds (default: build.MapProduct)
     field: bool = False  # may be a field of a records map
 
+    def __reduce__(self) -> tuple:
+        # by name, with the module that defines it: a worker process imports that module, which
+        # registers the kind there too (a kind defined in __main__ or a notebook cannot be sent)
+        return (_registered, (self.name, getattr(self.open, "__module__", None)))
+
+
+def _registered(name: str, module: Optional[str]) -> Kind:
+    """The kind ``name`` in this process, importing ``module`` (which registers it) if needed."""
+    _load_builtins()
+    if name not in _KINDS and module:
+        importlib.import_module(module)
+    return get(name)
+
 
 _KINDS: Dict[str, Kind] = {}
 _loaded = False
