@@ -54,7 +54,8 @@ def open_field(field_dir: Path, kind: str, mode: str, count: Optional[int] = Non
     hold a tail past them (an append killed before its commit) that the next writer cuts,
     and a mapping over cut pages would kill the reader with SIGBUS on access.
     """
-    return kinds.get(kind).open(field_dir, mode, count)
+    field_kind = kinds.get(kind)
+    return field_kind.open(field_dir, mode, count)
 
 
 def close_field(field: Any) -> None:
