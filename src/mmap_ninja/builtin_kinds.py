@@ -16,6 +16,7 @@ from .check import check_map
 from .kinds import Kind, register
 from .merging import Merger
 from .ragged import RaggedMmap
+from .records_fields import ArrayField, RaggedField, StringsField
 from .string import StringsMmap
 
 
@@ -42,18 +43,18 @@ def _array_count(path: Path) -> int:
 register(Kind(
     "ragged", _spans_opener(RaggedMmap, "r+b"), wraps=True, disk="ragged",
     encoder=lambda options: RaggedEncoder(options.get("dtype")),
-    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=True,
+    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=RaggedField,
 ))
 register(Kind(
     "strings", _spans_opener(StringsMmap, "r+b"), disk="string",
     encoder=lambda options: StringsEncoder(options.get("zstd_level"), options.get("zstd_train_dictionary_size"),
                                            options.get("zstd_dictionary")),
-    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=True,
+    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=StringsField,
 ))
 register(Kind(
     "numpy", lambda path, mode=None, count=None: np_ninja.open_existing(path, mode or "r", rows=count), disk="numpy",
     encoder=lambda options: ArrayEncoder(options.get("dtype")),
-    count=_array_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=True,
+    count=_array_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=ArrayField,
 ))
 
 
