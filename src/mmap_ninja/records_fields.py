@@ -11,7 +11,7 @@ import numpy as np
 
 from . import fs, kinds, layout
 from .errors import MapFormatError
-from .records_schema import FieldSpec
+from .records_schema import FieldSpec, arrays_of, cast_arrays, record_error, storable, strings_of
 from .shapes import LENGTHS, NESTED, ShapeRecord
 
 def field_length(field_dir: Path, kind: str) -> int:
@@ -56,6 +56,19 @@ class RaggedField:
     """A field of arrays of any shape, as a ragged map."""
 
     grows_in_place = True  # the open map sees appended samples (no remap after an append)
+    has_dtype = True
+
+    @staticmethod
+    def spec_from(field: str, values: Sequence[Any], first: int, dtype: Any) -> FieldSpec:
+        """The spec of a new field from its first batch (``dtype``: the schema's, or None)."""
+        arrays = arrays_of(field, values, first)
+        dtype = storable(field, arrays, dtype)
+        return FieldSpec("ragged", dtype.name, (), 1 if all(a.ndim <= 1 for a in arrays) else 0)
+
+    @staticmethod
+    def convert(field: str, spec: FieldSpec, values: Sequence[Any], first: int) -> List[np.ndarray]:
+        """The values as the field stores them (see ``records_schema.convert_column``)."""
+        return cast_arrays(field, arrays_of(field, values, first), np.dtype(spec.dtype), first)
 
     @staticmethod
     def spec(field_dir: Path) -> FieldSpec:
@@ -82,6 +95,16 @@ class StringsField:
     """A field of str, as a strings map (UTF-8, uncompressed)."""
 
     grows_in_place = True
+    has_dtype = False
+
+    @staticmethod
+    def spec_from(field: str, values: Sequence[Any], first: int, dtype: Any) -> FieldSpec:
+        strings_of(field, values, first)
+        return FieldSpec("strings")
+
+    @staticmethod
+    def convert(field: str, spec: FieldSpec, values: Sequence[Any], first: int) -> List[str]:
+        return strings_of(field, values, first)
 
     @staticmethod
     def spec(field_dir: Path) -> FieldSpec:
@@ -106,6 +129,23 @@ class ArrayField:
     """A field of arrays of one shape, as a same-shape map."""
 
     grows_in_place = False  # a memmap does not grow: remapped when next read
+    has_dtype = True
+
+    @staticmethod
+    def spec_from(field: str, values: Sequence[Any], first: int, dtype: Any) -> FieldSpec:
+        arrays = arrays_of(field, values, first)
+        return FieldSpec("numpy", storable(field, arrays, dtype).name, tuple(arrays[0].shape))
+
+    @staticmethod
+    def convert(field: str, spec: FieldSpec, values: Sequence[Any], first: int) -> np.ndarray:
+        arrays = arrays_of(field, values, first)
+        for i, a in enumerate(arrays):
+            if a.shape != spec.row_shape:
+                raise record_error(ValueError, first + i, f", field {field!r} has shape {a.shape}, but the field holds samples of "
+                                   f"shape {spec.row_shape} (give it as 'ragged' in the schema to store varying shapes)")
+        dtype = np.dtype(spec.dtype)
+        out = cast_arrays(field, arrays, dtype, first)
+        return np.stack(out) if out else np.empty((0, *spec.row_shape), dtype)
 
     @staticmethod
     def spec(field_dir: Path) -> FieldSpec:
