@@ -30,8 +30,6 @@ _STRINGS_PIECE = 1024  # strings encoded and written together: memory holds the 
 class RaggedEncoder:
     """Arrays of any shape and one dtype (the first batch's, unless given)."""
 
-    kind = "ragged"
-
     def __init__(self, dtype: Any = None):
         self.dtype = None if dtype is None else np.dtype(dtype)
 
@@ -61,8 +59,6 @@ class RaggedEncoder:
 
 class StringsEncoder:
     """str samples as UTF-8, optionally zstd-compressed one by one (with a dictionary)."""
-
-    kind = "string"
 
     def __init__(self, zstd_level: Optional[int] = None, train_dictionary_size: Optional[int] = None, dictionary: Optional[bytes] = None):
         if train_dictionary_size is not None and zstd_level is None:
@@ -103,8 +99,6 @@ class StringsEncoder:
 
 class ArrayEncoder:
     """Samples of one shape and dtype (the first batch's, unless the dtype is given)."""
-
-    kind = "numpy"
 
     def __init__(self, dtype: Any = None, row_shape: Optional[tuple] = None):
         self.dtype = None if dtype is None else np.dtype(dtype)
@@ -209,7 +203,7 @@ class Batch(list):
     first: int = 0
     indices: Optional[List[int]] = None
 
-    def index(self, offset: int) -> int:  # type: ignore[override]
+    def dataset_index(self, offset: int) -> int:
         """The dataset index of the batch's sample number ``offset``."""
         return self.first + offset if self.indices is None else self.indices[offset]
 
@@ -310,7 +304,7 @@ def in_dataset(error: BaseException, batch: Any, batch_start: int) -> BaseExcept
     index = sample_of(error)
     if index is None or not isinstance(batch, Batch) or not 0 <= index - batch_start < len(batch):
         return error
-    return renumbered(error, batch.index(index - batch_start))
+    return renumbered(error, batch.dataset_index(index - batch_start))
 
 
 def write(out_dir: Any, encoder: Encoder, batches: Iterable[Any], durable: bool = False, on_batch: Optional[Callable[[int], None]] = None) -> None:
