@@ -221,3 +221,49 @@ def test_an_open_racing_a_rebuild_sees_one_version_of_every_field(tmp_path, monk
     assert len(opened) > 2  # the open was retried
     values = {(int(r[i]["image"][0]), int(r[i]["label"])) for i in range(len(r))}
     assert values == {(2, 2)}
+
+
+CTRL_C = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    from mmap_ninja import RecordsMmap
+
+    class Slow:
+        def __len__(self):
+            return 64
+
+        def __getitem__(self, i):
+            if i >= 8:
+                time.sleep(60)  # a worker stuck on a sample
+            return {"x": np.arange(3), "y": i}
+
+    print("started", flush=True)
+    RecordsMmap.from_indexable(sys.argv[1], Slow(), 4, n_jobs=2)
+    """
+)
+
+
+def test_ctrl_c_stops_a_parallel_records_build_at_once(tmp_path):
+    import time
+
+    out = tmp_path / "maps" / "out"
+    out.parent.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        deadline = time.monotonic() + 60
+        while not [p for p in out.parent.iterdir() if ".parts-" in p.name]:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+        time.sleep(1.5)  # the workers are stuck on their samples
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert "KeyboardInterrupt" in err and took < 15, (took, err[-1000:])
+    assert list(out.parent.iterdir()) == []  # no map, no parts, no partial build

@@ -47,10 +47,12 @@ def _init_worker(payload: bytes, progress: Any) -> None:
 
 def _dumps(indexable: Any, jobs: int) -> bytes:
     """The dataset pickled for the workers; closures and lambdas by cloudpickle, when installed."""
-    try:
-        return pickle.dumps(indexable)
-    except Exception as e:
-        error = e
+    error: Exception = TypeError("it is defined in __main__, which the workers cannot import")
+    if not _from_unimportable_main(indexable):
+        try:
+            return pickle.dumps(indexable)
+        except Exception as e:
+            error = e
     cloudpickle = _cloudpickle()
     if cloudpickle is not None:
         try:
@@ -62,6 +64,15 @@ def _dumps(indexable: Any, jobs: int) -> bytes:
         f"n_jobs={jobs} sends the dataset to worker processes, but {type(indexable).__name__} {indexable!r:.80} "
         f"cannot be pickled ({type(error).__name__}: {error}); define it at the top level of a module, or use n_jobs=None{hint}"
     ) from None
+
+
+def _from_unimportable_main(indexable: Any) -> bool:
+    """Whether the dataset's class lives in a ``__main__`` that workers cannot import (``python -c``,
+    a notebook, an interactive session): pickle would name it, and the workers would not find it."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    return type(indexable).__module__ == "__main__" and not getattr(main, "__file__", None)
 
 
 def _cloudpickle() -> Any:
