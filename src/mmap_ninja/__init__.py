@@ -15,6 +15,7 @@ from .parts import concatenate
 from .ragged import RaggedMmap
 from .skip import Skip
 from .string import StringsMmap
+from .verification import VerifyReport, verify
 from .wrapped import Wrapped
 
 __version__ = "1.0.0"
@@ -34,6 +35,8 @@ __all__ = [
     "StringsMmap",
     "Wrapped",
     "Skip",
+    "verify",
+    "VerifyReport",
     "open_existing",
     "concatenate",
     "np_from_ndarray",

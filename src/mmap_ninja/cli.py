@@ -420,6 +420,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the report as JSON")
     info.set_defaults(run=_run_info)
 
+    verify = commands.add_parser("verify", parents=[debug], help="read every sample and check it against its checksum",
+                                 description="Check every invariant of the map (or records map) at PATH and, if it was built "
+                                 "with checksum=True, every sample's stored bytes. Never changes the map. Exits 1 if it is damaged.")
+    verify.add_argument("path", metavar="PATH", help="a map directory, or a records map")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.set_defaults(run=lambda args: _verification().run_cli(args.path, args.quiet))
+
     convert = commands.add_parser("convert", parents=[debug], help="turn a folder of files into a map",
                                   description="One sample per file, files sorted by their path relative to SRC_DIR.")
     kinds = convert.add_subparsers(dest="kind", metavar="KIND", required=True)
@@ -474,6 +481,12 @@ def _default_patterns(kind: str) -> Sequence[str]:
     from .convert import DEFAULT_PATTERNS
 
     return DEFAULT_PATTERNS[kind]
+
+
+def _verification():  # type: ignore[no-untyped-def]
+    from . import verification  # imported when used: most commands never need it
+
+    return verification
 
 
 def _one_line(error: BaseException) -> str:

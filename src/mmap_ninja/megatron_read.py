@@ -239,6 +239,9 @@ class MegatronMap:
         self.sequence_modes = np.frombuffer(buf, np.int8, n, offset + 12 * n + 8 * d) if modes else None
         self.dtype_code = code
         self._data = np.frombuffer(bin_buf, dtype.newbyteorder("<"), bin_size // itemsize)
+        for table in (self._data, self.sequence_lengths, pointers, documents, self.sequence_modes):
+            if isinstance(table, np.ndarray) and table.flags.writeable:  # over a copy-on-write mapping
+                table.flags.writeable = False
         self._data_bytes = bin_size
         self._n = n
         self._size = len(self._data)

@@ -33,8 +33,10 @@ def map_array(where: Where, header: ArrayHeader, rows: Optional[int] = None, wri
             raise MapFormatError(f"{files.path} is in Fortran order and cannot be read in part")
         shape = (rows,) + tuple(header.shape[1:])
         count = math.prod(shape)
-        buffer = files.view(DATA, count * header.dtype.itemsize, access or ("w" if writable else "r"))
-        return np.frombuffer(buffer, header.dtype, count).reshape(shape, order=header.order)
+        access = access or ("w" if writable else "r")
+        array = np.frombuffer(files.view(DATA, count * header.dtype.itemsize, access), header.dtype, count)
+        array.flags.writeable = access != "r"  # samples are read-only views, also of a copy-on-write mapping
+        return array.reshape(shape, order=header.order)
 
 
 class SpansView(NamedTuple):
@@ -81,6 +83,7 @@ def open_spans(where: Where, kind: str, writable: bool = False, count: Optional[
     if kind == "string":
         buffer = files.view(DATA, total, "w" if writable else "r")
         data = np.frombuffer(buffer, np.uint8, total)
+        data.flags.writeable = writable
         return SpansView(count, data, starts, ends, None, buffer, files.version())
     header = read_array_header(files, kind="ragged")
     if len(header.shape) != 1 or header.shape[0] < total:

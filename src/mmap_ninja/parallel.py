@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
+import signal
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -282,6 +283,9 @@ def _raise_if_failed(future: Any, running: Dict[int, Tuple[int, int]], processes
         for process in processes.values():
             process.join(timeout=1)  # so that the dead one has its exit code
         dead = [pid for pid, p in processes.items() if p.exitcode not in (None, 0) and pid in running]
+        # once one worker died, the pool stops the others (SIGTERM, or exit code 255 when their
+        # queue broke): those are not what killed the build, unless nothing else died
+        dead = [pid for pid in dead if processes[pid].exitcode not in (-signal.SIGTERM, 255)] or dead
         suspects = dead or list(running)
         where = " or ".join(f"samples {running[pid][0]} to {running[pid][1] - 1}" for pid in suspects)
         codes = ", ".join(f"exit code {processes[pid].exitcode}" for pid in dead) or "its exit code is unknown"

@@ -29,6 +29,25 @@ opens the new version whole. Where ``dir_fd`` is not supported (Windows) files a
 path and the handle checks, after the open, that the directory still is the one it started
 with (same test, same retry).
 
+Copy-on-write
+-------------
+``view(..., access="r")`` maps *private* (``mmap.ACCESS_COPY``, ``MAP_PRIVATE``) from a file
+opened read-only, so read-only file systems still work. Its pages stay the page cache's until
+something writes to one; that page then becomes a private copy of this process. So a tensor
+sharing a sample's memory (``mmap_ninja.torch``) can be written to: the process does not
+crash (as it would on a ``PROT_READ`` mapping) and the file never changes. The arrays a map
+hands out over such a mapping are still marked read-only: only code that knows the memory is
+private (:func:`is_private`) makes writable views of it. Where a private mapping would cost
+memory it should not, the view is mapped shared read-only instead and :func:`is_private`
+says False, so such samples are copied rather than shared:
+
+- ``vm.overcommit_memory=2`` (strict accounting, Linux): a private writable mapping is
+  charged in full against the commit limit when it is made, although no page is copied
+  until written, so opening a 100 GB map would use up 100 GB of the commit limit;
+- the kernel refuses the private mapping (``ENOMEM``; under the default heuristic, a single
+  mapping larger than RAM plus swap);
+- Windows, which charges a copy-on-write view against the commit limit too.
+
 A second implementation (object storage) subclasses :class:`MapFiles`; its ``version()``
 is whatever identifies one published version there (an etag of the commit file, a
 generation number), and ``moved()`` compares it with the current one.
@@ -36,9 +55,11 @@ generation number), and ``moved()`` compares it with the current one.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import stat
+import sys
 from pathlib import Path
 from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar, Union
 
@@ -102,7 +123,7 @@ class MapFiles:
     def read_ranges(self, name: str, starts: Sequence[int], stops: Sequence[int]) -> List[Any]:
         """The bytes ``starts[i]:stops[i]`` of a file, for every i (each a bytes-like object)."""
         end = int(max(stops)) if len(stops) else 0
-        buffer = memoryview(self.view(name, end))
+        buffer = memoryview(self.view(name, end)).toreadonly()  # also over a copy-on-write mapping
         return [buffer[int(s) : int(e)] for s, e in zip(starts, stops)]
 
     def version(self) -> Any:
@@ -126,6 +147,60 @@ class MapFiles:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+# --- copy-on-write mappings (see the module docstring) ------------------------------------
+
+
+class PrivateMap(mmap.mmap):
+    """A copy-on-write mapping of a file opened read-only: writes stay in this process."""
+
+
+_strict: Optional[bool] = None
+
+
+def _strict_overcommit() -> bool:
+    """Whether Linux charges private writable mappings in full (``vm.overcommit_memory=2``)."""
+    global _strict
+    if _strict is None:
+        try:
+            with open("/proc/sys/vm/overcommit_memory", "rb") as f:
+                _strict = f.read().strip() == b"2"
+        except OSError:
+            _strict = False
+    return _strict
+
+
+def map_read_only(fileno: int, nbytes: int) -> mmap.mmap:
+    """The first ``nbytes`` of a file opened read-only: private (copy-on-write) where that is
+    free of charge, else shared read-only (see the module docstring)."""
+    if sys.platform != "win32" and not _strict_overcommit():
+        try:
+            return PrivateMap(fileno, nbytes, access=mmap.ACCESS_COPY)
+        except OSError as e:
+            if e.errno != errno.ENOMEM:
+                raise
+    return mmap.mmap(fileno, nbytes, access=mmap.ACCESS_READ)
+
+
+def is_private(array: Any) -> bool:
+    """Whether writing to ``array``'s memory stays in this process and cannot crash it.
+
+    True for plain process memory that numpy lets us write, and for arrays over a
+    :class:`PrivateMap`; False for arrays over any other mapping (shared: a write would
+    reach the file, or crash the process if it is mapped read-only) and for memory that is
+    read-only for good (``bytes``).
+    """
+    base = array
+    while hasattr(base, "base") and base.base is not None and not isinstance(base, mmap.mmap):
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    if isinstance(base, PrivateMap):
+        return True
+    if isinstance(base, (mmap.mmap, bytes)):
+        return False
+    return bool(getattr(array, "flags", None) is not None and array.flags.writeable)
 
 
 def _identity(st: os.stat_result) -> Tuple[int, int]:
@@ -234,6 +309,8 @@ class LocalMapFiles(MapFiles):
                 raise MapFormatError(f"{self.file(name)} holds {size} bytes but the map needs {nbytes}: it is truncated")
             if nbytes == 0:  # mmap refuses empty mappings
                 return b"" if access == "r" else bytearray()
+            if access == "r":  # copy-on-write where possible: a write to a sample cannot crash nor reach the file
+                return map_read_only(fd, nbytes)
             return mmap.mmap(fd, nbytes, access=_ACCESS[access])
         finally:
             os.close(fd)

@@ -55,7 +55,7 @@ import os
 
 import numpy as np
 
-from . import fs, kinds, layout, reads
+from . import checksums, fs, kinds, layout, reads
 from .errors import MapFormatError
 from .indexing import positions
 from .progress import batched, progress
@@ -222,17 +222,19 @@ class RecordsMmap:
 
     # -- writing -------------------------------------------------------------------------
 
-    def append(self, record: Mapping, durable: bool = False) -> None:
+    def append(self, record: Mapping, durable: bool = False, checksum: bool = False) -> None:
         """Add one record at the end (see ``extend``)."""
-        self.extend([record], durable=durable)
+        self.extend([record], durable=durable, checksum=checksum)
 
-    def extend(self, records: Iterable[Mapping], durable: bool = False) -> None:
+    def extend(self, records: Iterable[Mapping], durable: bool = False, checksum: bool = False) -> None:
         """Add records at the end: to every field, all or none, committed together.
 
         A record with a missing or an extra field raises KeyError; a value its field cannot
         hold without changing it (a str in an array field, a float in an int field, another
         shape in a same-shape field) raises TypeError/ValueError. The message names the
-        record and the field, and nothing is written. ``durable=True`` also fsyncs.
+        record and the field, and nothing is written. ``durable=True`` also fsyncs. Fields
+        with checksums get those of the new values; ``checksum=True`` first gives checksums
+        to the fields that have none.
         """
         records = list(records)
         if not records:
@@ -240,11 +242,11 @@ class RecordsMmap:
         with layout.hold_writer_lock(self.path):
             fd = fs.open_file(self.path / RECORDS_FILE, os.O_RDWR)
             try:
-                self._append(records, fd, durable)
+                self._append(records, fd, durable, checksum)
             finally:
                 fs.close(fd)
 
-    def _append(self, records: List[Mapping], fd: int, durable: bool) -> None:
+    def _append(self, records: List[Mapping], fd: int, durable: bool, checksum: bool = False) -> None:
         """The work of ``extend``, holding the dataset's writer lock, ``records.json`` open as ``fd``."""
         st = os.fstat(fd)
         identity = (st.st_ino, st.st_size)
@@ -260,6 +262,8 @@ class RecordsMmap:
         columns = columns_of(records, names, count)
         converted = {n: convert_column(n, self._specs[n], columns[n], count) for n in names}  # checked once
         del columns
+        if checksum:
+            self._add_checksums()
         appender = self._field_appender()
         info = self._info._replace(count=count + len(records))
         with appender.locked(count, self.path / RECORDS_FILE):  # cuts a killed append's tail first
@@ -277,6 +281,24 @@ class RecordsMmap:
             if kinds.get(self._kinds[n]).field.grows_in_place:
                 self._maps[n]._limit = info.count
         self._stale = True
+
+    def _add_checksums(self) -> None:
+        """Give every field without checksums a table of them (under the dataset's lock)."""
+        for n in self._kinds:
+            if not checksums.has_checksums(self.path / n):
+                checksums.add(self.path / n)
+                self._close_appender()  # its writers were opened before the table existed: they would not keep it
+                writer = getattr(self._maps.get(n), "_writer", None)
+                if writer is not None:
+                    writer.close()
+                    self._maps[n]._writer = None
+
+    def verify(self, verbose: bool = False) -> "Any":
+        """Check every field's invariants and, where recorded, every value's checksum
+        (see ``mmap_ninja.verify``). Reads only; ``report.ok`` says if it is sound."""
+        from .verification import verify
+
+        return verify(self.path, verbose)
 
     def _field_appender(self) -> FieldAppender:
         if self._appender is None or self._appender.pid != os.getpid():
@@ -315,7 +337,8 @@ class RecordsMmap:
                 raise ValueError("the map has no records, so the new field's values cannot say what it holds")
             hint = None if kind is None else parse_schema({name: (kind, dtype)})[name]
             spec = infer(name, values[:_FIELD_PIECE], 0, hint)
-            with layout.building(self.path / name, durable) as tmp:
+            with checksums.recording(any(checksums.has_checksums(self.path / n) for n in self._kinds)), \
+                    layout.building(self.path / name, durable) as tmp:
                 fs.rmtree(tmp)  # create_field lays the map out in a new directory
                 create_field(tmp, spec)
                 writer = FieldAppender(tmp.parent, [tmp.name], {tmp.name: spec})
@@ -343,6 +366,7 @@ class RecordsMmap:
         durable: bool = False,
         total: Optional[int] = None,
         classes: Optional[Sequence[str]] = None,
+        checksum: bool = False,
     ) -> "RecordsMmap":
         """Write records (dicts of fields) from an iterable, ``batch_size`` at a time, as a new map.
 
@@ -351,10 +375,12 @@ class RecordsMmap:
         other arrays a ragged field. ``schema`` (``{"label": "numpy", "boxes": ("ragged",
         "float32")}``) fixes kinds and dtypes instead. Memory holds one batch. The map
         appears at ``out_dir`` only once the iterable is exhausted, replacing a records map
-        there. ``classes`` are stored as the names of labels 0, 1, ...
+        there. ``classes`` are stored as the names of labels 0, 1, ... ``checksum=True``
+        records a CRC-32 of every value of every field, which ``verify()`` checks.
         """
         batches = batched(progress(records, verbose, total, desc="records"), batch_size)
-        build_records_from(out_dir, batches, schema, durable, classes)
+        with checksums.recording(checksum):
+            build_records_from(out_dir, batches, schema, durable, classes)
         return cls(out_dir)
 
     @classmethod
@@ -368,6 +394,7 @@ class RecordsMmap:
         schema: Optional[Mapping] = None,
         durable: bool = False,
         classes: Optional[Sequence[str]] = None,
+        checksum: bool = False,
     ) -> "RecordsMmap":
         """Write ``indexable[0], indexable[1], ...`` (records) as a new map (see ``from_generator``).
 
@@ -377,7 +404,8 @@ class RecordsMmap:
         result is the map a serial build writes. An ``indexable`` without ``__len__`` ends
         at its first IndexError. A record returned as ``mmap_ninja.Skip`` is left out.
         """
-        build_records(out_dir, indexable, batch_size, n_jobs, verbose, schema, durable, classes)
+        with checksums.recording(checksum):
+            build_records(out_dir, indexable, batch_size, n_jobs, verbose, schema, durable, classes)
         return cls(out_dir)
 
     # -- the rest --------------------------------------------------------------------------
