@@ -418,6 +418,17 @@ def test_a_user_collate_gets_the_items_dataset_i_gives(tmp_path):
     np.testing.assert_array_equal(next(iter(alone)).numpy(), images[:4])
     texts = DataLoader(MapDataset(tmp_path / "texts"), batch_size=3, collate_fn=",".join)
     assert next(iter(texts)) == "t0,t1,t2"
+    # items save and pickle as any tensors do (what the default collate recognises is not on them)
+    import io
+    import pickle
+
+    for copy_ in (True, False):
+        items = list(MapDataset(tmp_path / "images", tmp_path / "labels", copy=copy_).__getitems__([4, 1]))
+        buffer = io.BytesIO()
+        torch.save(items, buffer)
+        buffer.seek(0)
+        for loaded in (torch.load(buffer), pickle.loads(pickle.dumps(items))):
+            assert all(torch.equal(a, b) for got, want in zip(loaded, items) for a, b in zip(got, want))
     # built on first use, also when that use is a change
     lazy = zipped.__getitems__([1, 0])
     lazy.append("x")

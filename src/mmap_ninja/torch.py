@@ -123,8 +123,26 @@ def _batch_indexable(source: Any) -> bool:
 
 # --- gathering a batch into one tensor ---------------------------------------------------------
 
-_GATHERED = "_mmap_ninja_gathered"  # on the first row of a gathered batch: (batch tensor, its rows)
-_SHARED = "_mmap_ninja_shared"  # on the first zero-copy item of a same-shape field: all its items
+_GATHERED = "gathered"  # the first row of a gathered batch: (batch tensor, its rows)
+_SHARED = "shared"  # the first zero-copy item of a same-shape field: all its items
+
+# What the default collate recognises, by the id of the first item. Kept beside the tensors,
+# not in their attributes, so that an item pickles (torch.save) as any tensor does; an entry
+# goes when its item does (weak reference callback).
+_MARKS: Dict[int, Tuple[str, Any, Any]] = {}
+
+
+def _mark(first: "torch.Tensor", kind: str, value: Any) -> None:
+    key = id(first)
+    _MARKS[key] = (kind, value, weakref.ref(first, lambda _ref, key=key: _MARKS.pop(key, None)))
+
+
+def _marked(first: Any, kind: str) -> Any:
+    """What ``first`` was marked with as ``kind``, or None."""
+    entry = _MARKS.get(id(first))
+    if entry is None or entry[0] != kind or entry[2]() is not first:
+        return None
+    return entry[1]
 
 
 def _empty_batch(shape: Tuple[int, ...], dtype: np.dtype, crosses: bool = True) -> "torch.Tensor":
@@ -144,7 +162,7 @@ def _rows_of(batch: "torch.Tensor") -> List["torch.Tensor"]:
     """The rows of a freshly gathered batch, marked so that the default collate returns ``batch``."""
     rows = batch.unbind(0)
     if rows:  # weakly: a row that held the others strongly would be a cycle only the collector frees
-        setattr(rows[0], _GATHERED, (batch, [weakref.ref(r) for r in rows]))
+        _mark(rows[0], _GATHERED, (batch, [weakref.ref(r) for r in rows]))
     return list(rows)
 
 
@@ -172,7 +190,7 @@ def _shared_items(samples: Sequence[Any]) -> List[Any]:
     small dtypes) into a new batch tensor, in shared memory in a worker."""
     items = [to_tensor(s, False) for s in samples]
     if _same_shape(samples):
-        setattr(items[0], _SHARED, [weakref.ref(t) for t in items])
+        _mark(items[0], _SHARED, [weakref.ref(t) for t in items])
     return items
 
 
@@ -193,13 +211,13 @@ def _tensors(samples: List[Any], copy: bool, crosses: bool = True) -> List[Any]:
 def _collate_tensors(batch: Sequence[Any], *, collate_fn_map: Optional[Dict] = None) -> Any:
     """``default_collate`` of tensors: the rows of a batch ``MapDataset`` gathered, all of them
     in order, give that batch (once); anything else is stacked by PyTorch's own function."""
-    gathered = getattr(batch[0], _GATHERED, None)
+    gathered = _marked(batch[0], _GATHERED)
     if gathered is not None:
         whole, rows = gathered
         if len(batch) == len(rows) and all(a is row() for a, row in zip(batch, rows)):
-            delattr(batch[0], _GATHERED)  # a second collate of the same rows stacks a copy
+            _MARKS.pop(id(batch[0]), None)  # a second collate of the same rows stacks a copy
             return whole
-    shared = getattr(batch[0], _SHARED, None)
+    shared = _marked(batch[0], _SHARED)
     if shared is not None and len(batch) == len(shared) and all(a is item() for a, item in zip(batch, shared)):
         arrays = [t.numpy() for t in batch]
         whole = _empty_batch((len(arrays),) + arrays[0].shape, arrays[0].dtype)
