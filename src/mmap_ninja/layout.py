@@ -33,6 +33,19 @@ samples flattened (C order) and concatenated, and beside it::
     zstd_level.ninja   optional, ASCII int: every string is a zstd frame
     zstd_dict.ninja    optional: the zstd dictionary the frames were made with
 
+*Images map* (``type.ninja`` = ``images``; not in 0.9.0): a strings map whose samples are
+encoded images (JPEG, PNG) instead of UTF-8, with the codec record below (``codec.ninja`` =
+``image``). mmap_ninja 0.9.0 refuses the kind; its ``StringsMmap`` opened on one fails to
+decode JPEG or PNG bytes as UTF-8.
+
+*Encoded samples* (``codecs.py``; not in 0.9.0, except zstd strings above): a map whose
+samples pass through a codec records it in ``codec.ninja`` (the codec's name) and the codec's
+own files. Its ``starts/``/``ends/`` then count *stored bytes*; the element counts of a ragged
+map stay in ``flattened_shapes/`` and its shapes in ``shapes/``. A ragged map's data
+directory then holds bytes and its ``dtype.ninja`` reads ``CODEC:DTYPE`` (e.g.
+``zstd:int32``), which numpy refuses as a dtype: mmap_ninja 0.9.0 fails to open such a map
+instead of reading stored bytes as elements.
+
 Commit protocol
 ---------------
 Samples are only ever appended, and the sample count is published last, by one 8-byte
@@ -92,7 +105,8 @@ ZSTD_LEVEL = "zstd_level.ninja"
 ZSTD_DICT = "zstd_dict.ninja"
 LOCK = ".writer.lock"
 
-KINDS = ("numpy", "ragged", "string")
+KINDS = ("numpy", "ragged", "string", "images")
+BYTE_KINDS = ("string", "images")  # spans maps whose data.ninja is bare bytes, without header files
 OFFSET = np.dtype("<i8")
 _IOV_MAX = 1024
 _SMALL_FILE = 1 << 16  # read size for the small files
@@ -161,7 +175,10 @@ def _shape_bytes(shape: Sequence[int]) -> bytes:
 
 
 def read_dtype(path: Path) -> np.dtype:
-    name = read_text(path)
+    return _dtype_named(read_text(path), path)
+
+
+def _dtype_named(name: str, path: Path) -> np.dtype:
     try:
         dtype = np.dtype(name)
     except TypeError:
@@ -219,24 +236,36 @@ class ArrayHeader(NamedTuple):
     dtype: np.dtype
     shape: Tuple[int, ...]
     order: str
+    codec: Optional[str] = None  # a ragged map of encoded samples: its codec's name; dtype is then the samples'
 
 
-def read_array_header(array_dir: Path, kind: str = "numpy") -> ArrayHeader:
-    """Dtype, shape and order of an array directory, checked against each other."""
+def read_array_header(array_dir: Path, kind: str = "numpy", coded: bool = False) -> ArrayHeader:
+    """Dtype, shape and order of an array directory, checked against each other.
+
+    ``coded``: a ragged map's data directory may read ``CODEC:DTYPE`` (encoded samples).
+    """
     expect_kind(array_dir, kind)
-    dtype = read_dtype(array_dir / DTYPE)
+    codec = None
+    if coded and ":" in read_text(array_dir / DTYPE):
+        codec, name = read_text(array_dir / DTYPE).split(":", 1)
+        dtype = _dtype_named(name, array_dir / DTYPE)
+        if not codec:
+            raise MapFormatError(f"{array_dir / DTYPE} names no codec before ':'")
+    else:
+        dtype = read_dtype(array_dir / DTYPE)
     shape = read_shape(array_dir / SHAPE)
     order = read_text(array_dir / ORDER)
     if order not in ("C", "F"):
         raise MapFormatError(f"{array_dir / ORDER} holds {order!r}, not 'C' or 'F'")
     if not shape:
         raise MapFormatError(f"{array_dir / SHAPE} is empty: a map needs a sample axis")
-    return ArrayHeader(dtype, shape, order)
+    return ArrayHeader(dtype, shape, order, codec)
 
 
-def write_array_header(array_dir: Path, dtype: np.dtype, shape: Sequence[int], kind: str = "numpy") -> None:
+def write_array_header(array_dir: Path, dtype: np.dtype, shape: Sequence[int], kind: str = "numpy", codec: Optional[str] = None) -> None:
     fs.mkdir(array_dir, exist_ok=True)
-    _write_file(array_dir / DTYPE, np.dtype(dtype).name.encode("ascii"))
+    name = np.dtype(dtype).name
+    _write_file(array_dir / DTYPE, (name if codec is None else f"{codec}:{name}").encode("ascii"))
     _write_file(array_dir / SHAPE, _shape_bytes(shape))
     _write_file(array_dir / ORDER, b"C")
     _write_file(array_dir / KIND, kind.encode("ascii"))
@@ -283,6 +312,15 @@ class SpansView(NamedTuple):
     ends: np.ndarray  # int64[count]
     shapes: Union[None, np.ndarray, "SpansView"]  # None for strings; (count, k) when flat
     buffer: Union[mmap.mmap, bytes]  # the raw data mapping (strings decode from it)
+    codec: Optional[str] = None  # a ragged map of encoded samples: data holds their stored bytes
+    dtype: Optional[np.dtype] = None  # the samples' dtype (that of data unless coded)
+    counts: Optional[np.ndarray] = None  # coded ragged maps: element count of each sample
+
+    def element_counts(self, c0: int, c1: int) -> np.ndarray:
+        """Element counts of samples ``c0..c1-1`` (their spans, unless the samples are coded)."""
+        if self.counts is not None:
+            return self.counts[c0:c1]
+        return self.ends[c0:c1] - self.starts[c0:c1]
 
 
 def committed_count(map_dir: Path) -> int:
@@ -310,14 +348,19 @@ def open_spans(map_dir: Path, kind: str, writable: bool = False, count: Optional
     total = int(ends[-1]) if count else 0
     if total < 0:
         raise MapFormatError(f"{map_dir / ENDS} holds a negative offset")
-    if kind == "string":
+    if kind in BYTE_KINDS:
         buffer = map_file(map_dir / DATA, total, writable)
         data = np.frombuffer(buffer, np.uint8, total)
-        return SpansView(count, data, starts, ends, None, buffer)
-    header = read_array_header(map_dir, kind="ragged")
+        return SpansView(count, data, starts, ends, None, buffer, dtype=data.dtype)
+    header = read_array_header(map_dir, kind="ragged", coded=True)
     if len(header.shape) != 1 or header.shape[0] < total:
         raise MapFormatError(f"{map_dir / SHAPE} holds {header.shape}, the samples need {total} elements")
-    data = map_array(map_dir, header, total, writable)
+    counts = None
+    if header.codec is not None:  # stored bytes; the element counts are in flattened_shapes/
+        data = map_array(map_dir, header._replace(dtype=np.dtype(np.uint8)), total, writable)
+        counts = _offsets(map_dir / FLATTENED_SHAPES, count)
+    else:
+        data = map_array(map_dir, header, total, writable)
     shape_layout, table_header = _read_shapes_header(map_dir)
     if table_header is not None:
         shapes: Union[np.ndarray, SpansView] = map_array(map_dir / SHAPES, table_header, count)
@@ -325,7 +368,15 @@ def open_spans(map_dir: Path, kind: str, writable: bool = False, count: Optional
         shapes = open_spans(map_dir / SHAPES, "ragged", count=count) if count else _empty_shapes(map_dir / SHAPES)
         if shapes.data.dtype != OFFSET:
             raise MapFormatError(f"{map_dir / SHAPES} should hold int64 shapes, found {shapes.data.dtype.name}")
-    return SpansView(count, data, starts, ends, shapes, data)
+    return SpansView(count, data, starts, ends, shapes, data, header.codec, header.dtype, counts)
+
+
+def spans_itemsize(map_dir: Path, kind: str) -> int:
+    """The size of one item of a spans map's data.ninja: its dtype's for raw ragged maps, else 1."""
+    if kind != "ragged":
+        return 1
+    header = read_array_header(map_dir, kind="ragged", coded=True)
+    return 1 if header.codec is not None else header.dtype.itemsize
 
 
 def _empty_shapes(shapes_dir: Path) -> SpansView:
@@ -534,9 +585,12 @@ class SpansWriter:
         shapes: Optional[ShapeRecord],
         durable: bool = False,
         source: Optional[Tuple[Path, int]] = None,
+        counts: Optional[Sequence[int]] = None,
     ) -> None:
-        """Append samples given as byte buffers, their element counts and their shapes.
+        """Append samples given as byte buffers, their stored sizes and their shapes.
 
+        ``lengths`` are the sizes of the samples in data.ninja (in its items), which are also
+        their element counts unless ``counts`` gives those (encoded samples, see codecs.py).
         ``source`` = (file, byte offset) copies the samples' bytes from that file instead of
         taking ``buffers``. Call inside ``locked()``, after ``make_room(shapes)``.
         """
@@ -556,7 +610,7 @@ class SpansWriter:
         self._starts.write(count, [starts])
         self._ends.write(count, [ends])
         if self._lengths is not None:
-            self._lengths.write(count, [lengths])
+            self._lengths.write(count, [lengths if counts is None else np.asarray(counts, OFFSET)])
         if self.shape_layout is not None:
             if shapes is None or len(shapes.ndims) != n or not self.shape_layout.holds(shapes):
                 raise ValueError(f"{self.dir}: the shapes of {n} new samples do not fit its layout ({self.shape_layout})")
@@ -630,14 +684,18 @@ class ArrayWriter:
 # --- creating maps ------------------------------------------------------------------------
 
 
-def create_spans(map_dir: Path, kind: str, dtype: np.dtype, shape_layout: ShapeLayout = LENGTHS) -> None:
-    """Lay out an empty ragged or strings map in an existing, empty directory."""
+def create_spans(map_dir: Path, kind: str, dtype: np.dtype, shape_layout: ShapeLayout = LENGTHS, codec: Optional[str] = None) -> None:
+    """Lay out an empty ragged, strings or images map in an existing, empty directory.
+
+    ``codec`` names the codec of a ragged map of encoded samples (its record is written by
+    ``codecs.write``).
+    """
     for table in (STARTS, ENDS):
         write_array_header(map_dir / table, OFFSET, (0,))
-    if kind == "string":
+    if kind in BYTE_KINDS:
         fs.touch(map_dir / DATA)
     else:
-        write_array_header(map_dir, dtype, (0,), kind="ragged")
+        write_array_header(map_dir, dtype, (0,), kind="ragged", codec=codec)
         write_array_header(map_dir / FLATTENED_SHAPES, OFFSET, (0,))
         _create_shapes(map_dir, shape_layout)
     _write_file(map_dir / KIND, kind.encode("ascii"))  # last: a directory without it is no map
@@ -661,7 +719,7 @@ def upgrade_to_nested(map_dir: Path, count: int, published: bool, durable: bool 
     the upgraded one, never a mix; both are mmap_ninja 0.9.0 maps. Call under the writer lock.
     """
     view = open_spans(map_dir, "ragged", count=count)
-    record = ShapeRecord.from_table(view.shapes, view.ends - view.starts)
+    record = ShapeRecord.from_table(view.shapes, view.element_counts(0, count))
     del view
     target = map_dir
     if published:
@@ -810,7 +868,7 @@ def roll_back(map_dir: Path, count: int) -> None:
         return
     if kind is None:
         raise MapFormatError(f"{map_dir} holds no map: {KIND} is missing")
-    itemsize = read_array_header(map_dir, kind="ragged").dtype.itemsize if kind == "ragged" else 1
+    itemsize = spans_itemsize(map_dir, kind)
     spans = SpansWriter(map_dir, itemsize, with_shapes=kind == "ragged")
     try:
         with spans.locked():

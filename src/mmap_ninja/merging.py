@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from . import layout
+from . import codecs, layout
 from .errors import MapFormatError
 from .progress import progress_bar
 from .samples import cast_losslessly
@@ -65,9 +65,12 @@ class Merger:
             if kind == "numpy":
                 self.count += _append_rows(self._writer, k, path, self.dtype, self.row_shape, self.count, self._bar)
             else:
-                if kind == "string" and layout.read_zstd_settings(path) != self._zstd:
+                codec = codecs.read(path, kind)
+                if not (codec.same_as(self._codec) if codec is not None else self._codec is None):
                     raise ValueError(f"map {k} ({path}) is compressed differently from map 0 ({self._first}); such maps cannot be merged")
-                self.count += _append_spans(self._writer, k, path, kind, self.dtype, self.count, self._bar)
+                if codec is not None and layout.open_spans(path, kind).dtype != self.dtype:
+                    raise ValueError(f"map {k} ({path}) holds encoded samples of another dtype than map 0 ({self._first}); such maps cannot be merged")
+                self.count += _append_spans(self._writer, k, path, kind, self._stored_dtype, self.count, self._bar)
         except _PartError as e:
             raise (e.error if self.one_dataset else type(e.error)(f"map {e.k} ({e.path}): {e.error}")) from None
 
@@ -79,16 +82,15 @@ class Merger:
             self._writer = layout.ArrayWriter(self.tmp, layout.create_array(self.tmp, self.dtype, self.row_shape))
         else:
             first = layout.open_spans(path, kind)
-            self.dtype = first.data.dtype
+            self.dtype, self._stored_dtype = first.dtype, first.data.dtype  # differ for encoded samples
             del first
-            if kind == "string":
-                self._zstd = layout.read_zstd_settings(path)
-                layout.create_spans(self.tmp, "string", self.dtype)
-                if self._zstd[0] is not None:
-                    layout.write_zstd_settings(self.tmp, *self._zstd)
+            self._codec = codecs.read(path, kind)
+            if kind in layout.BYTE_KINDS:
+                layout.create_spans(self.tmp, kind, self.dtype)
             else:
-                layout.create_spans(self.tmp, "ragged", self.dtype, layout.read_shape_layout(path))
-            self._writer = layout.SpansWriter(self.tmp, self.dtype.itemsize, with_shapes=kind == "ragged")
+                layout.create_spans(self.tmp, "ragged", self.dtype, layout.read_shape_layout(path), self._codec.name if self._codec else None)
+            codecs.write(self.tmp, self._codec, kind)
+            self._writer = layout.SpansWriter(self.tmp, self._stored_dtype.itemsize, with_shapes=kind == "ragged")
         with self._writer.locked(lock=False):
             pass  # the writer learns the (empty) map's counts
 
@@ -128,14 +130,15 @@ def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dty
         lengths = ends - starts
         if (lengths < 0).any() or starts[0] < 0 or ends.max() > len(view.data):
             raise MapFormatError(f"{path / layout.STARTS}: offsets outside the data")
-        shapes = _shape_record(view, c0, c1, lengths) if kind == "ragged" else None
+        counts = view.counts[c0:c1] if view.counts is not None else None  # encoded samples: element counts
+        shapes = _shape_record(view, c0, c1, lengths if counts is None else counts) if kind == "ragged" else None
         writer.make_room(shapes, published=False)
         contiguous = bool((starts[1:] == ends[:-1]).all())
         if contiguous and view.data.dtype == dtype:
-            writer.append([], lengths, shapes, source=(path / layout.DATA, int(starts[0]) * dtype.itemsize))
+            writer.append([], lengths, shapes, source=(path / layout.DATA, int(starts[0]) * dtype.itemsize), counts=counts)
         else:
             data = view.data[int(starts[0]) : int(ends[-1])] if contiguous else _gather(view.data, starts, ends)
-            writer.append([_cast(data, dtype, k, path, base + c0, lengths)], lengths, shapes)
+            writer.append([_cast(data, dtype, k, path, base + c0, lengths)], lengths, shapes, counts=counts)
         bar.update(c1 - c0)
     return view.count
 

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from . import build, layout, parallel
+from . import build, codecs, layout, parallel
 from .build import RaggedEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
@@ -30,6 +30,8 @@ class RaggedMmap(SpansMap):
     and boolean masks give lists. A path with no map yet is an empty map that ``append`` and
     ``extend`` fill. With ``wrapper_fn``, every sample read is passed through it (after a copy
     when ``copy_before_wrapper_fn``). ``mode="r+"`` allows overwriting samples in place.
+    A map built with ``zstd_level`` stores each sample zstd-compressed on its own: ``m[i]``
+    then decompresses one sample into a new (writable) array.
     """
 
     _kind = "ragged"
@@ -49,7 +51,14 @@ class RaggedMmap(SpansMap):
 
     def _install(self, view: Optional[layout.SpansView]) -> None:
         self._data = view.data if view else np.empty(0)
-        self.dtype: Optional[np.dtype] = view.data.dtype if view else None
+        self.dtype: Optional[np.dtype] = view.dtype if view else None
+        self._codec: Optional[codecs.Codec] = None
+        if view is not None and view.codec is not None:
+            self._codec = codecs.read(self.path, self._kind)
+            if self._codec is None or self._codec.name != view.codec:
+                raise MapFormatError(f"{self.path / layout.DTYPE} says its samples are {view.codec!r}-encoded, but {codecs.CODEC} disagrees")
+            self._decode_bytes = self._codec.decode
+            self._counts = view.counts
         shapes = view.shapes if view else None
         self._shape_width = 1
         if isinstance(shapes, np.ndarray):
@@ -61,8 +70,8 @@ class RaggedMmap(SpansMap):
             self._shape_ends = memoryview(shapes.ends)
             self._shape_values = memoryview(shapes.data)
             self._shape_count = len(shapes.data)
-        # the fast path serves 1-D samples of a flat map with no wrapper, while all samples are mapped
-        self._fast = view is not None and self._shape_width == 1 and self.wrapper_fn is None
+        # the fast path serves 1-D raw samples of a flat map with no wrapper, while all samples are mapped
+        self._fast = view is not None and self._shape_width == 1 and self.wrapper_fn is None and self._codec is None
 
     def _after_append(self, count: int) -> None:
         super()._after_append(count)
@@ -91,7 +100,8 @@ class RaggedMmap(SpansMap):
 
     def _sample(self, i: int) -> np.ndarray:
         start, end = self._span(i)
-        flat = self._data[start:end]
+        flat = self._data[start:end] if self._codec is None else self._decoded(i, start, end)
+        end, start = len(flat), 0  # from here on, spans count elements
         width = self._shape_width
         if width == 1:
             row = self._flat_shapes[i]
@@ -112,6 +122,17 @@ class RaggedMmap(SpansMap):
         except ValueError:
             raise MapFormatError(f"{self.path / layout.SHAPES}: sample {i} has {end - start} elements but shape {shape}") from None
 
+    def _decoded(self, i: int, start: int, end: int) -> np.ndarray:
+        """The elements of encoded sample ``i`` (stored at ``start:end``), decoded into a new array."""
+        try:
+            raw = self._decode_bytes(self._data[start:end])
+        except Exception as e:  # a frame that does not decompress
+            raise MapFormatError(f"{self.path / layout.DATA}: sample {i} cannot be decoded ({e})") from None
+        count = int(self._counts[i])
+        if len(raw) != count * self.dtype.itemsize:
+            raise MapFormatError(f"{self.path / layout.DATA}: sample {i} decodes to {len(raw)} bytes, its {count} elements need {count * self.dtype.itemsize}")
+        return np.frombuffer(bytearray(raw), self.dtype, count)  # writable, as a raw map's samples are
+
     def _wrap(self, sample: np.ndarray) -> Any:
         if self.wrapper_fn is None:
             return sample
@@ -120,6 +141,8 @@ class RaggedMmap(SpansMap):
     def get_batch(self, indices: Any) -> List[Any]:
         """The samples at ``indices`` (a slice, list, integer array or boolean mask), in order."""
         idx = self._batch_positions(indices)
+        if self._codec is not None:
+            return [self._wrap(self._sample(i)) for i in idx.tolist()]
         shapes = self._batch_shapes(idx) if self._shape_width != 1 and len(idx) else None
         if shapes is None and (self._shape_width != 1 or self._view is None):
             return [self._wrap(self._sample(i)) for i in idx.tolist()]
@@ -162,6 +185,15 @@ class RaggedMmap(SpansMap):
         if self._shape_width != 1:
             raise ValueError("padded() needs a map of 1-D samples; this one holds multi-axis samples")
         idx = self._batch_positions(indices)
+        if self._codec is not None:  # decoded one by one, then padded as below
+            samples = [self._sample(i).reshape(-1) for i in idx.tolist()]
+            lengths = np.array([len(s) for s in samples], np.int64)
+            if max_len is not None:
+                lengths = np.minimum(lengths, max_len)
+            out = np.full((len(idx), int(lengths.max()) if len(lengths) else 0), pad_value, dtype=self.dtype or np.float64)
+            for row, (sample, n) in enumerate(zip(samples, lengths.tolist())):
+                out[row, :n] = sample[:n]
+            return out, lengths
         starts, ends = self._batch_spans(idx)
         lengths = ends - starts
         if max_len is not None:
@@ -181,6 +213,8 @@ class RaggedMmap(SpansMap):
         Every value is checked before any is written. Not crash-atomic: a process killed
         during the write can leave a sample half old, half new.
         """
+        if self._codec is not None:
+            raise ValueError(f"{self.path} stores its samples {self._codec.describe()}: they cannot be overwritten in place; rebuild the map instead")
         self._check_writable()
         if isinstance(key, (int, np.integer)):
             pairs = [(self._position(key), value)]
@@ -216,10 +250,18 @@ class RaggedMmap(SpansMap):
         self._extend(list(arrays), durable)
 
     def _new_encoder(self) -> RaggedEncoder:
+        codec = self._codec
+        if isinstance(codec, codecs.ZstdCodec):  # appends compress with the map's level and dictionary
+            return RaggedEncoder(self.dtype, codec.level, dictionary=codec.dictionary)
         return RaggedEncoder(self.dtype)
 
+    @property
+    def zstd_level(self) -> Optional[int]:
+        """The zstd level the samples are compressed with, or None if they are stored raw."""
+        return self._codec.level if isinstance(self._codec, codecs.ZstdCodec) else None
+
     def _itemsize(self) -> int:
-        return self.dtype.itemsize if self.dtype is not None else 1
+        return self.dtype.itemsize if self.dtype is not None and self._codec is None else 1
 
     def _reopen_kwargs(self) -> dict:
         return {"mode": self.mode, "wrapper_fn": self.wrapper_fn, "copy_before_wrapper_fn": self.copy_before_wrapper_fn}
@@ -235,15 +277,21 @@ class RaggedMmap(SpansMap):
         mode: str = "r+",
         wrapper_fn: Optional[Callable[[np.ndarray], Any]] = None,
         durable: bool = False,
+        zstd_level: Optional[int] = None,
+        zstd_train_dictionary_size: Optional[int] = None,
         **legacy_keys: str,
     ) -> "RaggedMmap":
         """Write ``lists`` (arrays or nested lists of numbers) as a new map at ``out_dir``.
 
         Without ``dtype``, numpy's promotion rules over all samples decide it. An existing map
         at ``out_dir`` is replaced once the new one is complete; other files are never touched.
+        ``zstd_level`` compresses each sample on its own (``m[i]`` stays one lookup and one
+        decompression); ``zstd_train_dictionary_size`` first trains a shared dictionary of that
+        many bytes on the samples (both need ``zstandard``). mmap_ninja 0.9.0 cannot read such
+        a map, and refuses to open it.
         """
         _check_legacy_keys(legacy_keys)
-        build.write(out_dir, RaggedEncoder(dtype), [list(lists)], durable)
+        build.write(out_dir, RaggedEncoder(dtype, zstd_level, zstd_train_dictionary_size), [list(lists)], durable)
         return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)
 
     @classmethod
@@ -258,6 +306,8 @@ class RaggedMmap(SpansMap):
         wrapper_fn: Optional[Callable[[np.ndarray], Any]] = None,
         durable: bool = False,
         total: Optional[int] = None,
+        zstd_level: Optional[int] = None,
+        zstd_train_dictionary_size: Optional[int] = None,
         **legacy_keys: str,
     ) -> "RaggedMmap":
         """Write samples from an iterable, ``batch_size`` at a time, as a new map at ``out_dir``.
@@ -265,10 +315,12 @@ class RaggedMmap(SpansMap):
         Memory stays bounded by one batch. The first batch decides the dtype (unless given).
         The map appears at ``out_dir`` only once the iterable is exhausted; if it raises or the
         process dies, nothing is left at ``out_dir``. ``verbose`` shows a progress bar (with
-        ``total`` when given).
+        ``total`` when given). ``zstd_level`` and ``zstd_train_dictionary_size`` are
+        ``from_lists``'s; a dictionary is trained on the first batch.
         """
         _check_legacy_keys(legacy_keys)
-        build.write(out_dir, RaggedEncoder(dtype), batched(progress(sample_generator, verbose, total), batch_size), durable)
+        encoder = RaggedEncoder(dtype, zstd_level, zstd_train_dictionary_size)
+        build.write(out_dir, encoder, batched(progress(sample_generator, verbose, total), batch_size), durable)
         return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)
 
     @classmethod
@@ -288,13 +340,21 @@ class RaggedMmap(SpansMap):
         processes (-1: one per core), each writing parts of contiguous index ranges that are
         then merged: the map is byte-identical to the serial build. The dataset must then be
         picklable. ``kwargs`` are ``from_generator``'s (``dtype``, ``mode``, ``wrapper_fn``,
-        ``durable``).
+        ``durable``, ``zstd_level``, ``zstd_train_dictionary_size``; a dictionary is trained on
+        the first batch, before the workers start).
         """
         _check_legacy_keys({k: kwargs.pop(k) for k in list(kwargs) if k.endswith("_key")})
         mode, wrapper_fn = kwargs.pop("mode", "r+"), kwargs.pop("wrapper_fn", None)
         durable = kwargs.pop("durable", False)
         options = {"dtype": kwargs.pop("dtype", None)}
+        zstd_level, train_size = kwargs.pop("zstd_level", None), kwargs.pop("zstd_train_dictionary_size", None)
         if kwargs:
             raise TypeError(f"unexpected argument {next(iter(kwargs))}")
+        encoder = RaggedEncoder(options["dtype"], zstd_level, train_size)  # checks the options
+        options.update(zstd_level=zstd_level, zstd_train_dictionary_size=train_size)
+        if train_size is not None and parallel.resolve_jobs(n_jobs) > 1:  # one dictionary for every part
+            first = next(build.indexed_batches(indexable, 0, batch_size, batch_size), [])
+            encoder.encode(first, 0)
+            options = {"dtype": options["dtype"], "zstd_level": zstd_level, "zstd_dictionary": encoder.codec.dictionary if encoder.codec else None}
         parallel.build_indexable(out_dir, "ragged", indexable, batch_size, n_jobs, verbose, options, durable)
         return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)

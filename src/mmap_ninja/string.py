@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import build, compression, layout, parallel
+from . import build, codecs, layout, parallel
 from .build import StringsEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
@@ -36,8 +36,12 @@ class StringsMmap(SpansMap):
     def _install(self, view: Optional[layout.SpansView]) -> None:
         self._buffer = view.buffer if view else b""  # slicing an mmap gives bytes, the fastest to decode
         self._bytes = memoryview(self._buffer)
-        self.zstd_level, self._zstd_dict = layout.read_zstd_settings(self.path) if view else (None, None)
-        self._decompress = compression.decompressor(self._zstd_dict) if self.zstd_level is not None else None
+        codec = codecs.read(self.path, self._kind) if view else None
+        if codec is not None and not isinstance(codec, codecs.ZstdCodec):
+            raise MapFormatError(f"{self.path / codecs.CODEC}: a strings map cannot hold {codec.name!r} samples")
+        self._codec: Optional[codecs.ZstdCodec] = codec
+        self.zstd_level = codec.level if codec is not None else None
+        self._decompress = codec.decoder() if codec is not None else None
         # the fast path serves uncompressed strings, while all strings are mapped
         self._plain = view is not None and self._decompress is None
         self._ascii_probe = 0  # runs until _consecutive next checks for an all-ASCII run
@@ -165,7 +169,8 @@ class StringsMmap(SpansMap):
         self._extend(list(progress(list_of_strings, verbose)), durable)
 
     def _new_encoder(self) -> StringsEncoder:
-        return StringsEncoder(self.zstd_level, dictionary=self._zstd_dict)
+        codec = self._codec
+        return StringsEncoder(codec.level, dictionary=codec.dictionary) if codec is not None else StringsEncoder()
 
     # -- building ------------------------------------------------------------------------
 
