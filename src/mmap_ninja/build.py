@@ -197,6 +197,10 @@ def encoder_for(kind: str, options: Dict[str, Any]) -> Encoder:
     """A new encoder of ``kind`` ("ragged", "string", "numpy") with the builder's options."""
     if kind == "ragged":
         return RaggedEncoder(options.get("dtype"), options.get("zstd_level"), options.get("zstd_train_dictionary_size"), options.get("zstd_dictionary"))
+    if kind == "images":
+        from .images import ImagesEncoder  # Pillow is imported only for images maps
+
+        return ImagesEncoder(**options)
     if kind == "string":
         return StringsEncoder(options.get("zstd_level"), options.get("zstd_train_dictionary_size"), options.get("zstd_dictionary"))
     return ArrayEncoder(options.get("dtype"))

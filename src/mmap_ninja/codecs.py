@@ -31,6 +31,7 @@ ZSTD_LEVEL = layout.ZSTD_LEVEL
 ZSTD_DICT = layout.ZSTD_DICT
 
 _REGISTRY: Dict[str, Type["Codec"]] = {}
+_BUILT_IN = {"image": "mmap_ninja.images"}  # codecs registered by a module imported on first use
 
 
 class Codec:
@@ -77,6 +78,10 @@ def register(cls: Type[Codec]) -> Type[Codec]:
 
 def by_name(name: str, where: Path) -> Type[Codec]:
     """The registered codec class called ``name`` (a MapFormatError naming ``where`` if none)."""
+    if name not in _REGISTRY and name in _BUILT_IN:
+        import importlib
+
+        importlib.import_module(_BUILT_IN[name])
     try:
         return _REGISTRY[name]
     except KeyError:

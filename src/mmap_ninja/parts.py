@@ -20,7 +20,7 @@ from . import fs
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-KINDS = {"ragged": "ragged", "strings": "string", "string": "string", "numpy": "numpy"}
+KINDS = {"ragged": "ragged", "strings": "string", "string": "string", "numpy": "numpy", "images": "images"}
 
 
 class Part(NamedTuple):
