@@ -17,7 +17,7 @@ import numpy as np
 from . import codecs, fs, layout
 from .parts import Part, name_sample
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype, prepare_arrays, prepare_strings
-from .shapes import ShapeRecord
+from .shapes import LENGTHS, ShapeRecord
 
 _STRINGS_PIECE = 1024  # strings encoded and written together: memory holds the batch, not also its encoding
 
@@ -77,7 +77,7 @@ class RaggedEncoder:
     def create(self, map_dir: Path, first: tuple) -> layout.SpansWriter:
         return self._create(map_dir, first[2].needed_layout())
 
-    def _create(self, map_dir: Path, shape_layout: Any = layout.LENGTHS) -> layout.SpansWriter:
+    def _create(self, map_dir: Path, shape_layout: Any = LENGTHS) -> layout.SpansWriter:
         codec = self.codec
         layout.create_spans(map_dir, "ragged", self.dtype, shape_layout, codec.name if codec else None)
         codecs.write(map_dir, codec, "ragged")

@@ -23,12 +23,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Type
 
-from . import compression, fs, layout
+from . import compression, fs, ondisk
 from .errors import MapFormatError
+from .ondisk import ZSTD_DICT, ZSTD_LEVEL, Where
+from .reads import MapFiles
 
 CODEC = "codec.ninja"
-ZSTD_LEVEL = layout.ZSTD_LEVEL
-ZSTD_DICT = layout.ZSTD_DICT
 
 _REGISTRY: Dict[str, Type["Codec"]] = {}
 _BUILT_IN = {"image": "mmap_ninja.images"}  # codecs registered by a module imported on first use
@@ -51,8 +51,8 @@ class Codec:
         """Write the codec's own files (its parameters) into ``map_dir``."""
 
     @classmethod
-    def read(cls, map_dir: Path) -> "Codec":
-        """The codec as recorded in ``map_dir`` (a MapFormatError names a bad file)."""
+    def read(cls, files: MapFiles) -> "Codec":
+        """The codec as recorded in the map ``files`` reads (a MapFormatError names a bad file)."""
         raise NotImplementedError
 
     def same_as(self, other: Optional["Codec"]) -> bool:
@@ -89,14 +89,16 @@ def by_name(name: str, where: Path) -> Type[Codec]:
         raise MapFormatError(f"{where} names a codec this version does not know: {name!r} (known: {known})") from None
 
 
-def read(map_dir: Path, kind: str) -> Optional[Codec]:
-    """The codec of the map of ``kind`` at ``map_dir``, or None if its samples are stored as they are."""
-    if (map_dir / CODEC).exists():
-        name = layout.read_text(map_dir / CODEC)
-        return by_name(name, map_dir / CODEC).read(map_dir)
-    if kind == "string" and (map_dir / ZSTD_LEVEL).exists():
-        return ZstdCodec.read(map_dir)  # 0.9.0's record of a compressed strings map
-    return None
+def read(where: Where, kind: str) -> Optional[Codec]:
+    """The codec of the map of ``kind`` there (a path or a ``reads.MapFiles``), or None if its
+    samples are stored as they are."""
+    with ondisk.handle(where) as files:
+        if files.exists(CODEC):
+            name = ondisk.read_text(files, CODEC)
+            return by_name(name, files.file(CODEC)).read(files)
+        if kind == "string" and files.exists(ZSTD_LEVEL):
+            return ZstdCodec.read(files)  # 0.9.0's record of a compressed strings map
+        return None
 
 
 def write(map_dir: Path, codec: Optional[Codec], kind: str) -> None:
@@ -149,10 +151,10 @@ class ZstdCodec(Codec):
             fs.write_file(map_dir / ZSTD_DICT, self.dictionary)
 
     @classmethod
-    def read(cls, map_dir: Path) -> "ZstdCodec":
-        level, dictionary = layout.read_zstd_settings(map_dir)
+    def read(cls, files: MapFiles) -> "ZstdCodec":
+        level, dictionary = ondisk.read_zstd_settings(files)
         if level is None:
-            raise MapFormatError(f"{map_dir / ZSTD_LEVEL} is missing: the map says its samples are zstd frames")
+            raise MapFormatError(f"{files.file(ZSTD_LEVEL)} is missing: the map says its samples are zstd frames")
         return cls(level, dictionary)
 
     def record(self) -> tuple:

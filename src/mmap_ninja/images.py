@@ -31,7 +31,8 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import build, codecs, fs, layout, parallel
+from . import build, codecs, fs, layout, ondisk, parallel
+from .reads import MapFiles
 from .errors import MapFormatError
 from .progress import batched, progress
 from .spans import SpansMap
@@ -106,12 +107,12 @@ class ImageCodec(codecs.Codec):
         fs.write_file(map_dir / QUALITY, str(self.quality).encode("ascii"))
 
     @classmethod
-    def read(cls, map_dir: Path, decoder: Optional[str] = None) -> "ImageCodec":
-        mode, format, quality = (layout.read_text(map_dir / name) for name in (MODE, FORMAT, QUALITY))
+    def read(cls, files: MapFiles, decoder: Optional[str] = None) -> "ImageCodec":
+        mode, format, quality = (ondisk.read_text(files, name) for name in (MODE, FORMAT, QUALITY))
         try:
             return cls(mode, format, int(quality), decoder)
         except ValueError as e:
-            raise MapFormatError(f"{map_dir}: its image codec record is invalid ({e})") from None
+            raise MapFormatError(f"{files.path}: its image codec record is invalid ({e})") from None
 
     def record(self) -> tuple:
         return (self.mode, self.format, self.quality)
@@ -275,16 +276,19 @@ class ImagesMmap(SpansMap):
         self._pool_lock = threading.Lock()
         super().__init__(out_dir, mode)
 
-    def _install(self, view: Optional[layout.SpansView]) -> None:
+    def _read_extra(self, files: MapFiles) -> Any:
+        if not files.exists(codecs.CODEC):
+            raise MapFormatError(f"{files.file(codecs.CODEC)} is missing: an images map records how its images are encoded")
+        codec = codecs.read(files, self._kind)
+        if not isinstance(codec, ImageCodec):
+            raise MapFormatError(f"{files.file(codecs.CODEC)}: an images map cannot hold {codec.name!r} samples")
+        return codec
+
+    def _install(self, view: Optional[layout.SpansView], extra: Any) -> None:
         self._buffer = view.buffer if view else b""
         self.codec: Optional[ImageCodec] = None
         if view is not None:
-            if not (self.path / codecs.CODEC).exists():
-                raise MapFormatError(f"{self.path / codecs.CODEC} is missing: an images map records how its images are encoded")
-            codec = codecs.read(self.path, self._kind)
-            if not isinstance(codec, ImageCodec):
-                raise MapFormatError(f"{self.path / codecs.CODEC}: an images map cannot hold {codec.name!r} samples")
-            self.codec = ImageCodec(codec.mode, codec.format, codec.quality, self._decoder_name)
+            self.codec = ImageCodec(extra.mode, extra.format, extra.quality, self._decoder_name)
 
     @property
     def decoder(self) -> str:

@@ -8,14 +8,15 @@ when ``refresh()`` is called.
 from __future__ import annotations
 
 import errno
+import functools
 import operator
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import build, layout
+from . import build, layout, reads
 from .errors import MapFormatError, ReadOnlyMapError
 from .indexing import positions
 
@@ -47,32 +48,44 @@ class SpansMap:
     # -- opening -------------------------------------------------------------------------
 
     def _load(self, writable: bool = False) -> None:
-        """Map the committed samples; read-only unless ``writable`` (for __setitem__)."""
-        view = None
-        if self.path.exists():
-            if not self.path.is_dir():
-                raise MapFormatError(f"{self.path} is a file, not a map directory")
-            kind = layout.read_kind(self.path)
-            if kind is not None:
-                if kind != self._kind:
-                    raise MapFormatError(f"{self.path} holds a {kind!r} map, not a {self._kind!r} map")
-                view = layout.open_spans(self.path, self._kind, writable=writable)
-            elif any(p.name != layout.LOCK for p in self.path.iterdir()):
-                raise MapFormatError(f"{self.path} holds files but no {layout.KIND}: it is not a map")
+        """Map the committed samples of one version of the map; read-only unless ``writable``
+        (for __setitem__)."""
+        try:
+            view, extra = reads.read_one_version(self.path, functools.partial(self._open_view, writable=writable))
+        except FileNotFoundError:  # no map yet: an empty one, which appends create
+            view, extra = None, None
         self._view = view
         self._n = view.count if view else 0  # samples mapped in this process
         self._len = self._n  # samples known to exist (more after an append, until remapped)
         self._starts = memoryview(view.starts) if view else _EMPTY
         self._ends = memoryview(view.ends) if view else _EMPTY
         self._total = int(view.ends[-1]) if view and view.count else 0
-        self._install(view)
+        self._install(view, extra)
 
-    def _install(self, view: Optional[layout.SpansView]) -> None:
+    def _open_view(self, files: reads.MapFiles, writable: bool) -> Tuple[Optional[layout.SpansView], Any]:
+        kind = layout.read_kind(files)
+        if kind is None:
+            if any(name != layout.LOCK for name in files.list()):
+                raise MapFormatError(f"{self.path} holds files but no {layout.KIND}: it is not a map")
+            return None, None
+        if kind != self._kind:
+            raise MapFormatError(f"{self.path} holds a {kind!r} map, not a {self._kind!r} map")
+        return layout.open_spans(files, self._kind, writable=writable), self._read_extra(files)
+
+    def _read_extra(self, files: reads.MapFiles) -> Any:
+        """What the subclass reads of the small files, of the same version as the samples."""
+        return None
+
+    def _install(self, view: Optional[layout.SpansView], extra: Any) -> None:
         """Set up the subclass's fast paths for ``view`` (None: no map on disk yet)."""
 
     def refresh(self) -> int:
         """Pick up samples appended since this map was opened; returns the new length."""
-        if self._view is None or layout.committed_count(self.path) != self._n:
+        try:
+            version, count = reads.read_one_version(self.path, _version_and_count)
+        except (FileNotFoundError, MapFormatError):
+            version, count = None, -1  # _load says what is wrong, if anything
+        if self._view is None or version != self._view.version or count != self._n:
             self._load()
         return self._len
 
@@ -124,19 +137,48 @@ class SpansMap:
         return idx
 
     def _span(self, i: int) -> tuple:
+        """The offsets of sample ``i``, checked against the data and against its neighbours'
+        (samples lie back to back: see ``ondisk.py``), so that a damaged offset is an error
+        here, never another sample's bytes."""
         start, end = self._starts[i], self._ends[i]
-        if not 0 <= start <= end <= self._total:
-            raise MapFormatError(f"{self.path / layout.STARTS}: sample {i} has offsets {start}..{end} outside the data")
+        before = self._ends[i - 1] if i else 0
+        after = self._starts[i + 1] if i + 1 < self._n else self._total
+        if not (0 <= start == before and start <= end == after and end <= self._total):
+            raise MapFormatError(self._bad_offsets(i, start, end, before, after))
         return start, end
+
+    def _bad_offsets(self, i: int, start: int, end: int, before: int, after: int) -> str:
+        files = f"{self.path / layout.STARTS} or {self.path / layout.ENDS}"
+        if start != before:
+            return f"{files}: sample {i} starts at {start}, but the sample before it ends at {before}"
+        if end != after:
+            return f"{files}: sample {i} ends at {end}, but the sample after it starts at {after}"
+        return f"{files}: sample {i} has offsets {start}..{end} outside the {self._total} stored"
 
     def _batch_spans(self, idx: np.ndarray) -> tuple:
         view = self._view
         if view is None:
             return np.empty(0, np.int64), np.empty(0, np.int64)
         starts, ends = view.starts[idx], view.ends[idx]
-        if len(idx) and not ((0 <= starts) & (starts <= ends) & (ends <= self._total)).all():
-            raise MapFormatError(f"{self.path / layout.STARTS}: offsets outside the data")
+        if len(idx):
+            last = self._n - 1
+            before = np.where(idx > 0, view.ends[idx - 1], 0)
+            after = np.where(idx < last, view.starts[np.minimum(idx + 1, last)], self._total)
+            bad = (starts != before) | (ends != after) | (starts < 0) | (starts > ends) | (ends > self._total)
+            if bad.any():
+                j = int(np.argmax(bad))
+                raise MapFormatError(self._bad_offsets(int(idx[j]), int(starts[j]), int(ends[j]), int(before[j]), int(after[j])))
         return starts, ends
+
+    def _run_is_sound(self, first: int, stop: int) -> bool:
+        """Whether samples ``first..stop-1`` lie back to back within the data, and so do their
+        neighbours (a run read at once; False: read them one by one, which names the fault)."""
+        view = self._view
+        starts, ends = view.starts[first:stop], view.ends[first:stop]
+        before = int(view.ends[first - 1]) if first else 0
+        after = int(view.starts[stop]) if stop < self._n else self._total
+        return bool(starts[0] == before and ends[-1] == after and after <= self._total and (starts[1:] == ends[:-1]).all()
+                    and (starts <= ends).all() and before >= 0)
 
     # -- the sequence protocol -----------------------------------------------------------
 
@@ -223,6 +265,10 @@ class SpansMap:
 
     def __reduce__(self) -> tuple:
         return (_reopen, (type(self), str(self.path), self._reopen_kwargs()))
+
+
+def _version_and_count(files: reads.MapFiles) -> Tuple[Any, int]:
+    return files.version(), layout.committed_count(files)
 
 
 def _reopen(cls: type, path: str, kwargs: Dict[str, Any]) -> SpansMap:

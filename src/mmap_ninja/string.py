@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import build, codecs, layout, parallel
+from . import build, codecs, layout, parallel, reads
 from .build import StringsEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
@@ -33,12 +33,16 @@ class StringsMmap(SpansMap):
                 raise TypeError(f"unexpected argument {name}={value!r}")
         super().__init__(out_dir, mode)
 
-    def _install(self, view: Optional[layout.SpansView]) -> None:
+    def _read_extra(self, files: reads.MapFiles) -> Any:
+        codec = codecs.read(files, self._kind)
+        if codec is not None and not isinstance(codec, codecs.ZstdCodec):
+            raise MapFormatError(f"{files.file(codecs.CODEC)}: a strings map cannot hold {codec.name!r} samples")
+        return codec
+
+    def _install(self, view: Optional[layout.SpansView], extra: Any) -> None:
         self._buffer = view.buffer if view else b""  # slicing an mmap gives bytes, the fastest to decode
         self._bytes = memoryview(self._buffer)
-        codec = codecs.read(self.path, self._kind) if view else None
-        if codec is not None and not isinstance(codec, codecs.ZstdCodec):
-            raise MapFormatError(f"{self.path / codecs.CODEC}: a strings map cannot hold {codec.name!r} samples")
+        codec = extra if view else None
         self._codec: Optional[codecs.ZstdCodec] = codec
         self.zstd_level = codec.level if codec is not None else None
         self._decompress = codec.decoder() if codec is not None else None
@@ -53,13 +57,14 @@ class StringsMmap(SpansMap):
     # -- reading -------------------------------------------------------------------------
 
     def __getitem__(self, item: Any) -> Any:
-        if type(item) is int and self._plain:
-            try:  # memoryviews take negative indices and raise IndexError past the end
-                start, end = self._starts[item], self._ends[item]
+        if type(item) is int and self._plain and item > 0:
+            try:  # raises IndexError for the last string and past the end: the slow path serves those
+                start, end, before, after = self._starts[item], self._ends[item], self._ends[item - 1], self._starts[item + 1]
             except IndexError:
                 pass
             else:
-                if 0 <= start <= end <= self._total:
+                # strings lie back to back: a damaged offset disagrees with a neighbour's
+                if start == before and start <= end == after <= self._total:
                     try:
                         return self._buffer[start:end].decode()
                     except UnicodeDecodeError:
@@ -108,8 +113,8 @@ class StringsMmap(SpansMap):
             self._load()
         if self._decompress is None and self._view is not None and stop > first:
             starts, ends = self._view.starts[first:stop], self._view.ends[first:stop]
-            low, high = int(starts.min()), int(ends.max())
-            if 0 <= low and high <= self._total and (starts <= ends).all():
+            low, high = int(starts[0]), int(ends[-1])
+            if self._run_is_sound(first, stop):
                 raw = self._buffer
                 self._ascii_probe -= 1
                 if self._ascii_probe <= 0 and high - low <= 2 * int((ends - starts).sum()) + 4096:
