@@ -57,8 +57,9 @@ class RaggedMmap(SpansMap):
             self._codec = extra
             if self._codec is None or self._codec.name != view.codec:
                 raise MapFormatError(f"{self.path / layout.DTYPE} says its samples are {view.codec!r}-encoded, but {codecs.CODEC} disagrees")
-            self._decode_bytes = self._codec.decode
-            self._counts = view.counts
+            self._decode_bytes = self._codec.decoder() if isinstance(self._codec, codecs.ZstdCodec) else self._codec.decode
+            self._counts = memoryview(view.counts)
+            self._stored = memoryview(view.data)
         shapes = view.shapes if view else None
         self._shape_width = 1
         if isinstance(shapes, np.ndarray):
@@ -72,13 +73,15 @@ class RaggedMmap(SpansMap):
             self._shape_count = len(shapes.data)
         # the fast path serves 1-D raw samples of a flat map with no wrapper, while all samples are mapped
         self._fast = view is not None and self._shape_width == 1 and self.wrapper_fn is None and self._codec is None
+        # the same for encoded samples: one decompression, checked against the recorded length
+        self._coded_fast = view is not None and self._shape_width == 1 and self.wrapper_fn is None and self._codec is not None
 
     def _read_extra(self, files: Any) -> Any:
         return codecs.read(files, self._kind)
 
     def _after_append(self, count: int) -> None:
         super()._after_append(count)
-        self._fast = False  # until the new samples are mapped; _load() sets it again
+        self._fast = self._coded_fast = False  # until the new samples are mapped; _load() sets them again
 
     # -- reading -------------------------------------------------------------------------
 
@@ -94,6 +97,22 @@ class RaggedMmap(SpansMap):
                     # sample, or files that disagree) takes the slow path, which says which
                     if self._flat_shapes[item] == end - start and 0 <= start <= end <= self._total:
                         return self._data[start:end]
+            elif self._coded_fast and item > 0:
+                try:  # raises IndexError for the last sample and past the end: the slow path serves those
+                    start, end, before, after = self._starts[item], self._ends[item], self._ends[item - 1], self._starts[item + 1]
+                except IndexError:
+                    pass
+                else:
+                    # back to back with its neighbours, and as many elements as recorded: else the
+                    # slow path says what is wrong
+                    if start == before and start <= end == after <= self._total:
+                        try:
+                            sample = np.frombuffer(self._decode_bytes(self._stored[start:end]), self.dtype)
+                        except Exception:
+                            pass
+                        else:
+                            if len(sample) == self._flat_shapes[item] == self._counts[item]:
+                                return sample
             elif -self._n <= item < self._n == self._len:  # after an append, -1 is a new sample
                 sample = self._sample(item + self._n if item < 0 else item)
                 return sample if self.wrapper_fn is None else self._wrap(sample)
@@ -132,13 +151,13 @@ class RaggedMmap(SpansMap):
     def _decoded(self, i: int, start: int, end: int) -> np.ndarray:
         """The elements of encoded sample ``i`` (stored at ``start:end``), decoded into a new array."""
         try:
-            raw = self._decode_bytes(self._data[start:end])
+            raw = self._decode_bytes(self._stored[start:end])
         except Exception as e:  # a frame that does not decompress
             raise MapFormatError(f"{self.path / layout.DATA}: sample {i} cannot be decoded ({e})") from None
         count = int(self._counts[i])
         if len(raw) != count * self.dtype.itemsize:
             raise MapFormatError(f"{self.path / layout.DATA}: sample {i} decodes to {len(raw)} bytes, its {count} elements need {count * self.dtype.itemsize}")
-        return np.frombuffer(bytearray(raw), self.dtype, count)  # writable, as a raw map's samples are
+        return np.frombuffer(raw, self.dtype, count)  # read-only: encoded samples are never overwritten in place
 
     def _wrap(self, sample: np.ndarray) -> Any:
         if self.wrapper_fn is None:
