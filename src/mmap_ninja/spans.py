@@ -37,6 +37,9 @@ class SpansMap:
     """Base of RaggedMmap and StringsMmap: opening, length, refresh, appends, pickling."""
 
     _kind = ""
+    # None: map every committed sample. A number: map no more than that many (a records
+    # field maps only the records its dataset committed: a writer may cut the rest, see records)
+    _limit: Optional[int] = None
 
     def __init__(self, out_dir: Union[str, os.PathLike], mode: str = "r"):
         self.path = Path(out_dir)
@@ -70,7 +73,7 @@ class SpansMap:
             return None, None
         if kind != self._kind:
             raise MapFormatError(f"{self.path} holds a {kind!r} map, not a {self._kind!r} map")
-        return layout.open_spans(files, self._kind, writable=writable), self._read_extra(files)
+        return layout.open_spans(files, self._kind, writable=writable, count=self._limit), self._read_extra(files)
 
     def _read_extra(self, files: reads.MapFiles) -> Any:
         """What the subclass reads of the small files, of the same version as the samples."""
