@@ -212,3 +212,93 @@ def test_upstream_refuses_an_images_map(tmp_path, files):
     assert "error" in tried["generic"] and "images" in tried["generic"]["error"], tried
     assert "error" in tried["strings"], tried  # JPEG and PNG bytes are never UTF-8
     assert "error" in tried["ragged"], tried  # no samples: 0.9.0 sees no ragged map there
+
+
+# --- a records field of images, and the converters -------------------------------------------
+
+
+def test_records_image_field(tmp_path, files):
+    from mmap_ninja.records import RecordsMmap
+
+    records = [{"image": p.read_bytes(), "label": i} for i, p in enumerate(files)] + [{"image": photo(20, 24), "label": 99}]
+    r = RecordsMmap.from_generator(tmp_path / "r", iter(records), 3, schema={"image": "image"})
+    assert r.fields["image"] == "image"
+    assert r["image"].encoded(0) == files[0].read_bytes()
+    assert np.array_equal(r[2]["image"], pillow_decode(files[2].read_bytes()))  # PNG: exact
+    assert r[len(files)]["image"].shape == (20, 24, 3)
+    with pytest.raises(ValueError, match=r"record 8, field 'image'.*does not decode"):
+        r.append({"image": b"junk", "label": 5})
+    with pytest.raises(ValueError, match=r"record 8, field 'image'"):
+        r.append({"image": photo(5, 5)[..., 0], "label": 5})
+    assert len(RecordsMmap(tmp_path / "r")) == len(records)
+    with pytest.raises(ValueError, match="no dtype"):
+        RecordsMmap.from_generator(tmp_path / "bad", iter(records), 3, schema={"image": ("image", "uint8")})
+
+
+def test_dataloader_decodes_image_fields_in_workers(tmp_path, files):
+    torch = pytest.importorskip("torch", reason="needs torch")
+    from torch.utils.data import DataLoader
+
+    from mmap_ninja.records import RecordsMmap
+    from mmap_ninja.torch import MapDataset
+
+    RecordsMmap.from_indexable(tmp_path / "r", [{"image": p.read_bytes(), "label": i} for i, p in enumerate(files)], 4,
+                               schema={"image": "image"})
+    seen = []
+    for batch in DataLoader(MapDataset(RecordsMmap(tmp_path / "r")), batch_size=3, num_workers=2, collate_fn=list):
+        seen += [(int(item["label"]), item["image"]) for item in batch]
+    assert sorted(label for label, _ in seen) == list(range(len(files)))
+    for label, image in seen:
+        assert isinstance(image, torch.Tensor) and tuple(image.shape) == pillow_decode(files[label].read_bytes()).shape
+
+
+def _imagefolder(tmp_path, files):
+    root = tmp_path / "folder"
+    for i, path in enumerate(files):
+        (root / ("cat" if i % 2 else "dog")).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, root / ("cat" if i % 2 else "dog") / path.name)
+    return root
+
+
+def test_convert_imagefolder_encoded(tmp_path, files):
+    from mmap_ninja import convert
+    from mmap_ninja.records import RecordsMmap
+
+    root = _imagefolder(tmp_path, files)
+    convert.convert_imagefolder(root, tmp_path / "enc", store="encoded", batch_size=2, n_jobs=2)
+    r = RecordsMmap(tmp_path / "enc")
+    assert r.fields["image"] == "image"
+    stored = sum(len(r["image"].encoded(i)) for i in range(len(r)))
+    assert stored == sum(p.stat().st_size for p in files)
+    for i in range(len(r)):
+        assert r["image"].encoded(i) == (root / r[i]["path"]).read_bytes()
+    convert.convert_imagefolder(root, tmp_path / "q", store="encoded", quality=40, max_side=20)
+    small = RecordsMmap(tmp_path / "q")
+    assert all(max(small[i]["image"].shape[:2]) == 20 for i in range(len(small)))
+    with pytest.raises(ValueError, match="quality"):
+        convert.convert_imagefolder(root, tmp_path / "x", quality=40)
+
+
+def test_max_side_keeps_aspect_and_never_enlarges(tmp_path, files):
+    from mmap_ninja import convert
+
+    src = tmp_path / "src"
+    big = src / "big.png"
+    Image.fromarray(photo(90, 160)).save(big)
+    convert.convert_images(src, tmp_path / "raw", max_side=64)
+    m = RaggedMmap(tmp_path / "raw")
+    sizes = {tuple(m[i].shape) for i in range(len(m))}
+    assert (36, 64, 3) in sizes  # 90 x 160 -> 36 x 64
+    assert (30, 40, 3) in sizes  # 30 x 40: smaller than 64, left as it is
+    expected = np.asarray(Image.open(big).convert("RGB").resize((64, 36), Image.LANCZOS))
+    assert any(np.array_equal(m[i], expected) for i in range(len(m)))
+
+
+def test_cli_convert_images_encoded(tmp_path, files):
+    from mmap_ninja.cli import main
+
+    bad = tmp_path / "src" / "zz_bad.jpg"
+    bad.write_bytes(b"not an image")
+    assert main(["convert", "images", str(tmp_path / "src"), str(tmp_path / "m"), "--store", "encoded", "--skip-bad", "--quiet"]) == 0
+    m = ImagesMmap(tmp_path / "m")
+    assert len(m) == len(files) and {m.encoded(i) for i in range(len(m))} == {p.read_bytes() for p in files}

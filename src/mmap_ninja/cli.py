@@ -23,7 +23,7 @@ HEALTHY = "healthy"
 NEEDS_REPAIR = "needs repair on next append"
 UNHEALTHY = "unhealthy"
 
-_KIND_CLASSES = {"numpy": "np_ninja / np.memmap", "ragged": "RaggedMmap", "string": "StringsMmap", "megatron": "Megatron-LM / fairseq corpus, mmap_ninja.megatron"}
+_KIND_CLASSES = {"numpy": "np_ninja / np.memmap", "ragged": "RaggedMmap", "string": "StringsMmap", "images": "ImagesMmap, mmap_ninja.images", "megatron": "Megatron-LM / fairseq corpus, mmap_ninja.megatron"}
 
 
 class CommandError(Exception):
@@ -159,17 +159,19 @@ def _check_spans_files(map_dir: Path, kind: str, count: int, commit: Path, tails
     if bad.any():
         i = int(np.argmax(bad))
         raise MapFormatError(f"{map_dir / layout.STARTS}: sample {i} has offsets {starts[i]}..{ends[i]} outside the {total} stored")
-    if kind == "string":
-        _check_tail(map_dir / layout.DATA, total, f"{count} strings", tails)
+    if kind in layout.BYTE_KINDS:
+        _check_tail(map_dir / layout.DATA, total, f"{count} {'strings' if kind == 'string' else 'images'}", tails)
         return None
-    header = layout.read_array_header(map_dir, kind="ragged")
+    header = layout.read_array_header(map_dir, kind="ragged", coded=True)
     if header.shape[0] > total:
-        tails.append(f"{map_dir / layout.SHAPE} counts {header.shape[0] - total} elements past the committed samples")
-    _check_tail(map_dir / layout.DATA, total * header.dtype.itemsize, f"{count} samples", tails)
+        tails.append(f"{map_dir / layout.SHAPE} counts {header.shape[0] - total} {'bytes' if header.codec else 'elements'} past the committed samples")
+    _check_tail(map_dir / layout.DATA, total * (1 if header.codec else header.dtype.itemsize), f"{count} samples", tails)
     lengths = ends - starts
     flat_dir = map_dir / layout.FLATTENED_SHAPES
     _table_rows(flat_dir, count, commit, 8, tails)
     flattened = layout.map_array(flat_dir, layout.read_array_header(flat_dir), count)
+    if header.codec is not None:  # encoded samples: spans count stored bytes, flattened_shapes elements
+        return np.asarray(flattened)
     wrong = flattened != lengths
     if wrong.any():
         i = int(np.argmax(wrong))
@@ -182,16 +184,19 @@ def _inspect_spans(path: Path, kind: str, report: Dict[str, Any], tails: List[st
     commit = path / layout.STARTS / layout.SHAPE
     report["samples"] = count
     if kind == "ragged":
-        report["dtype"] = layout.read_array_header(path, kind="ragged").dtype.name
+        report["dtype"] = layout.read_array_header(path, kind="ragged", coded=True).dtype.name
     lengths = _check_spans_files(path, kind, count, commit, tails)
-    if kind == "string":
-        report["dtype"] = "str (UTF-8)"
+    from . import codecs
+
+    codec = codecs.read(path, kind)
+    if codec is not None:
+        report["compression"] = codec.describe()
+    if kind in layout.BYTE_KINDS:
+        report["dtype"] = "str (UTF-8)" if kind == "string" else "uint8 images, stored encoded"
         view = layout.open_spans(path, kind, count=count)
         stored = np.asarray(view.ends) - np.asarray(view.starts)
-        report["shapes"] = [dict(_shape_group(stored[:, None], 1), unit="bytes per string, as stored")]
-        level, dictionary = layout.read_zstd_settings(path)
-        if level is not None:
-            report["compression"] = f"zstd level {level}" + (f", dictionary of {len(dictionary)} bytes" if dictionary else "")
+        unit = "bytes per string, as stored" if kind == "string" else "bytes per image, as stored"
+        report["shapes"] = [dict(_shape_group(stored[:, None], 1), unit=unit)]
         return
     report["shapes"] = _ragged_shapes(path, count, commit, lengths, tails)
 
@@ -431,6 +436,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     options: Dict[str, Any] = {}
     if args.kind in ("images", "imagefolder"):
         options["mode"] = None if args.mode == "keep" else args.mode
+        options.update(store=args.store, quality=args.quality, max_side=args.max_side)
     if args.kind == "npy" and args.dtype:
         options["dtype"] = args.dtype
     elif args.kind == "text" and args.zstd_level is not None:
@@ -528,6 +534,14 @@ def _write_options(sub: argparse.ArgumentParser, replaced: str) -> None:
 # --- records: convert imagefolder ----------------------------------------------------------
 
 
+def _add_store_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--store", choices=("raw", "encoded"), default="raw",
+                     help="raw: decoded arrays (fastest reads, largest); encoded: the files' own bytes, decoded on read (default %(default)s)")
+    sub.add_argument("--quality", type=_positive_int, metavar="Q", help="with --store encoded: encode every image again as JPEG at quality Q (1-95)")
+    sub.add_argument("--max-side", type=_positive_int, metavar="N",
+                     help="shrink every image whose longer side exceeds N pixels to N (aspect kept, Lanczos; never enlarged)")
+
+
 def _add_imagefolder_parser(kinds: Any, debug: argparse.ArgumentParser) -> None:
     help_text = "a folder with one subfolder of images per class -> a RecordsMmap of image, label, path (needs Pillow)"
     sub = kinds.add_parser("imagefolder", parents=[debug], help=help_text, description=help_text + ". Classes are the "
@@ -544,6 +558,7 @@ def _add_imagefolder_parser(kinds: Any, debug: argparse.ArgumentParser) -> None:
                      help="image file names to take (repeatable; default: ImageFolder's extensions, " + " ".join(_default_patterns("imagefolder")) + ")")
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_argument("--mode", default="RGB", help="Pillow mode to convert every image to (default RGB: HxWx3; 'keep' keeps each file's own)")
+    _add_store_arguments(sub)
     sub.set_defaults(run=_run_convert)
 
 
@@ -623,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="worker processes reading the files and building parts (default 1; -1: one per core)")
         if kind == "images":
             sub.add_argument("--mode", default="RGB", help="Pillow mode to convert every image to (default RGB: HxWx3; L: HxW; 'keep' keeps each file's own)")
+            _add_store_arguments(sub)
         elif kind == "npy":
             sub.add_argument("--dtype", help="dtype of the map (default: the first batch's); values must fit exactly")
         else:

@@ -75,6 +75,10 @@ def pick_decoder(name: Optional[str] = None) -> str:
     return name
 
 
+class CheckedBytes(bytes):
+    """Encoded image bytes already known to decode (not checked again when stored)."""
+
+
 def _luma(rgb: np.ndarray) -> np.ndarray:
     """Pillow's RGB -> L conversion (ITU-R 601-2 luma, its fixed-point rounding)."""
     r, g, b = (rgb[..., c].astype(np.uint32) for c in range(3))
@@ -149,14 +153,24 @@ class ImageCodec(codecs.Codec):
             picture.save(out, "PNG")
         return out.getvalue()
 
-    def checked(self, data: Any, name: str) -> bytes:
+    def checked(self, data: Any, name: str) -> CheckedBytes:
         """Encoded bytes stored as given, once they are known to decode (else a ValueError naming ``name``)."""
-        data = bytes(data)
+        if isinstance(data, CheckedBytes):
+            return data
+        data = CheckedBytes(data)
         try:
             self.decode(data)
         except Exception as e:
-            raise ValueError(f"{name} does not decode as an image ({type(e).__name__}: {e})") from None
+            why = "not an image format Pillow reads" if type(e).__name__ == "UnidentifiedImageError" else f"{type(e).__name__}: {e}"
+            raise ValueError(f"{name} does not decode as an image ({why})") from None
         return data
+
+    def stored(self, value: Any, index: int, name: Optional[str] = None) -> bytes:
+        """What the map stores for ``value``: bytes as they are (once they decode), an array
+        encoded; errors name ``name`` (default: sample ``index``)."""
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return self.checked(value, name or f"sample {index}")
+        return self.encode(value, index)
 
     # -- decoding -------------------------------------------------------------------------------
 
@@ -174,6 +188,11 @@ class ImageCodec(codecs.Codec):
             if picture.mode != self.mode:
                 picture = picture.convert(self.mode)
             return np.array(picture)
+
+
+def field_codec() -> ImageCodec:
+    """The codec of a records field of kind "image": RGB, arrays appended as JPEG at quality 90."""
+    return ImageCodec("RGB", "jpeg", 90)
 
 
 class ImagesEncoder:
@@ -202,10 +221,7 @@ class ImagesEncoder:
         stored: List[bytes] = []
         for i, sample in enumerate(batch):
             try:
-                if isinstance(sample, (bytes, bytearray, memoryview)):
-                    stored.append(codec.checked(sample, getattr(sample, "source", None) or f"sample {position + i}"))
-                else:
-                    stored.append(codec.encode(sample, position + i))
+                stored.append(codec.stored(sample, position + i, getattr(sample, "source", None)))
             except (TypeError, ValueError) as e:
                 if not self.skip_bad:
                     raise

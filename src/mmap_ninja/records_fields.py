@@ -12,9 +12,10 @@ from . import numpy as np_ninja
 from .ragged import RaggedMmap
 from .records_schema import FieldSpec
 from .shapes import LENGTHS, NESTED
+from .spans import SpansMap
 from .string import StringsMmap
 
-_DISK_KIND = {"ragged": "ragged", "strings": "string", "numpy": "numpy"}
+_DISK_KIND = {"ragged": "ragged", "strings": "string", "numpy": "numpy", "image": "images"}
 
 
 def field_length(field_dir: Path, kind: str) -> int:
@@ -27,9 +28,9 @@ def field_length(field_dir: Path, kind: str) -> int:
 
 def read_spec(field_dir: Path, kind: str) -> FieldSpec:
     """The spec of an existing field, from its files."""
-    if kind == "strings":
-        layout.expect_kind(field_dir, "string")
-        return FieldSpec("strings")
+    if kind in ("strings", "image"):
+        layout.expect_kind(field_dir, _DISK_KIND[kind])
+        return FieldSpec(kind)
     if kind == "numpy":
         header = layout.read_array_header(field_dir)
         return FieldSpec("numpy", header.dtype.name, tuple(header.shape[1:]))
@@ -42,6 +43,12 @@ def create_field(field_dir: Path, spec: FieldSpec) -> None:
     fs.mkdir(field_dir)
     if spec.kind == "strings":
         layout.create_spans(field_dir, "string", np.dtype(np.uint8))
+    elif spec.kind == "image":
+        from .images import ImagesEncoder, field_codec
+
+        encoder = ImagesEncoder()
+        encoder.codec = field_codec()
+        encoder.create_empty(field_dir)
     elif spec.kind == "numpy":
         layout.create_array(field_dir, np.dtype(spec.dtype), spec.row_shape)
     else:
@@ -57,7 +64,12 @@ def open_field(field_dir: Path, kind: str, mode: str, count: Optional[int] = Non
     """
     if kind == "numpy":
         return np_ninja.open_existing(field_dir, mode=mode, rows=count)
-    cls = RaggedMmap if kind == "ragged" else StringsMmap
+    if kind == "image":
+        from .images import ImagesMmap
+
+        cls: Any = ImagesMmap
+    else:
+        cls = RaggedMmap if kind == "ragged" else StringsMmap
     field = cls.__new__(cls)
     field._limit = count  # before __init__, which maps the samples
     field.__init__(field_dir, mode=mode)
@@ -65,7 +77,7 @@ def open_field(field_dir: Path, kind: str, mode: str, count: Optional[int] = Non
 
 
 def close_field(field: Any) -> None:
-    if isinstance(field, (RaggedMmap, StringsMmap)):
+    if isinstance(field, SpansMap):
         field.close()
 
 

@@ -1,7 +1,8 @@
 """The fields of a records map: names, schemas, and what each field's values become.
 
-A field's *kind* is "ragged" (arrays of any shape), "strings" (str) or "numpy" (arrays of
-one shape); ``records.json`` and ``RecordsMmap.fields`` spell them so. The first batch of
+A field's *kind* is "ragged" (arrays of any shape), "strings" (str), "numpy" (arrays of
+one shape) or "image" (RGB images stored encoded, JPEG or PNG: see ``images.py``; only from a
+schema); ``records.json`` and ``RecordsMmap.fields`` spell them so. The first batch of
 records decides each field's kind and dtype unless a schema fixes them.
 """
 
@@ -16,7 +17,7 @@ from .errors import sample_error, sample_of
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype
 
 RECORDS_FILE = "records.json"
-KINDS = ("ragged", "strings", "numpy")
+KINDS = ("ragged", "strings", "numpy", "image")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 _BAD_CHARACTERS = set('/\\:*?"<>|')
 
@@ -72,8 +73,10 @@ def _kind_name(kind: Any, field: str) -> str:
         return "strings"
     if kind in ("same-shape", "array"):
         return "numpy"
+    if kind == "images":
+        return "image"
     if kind not in KINDS:
-        raise ValueError(f"field {field!r}: unknown kind {kind!r}; use 'ragged', 'strings' or 'numpy'")
+        raise ValueError(f"field {field!r}: unknown kind {kind!r}; use 'ragged', 'strings', 'numpy' or 'image'")
     return kind
 
 
@@ -101,8 +104,8 @@ def parse_schema(schema: Optional[Mapping]) -> Dict[str, Tuple[str, Optional[np.
             kind = entry
         kind = _kind_name(kind, name)
         if dtype is not None:
-            if kind == "strings":
-                raise ValueError(f"schema of field {name!r}: a strings field has no dtype")
+            if kind in ("strings", "image"):
+                raise ValueError(f"schema of field {name!r}: a{'n image' if kind == 'image' else ' strings'} field has no dtype")
             try:
                 dtype = np.dtype(dtype)
             except TypeError:
@@ -159,6 +162,9 @@ def infer(field: str, values: Sequence[Any], first: int, hint: Optional[Tuple[st
     if kind == "strings":
         _strings(field, values, first)
         return FieldSpec("strings")
+    if kind == "image":
+        _images(field, values, first)
+        return FieldSpec("image")
     arrays = _arrays(field, values, first)
     if dtype is None:
         dtype = common_dtype(arrays)
@@ -178,11 +184,27 @@ def _strings(field: str, values: Sequence[Any], first: int) -> List[str]:
     return list(values)
 
 
+def _images(field: str, values: Sequence[Any], first: int) -> List[bytes]:
+    """Image values (encoded bytes, or H x W x 3 uint8 arrays, encoded as JPEG at quality 90)
+    as the bytes an image field stores, each checked to decode."""
+    from .images import field_codec
+
+    codec, out = field_codec(), []
+    for i, v in enumerate(values):
+        try:
+            out.append(codec.stored(v, first + i, "its value"))
+        except (TypeError, ValueError) as e:
+            raise record_error(type(e), first + i, f", field {field!r}: {str(e).replace(f'sample {first + i}: ', '')}") from None
+    return out
+
+
 def convert_column(field: str, spec: FieldSpec, values: Sequence[Any], first: int) -> Any:
     """The values of one field for records ``first, first + 1, ...`` as the field stores them,
     or a TypeError/ValueError naming the record and the field. Writes nothing."""
     if spec.kind == "strings":
         return _strings(field, values, first)
+    if spec.kind == "image":
+        return _images(field, values, first)
     dtype = np.dtype(spec.dtype)
     arrays = _arrays(field, values, first)
     out = []
