@@ -157,7 +157,7 @@ RACE = textwrap.dedent(
     import sys
     from pathlib import Path
     import numpy as np
-    from mmap_ninja import RaggedMmap, RecordsMmap, layout
+    from mmap_ninja import RaggedMmap, RecordsMmap, layout, reads
 
     path, where = Path(sys.argv[1]), sys.argv[2]
     n = 512  # the offsets of n records fill one page exactly: the tail's lie on the next one
@@ -165,22 +165,22 @@ RACE = textwrap.dedent(
     RecordsMmap.from_generator(path, records, 128)
     # a killed writer's tail: the image field alone holds two more samples
     RaggedMmap(path / "image").extend([np.full((3000, 2), 9, np.uint8)] * 2)
-    real = layout.map_file
+    real = reads.LocalMapFiles.view  # every mapping of a map's file goes through the read seam
     done = []
 
-    def racing(file, nbytes, writable=False):
+    def racing(files, name, nbytes, access="r"):
         # the next writer cuts the tail back right when this reader maps the image offsets
-        if file == path / "image" / "ends" / layout.DATA and not done:
+        if Path(files.file(name)).resolve() == (path / "image" / "ends" / layout.DATA).resolve() and not done:
             done.append(1)
             if where == "before":
                 layout.roll_back(path / "image", n)
-                return real(file, nbytes, writable)
-            mapped = real(file, nbytes, writable)
+                return real(files, name, nbytes, access)
+            mapped = real(files, name, nbytes, access)
             layout.roll_back(path / "image", n)
             return mapped
-        return real(file, nbytes, writable)
+        return real(files, name, nbytes, access)
 
-    layout.map_file = racing
+    reads.LocalMapFiles.view = racing
     r = RecordsMmap(path)
     assert done, "the hook did not run"
     assert len(r) == n and [int(r[i]["image"][0, 0]) for i in range(n)] == [i % 200 for i in range(n)]
