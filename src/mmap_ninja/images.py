@@ -35,6 +35,7 @@ from . import build, codecs, fs, layout, ondisk, parallel
 from .reads import MapFiles
 from .errors import MapFormatError
 from .progress import batched, progress
+from .skip import Skip
 from .spans import SpansMap
 
 MODE = "image_mode.ninja"
@@ -197,16 +198,14 @@ def field_codec() -> ImageCodec:
 
 class ImagesEncoder:
     """The builder's encoder (see build.py) for images maps: arrays are encoded by the map's
-    codec; bytes are stored as they are once they decode. With ``skip_bad``, samples that do
-    not decode are left out (with a warning naming them) instead of stopping the build."""
+    codec; bytes are stored as they are once they decode."""
 
     kind = "images"
 
-    def __init__(self, mode: Optional[str] = None, format: str = "jpeg", quality: int = 90, skip_bad: bool = False):
+    def __init__(self, mode: Optional[str] = None, format: str = "jpeg", quality: int = 90):
         self.codec: Optional[ImageCodec] = None if mode is None else ImageCodec(mode, format, quality)
         self._format, self._quality = format, quality
         ImageCodec("RGB", format, quality)  # checks the options now
-        self.skip_bad = skip_bad
 
     def _codec_for(self, sample: Any) -> ImageCodec:
         if self.codec is None:  # the first sample decides: 2-D arrays are L, all else RGB
@@ -218,18 +217,8 @@ class ImagesEncoder:
         if not len(batch):
             return
         codec = self._codec_for(batch[0])
-        stored: List[bytes] = []
-        for i, sample in enumerate(batch):
-            try:
-                stored.append(codec.stored(sample, position + i, getattr(sample, "source", None)))
-            except (TypeError, ValueError) as e:
-                if not self.skip_bad:
-                    raise
-                warnings.warn(f"skipped: {e}", stacklevel=2)
-        sizes = np.fromiter((len(b) for b in stored), np.int64, len(stored))
-        # the piece says how many samples of the dataset it consumed, skipped ones included, so
-        # that a part of a parallel build still covers its whole index range
-        yield (stored, sizes, None, len(batch))
+        stored = [codec.stored(sample, position + i) for i, sample in enumerate(batch)]
+        yield (stored, np.fromiter((len(b) for b in stored), np.int64, len(stored)), None)
 
     def create(self, map_dir: Path, first: Any = None) -> layout.SpansWriter:
         if self.codec is None:
@@ -244,29 +233,34 @@ class ImagesEncoder:
     @staticmethod
     def append(writer: layout.SpansWriter, piece: tuple, durable: bool, published: bool) -> int:
         writer.append(piece[0], piece[1], None, durable=durable)
-        return piece[3]
-
-
-class _FileBytes(bytes):
-    """A file's bytes that remember where they came from (errors name the file)."""
-
-    source = ""
+        return len(piece[1])
 
 
 class _FileReader:
-    """``paths[i]`` -> the file's bytes (picklable, for parallel builds)."""
+    """``paths[i]`` -> the file's bytes, checked to decode (picklable, for parallel builds).
 
-    def __init__(self, paths: Sequence[Union[str, os.PathLike]]):
+    A file that does not decode raises a ValueError naming it, or with ``skip_bad`` is
+    ``Skip(why)``, which every build leaves out and reports (see skip.py).
+    """
+
+    def __init__(self, paths: Sequence[Union[str, os.PathLike]], mode: str, skip_bad: bool):
         self.paths = [str(p) for p in paths]
+        self.codec = ImageCodec(mode)
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> bytes:
-        with open(self.paths[i], "rb") as f:
-            data = _FileBytes(f.read())
-        data.source = f"{self.paths[i]} (sample {i})"
-        return data
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < len(self.paths):
+            raise IndexError(f"file {i} of {len(self.paths)}")
+        try:
+            with open(self.paths[i], "rb") as f:
+                return self.codec.checked(f.read(), f"{self.paths[i]} (sample {i})")
+        except (OSError, ValueError) as e:
+            if not self.skip_bad:
+                raise ValueError(str(e) if isinstance(e, ValueError) else f"{self.paths[i]} (sample {i}) cannot be read ({e})") from None
+            return Skip(str(e))
 
 
 class ImagesMmap(SpansMap):
@@ -404,10 +398,10 @@ class ImagesMmap(SpansMap):
         with ``skip_bad=True`` is left out with a warning naming it. ``mode`` is what ``m[i]``
         gives: "RGB" (H x W x 3) or "L" (H x W). ``n_jobs=k`` reads and checks with k processes.
         """
-        reader = _FileReader(paths)
-        options = {"mode": mode, "skip_bad": skip_bad}
-        ImagesEncoder(**options)  # checks the options
-        parallel.build_indexable(out_dir, "images", reader, batch_size, n_jobs, verbose, options, durable)
+        reader = _FileReader(paths, mode, skip_bad)
+        skipped = parallel.build_indexable(out_dir, "images", reader, batch_size, n_jobs, verbose, {"mode": mode}, durable)
+        for _, why in skipped:
+            warnings.warn(f"skipped: {why}", stacklevel=2)
         return cls(out_dir)
 
     @classmethod
