@@ -165,12 +165,12 @@ RACE = textwrap.dedent(
     RecordsMmap.from_generator(path, records, 128)
     # a killed writer's tail: the image field alone holds two more samples
     RaggedMmap(path / "image").extend([np.full((3000, 2), 9, np.uint8)] * 2)
-    real = reads.LocalMapFiles.view  # every mapping of a map's file goes through the read seam
+    real = reads.LocalMapFiles.view
     done = []
 
     def racing(files, name, nbytes, access="r"):
         # the next writer cuts the tail back right when this reader maps the image offsets
-        if Path(files.file(name)).resolve() == (path / "image" / "ends" / layout.DATA).resolve() and not done:
+        if files.file(name).absolute() == (path / "image" / "ends" / layout.DATA).absolute() and not done:
             done.append(1)
             if where == "before":
                 layout.roll_back(path / "image", n)
@@ -196,3 +196,28 @@ def test_a_reader_racing_the_cut_of_a_killed_writers_tail(tmp_path, where):
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
     done = subprocess.run([sys.executable, "-c", RACE, str(tmp_path / "ds"), where], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
+
+
+def test_an_open_racing_a_rebuild_sees_one_version_of_every_field(tmp_path, monkeypatch):
+    """Records' one-version open: a rebuild at the path between two fields' opens (hook)
+    gives the old records or the new ones, never old images with new labels."""
+    import mmap_ninja.records as records_module
+
+    path = tmp_path / "ds"
+    old = [{"image": np.full(i % 3 + 1, 1, np.int32), "label": 1} for i in range(6)]
+    new = [{"image": np.full(i % 3 + 1, 2, np.int32), "label": 2} for i in range(6)]
+    RecordsMmap.from_generator(path, old, 4)
+    real = records_module.open_field
+    opened = []
+
+    def racing(field_dir, kind, mode, count=None):
+        opened.append(field_dir.name)
+        if len(opened) == 2:  # the image field is open: the map is rebuilt before the label field is
+            RecordsMmap.from_generator(path, new, 4)
+        return real(field_dir, kind, mode, count)
+
+    monkeypatch.setattr(records_module, "open_field", racing)
+    r = RecordsMmap(path)
+    assert len(opened) > 2  # the open was retried
+    values = {(int(r[i]["image"][0]), int(r[i]["label"])) for i in range(len(r))}
+    assert values == {(2, 2)}

@@ -250,6 +250,13 @@ class SpansWriter:
         self._data.cut(self.total)
         self.count = committed
 
+    def roll_back(self, count: int) -> None:
+        """Cut the map back to its first ``count`` committed samples (inside ``locked()``):
+        the commit is lowered first (readers see ``count`` from then on), then the files cut."""
+        if self.count > count:
+            self._starts.publish(count)
+            self.repair(count)
+
     def make_room(self, shapes: Optional[ShapeRecord], published: bool = True, durable: bool = False) -> None:
         """Upgrade the map's shape layout if it cannot record ``shapes`` (see ``shapes.py``).
 
@@ -345,6 +352,13 @@ class ArrayWriter:
         finally:
             if lock:
                 self._lock.release()
+
+    def roll_back(self, count: int) -> None:
+        """Cut the map back to its first ``count`` rows (inside ``locked()``); the commit, the
+        first 8 bytes of shape.ninja, is lowered first."""
+        if self.count > count:
+            self._file.cut(count)
+            self.count = count
 
     def append(self, rows: Optional[np.ndarray], durable: bool = False, source: Optional[Tuple[Path, int, int]] = None) -> None:
         """Append ``rows``, or with ``source`` = (file, byte offset, row count) copy them from a file."""
@@ -464,8 +478,7 @@ def roll_back(map_dir: Path, count: int) -> None:
                 if array.count < count:
                     raise MapFormatError(f"{map_dir / SHAPE} counts {array.count} samples; cannot roll back to {count}")
                 if array.count > count:
-                    array._file.cut(count)  # the commit is the first 8 bytes of shape.ninja: lowered first
-                    array.count = count
+                    array.roll_back(count)
         finally:
             array.close()
         return
@@ -477,8 +490,7 @@ def roll_back(map_dir: Path, count: int) -> None:
             if spans.count < count:
                 raise MapFormatError(f"{map_dir / STARTS / SHAPE} counts {spans.count} samples; cannot roll back to {count}")
             if spans.count > count:
-                spans._starts.publish(count)  # un-commit first: readers now see `count` samples
-                spans.repair(count)
+                spans.roll_back(count)
     finally:
         spans.close()
 

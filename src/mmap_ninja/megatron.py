@@ -71,17 +71,18 @@ from __future__ import annotations
 
 import builtins  # this module's own open() shadows the built-in one
 import contextlib
-import mmap
+
 import os
 import struct
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from . import fs
+from . import fs, reads
 from .errors import MapFormatError
 from .indexing import position, positions
 from .progress import batched, progress
@@ -99,6 +100,7 @@ _DOCS = struct.Struct("<Q")  # document index count (Megatron-LM)
 _MAX_LENGTH = np.iinfo(np.int32).max
 _CHUNK = 1 << 20  # rows checked or written at a time, to bound memory on huge corpora
 _EMPTY_MV = memoryview(np.empty(0, np.int64))
+_WAIT_FOR_WRITER = 5.0  # seconds an open waits for a writer that is between removing the .idx and renaming the new one in
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -114,14 +116,6 @@ def _prefix(path: PathLike) -> str:
 def is_corpus(path: PathLike) -> bool:
     """Whether ``path`` names a Megatron/fairseq corpus (``path.idx`` exists, or ``path`` is one of its files)."""
     return os.path.isfile(_prefix(path) + ".idx")
-
-
-def _map(path: str, size: int) -> Any:
-    """``path`` mapped read-only (an empty file is an empty buffer: mmap refuses those)."""
-    if size == 0:
-        return b""
-    with builtins.open(path, "rb") as f:
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def _int_view(buf: Any, offset: int, count: int, code: str, native: np.ndarray) -> memoryview:
@@ -162,14 +156,34 @@ class MegatronMap:
         return MapFormatError(f"{path}: {problem}")
 
     def _load(self) -> None:
+        """Map one version of the pair: the ``.idx`` is checked to be the same file after the
+        ``.bin`` was opened (``write`` removes the old ``.idx`` before it replaces the ``.bin``),
+        else the open is retried; a missing ``.idx`` while a writer's partial files are there
+        is waited for."""
+        folder, name = os.path.split(self.prefix)
+        waited = 0.0
+        for _ in range(100 * reads.RETRIES):
+            with reads.open_map_files(folder or ".") as files:
+                before = files.file_version(name + ".idx")
+                if before is None and waited < _WAIT_FOR_WRITER and any(n.startswith(name + ".") and ".partial-" in n for n in files.list()):
+                    time.sleep(0.001)
+                    waited += 0.001
+                    continue
+                loaded = self._load_from(files, name)
+                if files.file_version(name + ".idx") == before:
+                    return self._install(*loaded)
+            waited = 0.0
+        raise MapFormatError(f"{self.idx_path} was replaced during every one of {100 * reads.RETRIES} opens; try again")
+
+    def _load_from(self, files: reads.MapFiles, name: str) -> tuple:
         idx = self.idx_path
         try:
-            size = os.stat(idx).st_size
-        except FileNotFoundError:
+            size = files.size(name + ".idx")
+        except MapFormatError:
             raise FileNotFoundError(f"there is no Megatron corpus at {self.prefix} ({idx} does not exist)") from None
         if size < _HEAD.size:
             raise self._fail(idx, f"holds {size} bytes, fewer than the {_HEAD.size} of an index header: it is truncated or not an index")
-        buf = _map(idx, size)
+        buf = files.view(name + ".idx", size)
         magic, version, code, n = _HEAD.unpack_from(buf, 0)
         if magic != MAGIC:
             raise self._fail(idx, f"does not start with the magic {MAGIC!r} of a Megatron-LM/fairseq index (found {bytes(magic)!r})")
@@ -198,8 +212,8 @@ class MegatronMap:
         lengths = np.frombuffer(buf, "<i4", n, offset)
         pointers = np.frombuffer(buf, "<i8", n, offset + 4 * n)
         try:
-            bin_size = os.stat(self.bin_path).st_size
-        except FileNotFoundError:
+            bin_size = files.size(name + ".bin")
+        except MapFormatError:
             raise MapFormatError(f"{self.bin_path} is missing (its index {idx} exists)") from None
         dtype = np.dtype(table.get(code) or FAIRSEQ_DTYPES[code])
         if code in (6, 7):
@@ -207,16 +221,23 @@ class MegatronMap:
         itemsize = dtype.itemsize
         if n:
             last_end = int(pointers[-1]) + int(lengths[-1]) * itemsize
-            if lengths[-1] < 0 or pointers[-1] < 0 or last_end > bin_size:
+            if lengths[-1] < 0 or pointers[-1] < 0 or last_end != bin_size:
                 raise MapFormatError(
                     f"{self.bin_path} holds {bin_size} bytes but the last sequence ({n - 1}) of {idx} ends at byte "
-                    f"{last_end}: the .bin is truncated, or the index does not belong to it"
+                    f"{last_end}: the .bin is truncated or extended, its dtype is not {dtype.name}, or the index does not belong to it"
                 )
+            _check_pointers(idx, lengths, pointers, itemsize)
         if fairseq:
             documents = np.arange(n + 1, dtype=np.int64)
         else:
             documents = np.frombuffer(buf, "<i8", d, offset + 12 * n)
             _check_documents(idx, documents, n)
+        bin_buf = files.view(name + ".bin", bin_size)
+        return buf, fairseq, dtype, lengths, pointers, documents, modes, code, n, d, offset, bin_buf, bin_size
+
+    def _install(self, buf: Any, fairseq: bool, dtype: np.dtype, lengths: np.ndarray, pointers: np.ndarray, documents: np.ndarray,
+                 modes: bool, code: int, n: int, d: int, offset: int, bin_buf: Any, bin_size: int) -> None:
+        itemsize = dtype.itemsize
         self.format = "fairseq" if fairseq else "megatron"
         self.dtype = np.dtype(dtype.name)
         self.sequence_lengths = lengths
@@ -224,7 +245,6 @@ class MegatronMap:
         self.document_indices = documents
         self.sequence_modes = np.frombuffer(buf, np.int8, n, offset + 12 * n + 8 * d) if modes else None
         self.dtype_code = code
-        bin_buf = _map(self.bin_path, bin_size)
         self._data = np.frombuffer(bin_buf, dtype.newbyteorder("<"), bin_size // itemsize)
         self._data_bytes = bin_size
         self._n = n
@@ -365,6 +385,26 @@ def _float_dtype(lengths: np.ndarray, pointers: np.ndarray, bin_size: int, defau
         if len(fits) == 1:
             return fits[0]
     return default
+
+
+def _check_pointers(idx: str, lengths: np.ndarray, pointers: np.ndarray, itemsize: int) -> None:
+    """Every pointer is the prefix sum of the lengths before it times the element size (as
+    every writer lays sequences out), in chunks of bounded memory."""
+    at = 0
+    for start in range(0, len(lengths), _CHUNK):
+        sizes = lengths[start : start + _CHUNK].astype(np.int64) * itemsize
+        expected = np.cumsum(sizes) - sizes + at
+        bad = (pointers[start : start + _CHUNK] != expected) | (sizes < 0)
+        if bad.any():
+            j = int(np.argmax(bad))
+            i = start + j
+            if sizes[j] < 0:
+                raise MapFormatError(f"{idx}: sequence {i} has a negative length {int(lengths[i])}")
+            if i == 0:
+                raise MapFormatError(f"{idx}: sequence 0 starts at byte {int(pointers[0])}, not 0")
+            raise MapFormatError(f"{idx}: sequence {i - 1} has {int(lengths[i - 1])} elements of {itemsize} bytes, so sequence {i} "
+                                 f"should start at byte {int(expected[j])}, but starts at {int(pointers[i])}")
+        at = int(expected[-1] + sizes[-1])
 
 
 def _check_documents(idx: str, documents: np.ndarray, n: int) -> None:

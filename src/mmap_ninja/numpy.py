@@ -93,7 +93,7 @@ def _open_array(files: reads.MapFiles, mode: str, rows: Optional[int] = None) ->
     header = layout.read_array_header(files)
     if rows is not None:
         if rows > header.shape[0]:
-            raise MapFormatError(f"{files.file(layout.SHAPE)} counts {header.shape[0]} samples, the map needs {rows}")
+            raise MapFormatError(f"{files.path / layout.SHAPE} counts {header.shape[0]} samples, the map needs {rows}")
         if rows < header.shape[0] and header.order == "F" and len(header.shape) > 1:
             raise MapFormatError(f"{files.path} is in Fortran order and cannot be read in part")
         header = header._replace(shape=(rows,) + tuple(header.shape[1:]))

@@ -109,6 +109,11 @@ class MapFiles:
         """What identifies the version this handle reads."""
         raise NotImplementedError
 
+    def file_version(self, name: str) -> Any:
+        """What identifies the current content of one file (None if missing): for files that
+        are replaced one by one (a Megatron ``.idx`` + ``.bin`` pair), not a map directory."""
+        raise NotImplementedError
+
     def moved(self) -> bool:
         """Whether the path now holds another version than this handle (a rebuild swapped it)."""
         raise NotImplementedError
@@ -235,6 +240,10 @@ class LocalMapFiles(MapFiles):
 
     def version(self) -> Tuple[int, int]:
         return self._id
+
+    def file_version(self, name: str) -> Any:
+        st = self._stat(name)
+        return None if st is None else (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def moved(self) -> bool:
         root = self._root or self

@@ -49,18 +49,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import os
 
 import numpy as np
 
-from . import fs, layout
+from . import fs, layout, reads
 from .errors import MapFormatError
 from .indexing import positions
 from .progress import batched, progress
 from .records_build import build_records, build_records_from
-from .records_fields import _DISK_KIND, FieldWriter, close_field, create_field, field_length, open_field, read_spec
+from .records_fields import _DISK_KIND, FieldAppender, FieldWriter, close_field, create_field, field_length, open_field, read_spec
 from .records_file import (
     FORMAT,
     VERSION,
@@ -68,6 +68,7 @@ from .records_file import (
     _remove_stale_records_files,
     commit_count,
     is_records_dir,
+    read_count,
     read_records_file,
     write_records_file,
 )
@@ -100,6 +101,8 @@ class RecordsMmap:
         self.path = Path(out_dir)
         self.mode = mode
         self._maps: Dict[str, Any] = {}
+        self._appender: Optional[FieldAppender] = None  # the fields' writers, kept open between appends
+        self._file_identity: Optional[Tuple[int, int]] = None  # records.json as the last append saw it
         if not self.path.exists():
             raise FileNotFoundError(f"there is no records map at {self.path}")
         self._load()
@@ -107,28 +110,41 @@ class RecordsMmap:
     # -- opening -------------------------------------------------------------------------
 
     def _load(self) -> None:
-        info = read_records_file(self.path)
-        maps = {}
-        try:
-            for name, kind in info.fields:
-                field_dir = self.path / name
-                if not field_dir.is_dir():
-                    raise MapFormatError(f"{field_dir} is missing: {self.path / RECORDS_FILE} lists field {name!r}")
-                held = field_length(field_dir, kind)
-                if held < info.count:
-                    raise MapFormatError(f"field {name!r} ({field_dir}) holds {held} samples, but "
-                                         f"{self.path / RECORDS_FILE} counts {info.count} records")
-                maps[name] = open_field(field_dir, kind, self.mode, info.count)
-        except BaseException:
-            for m in maps.values():
-                close_field(m)
-            raise
+        info, maps = reads.read_one_version(self.path, self._open_version)
         # maps opened before are not closed: the user may still hold one (r["image"])
         self._info = info
         self._count = info.count
         self._kinds = dict(info.fields)
         self._maps = maps
         self._specs: Optional[Dict[str, FieldSpec]] = None  # read when first needed
+        self._stale = False  # appended to since the same-shape fields were mapped
+
+    def _open_version(self, files: reads.MapFiles) -> Tuple[RecordsInfo, Dict[str, Any]]:
+        """``records.json`` and every field of one version of the map (``files``'s).
+
+        The fields are opened by path, each of one version of its own; if the dataset was
+        replaced meanwhile (a rebuild at its path), the handle has moved and the whole open
+        is retried, so that fields and count never mix two versions.
+        """
+        info = read_records_file(files)
+        maps: Dict[str, Any] = {}
+        try:
+            for name, kind in info.fields:
+                field_dir = self.path / name
+                if not files.is_dir(name):
+                    raise MapFormatError(f"{field_dir} is missing: {self.path / RECORDS_FILE} lists field {name!r}")
+                held = field_length(field_dir, kind)
+                if held < info.count:
+                    raise MapFormatError(f"field {name!r} ({field_dir}) holds {held} samples, but "
+                                         f"{self.path / RECORDS_FILE} counts {info.count} records")
+                maps[name] = open_field(field_dir, kind, self.mode, info.count)
+            if files.moved():
+                raise MapFormatError(f"{self.path} was replaced while it was opened")  # read_one_version retries
+        except BaseException:
+            for m in maps.values():
+                close_field(m)
+            raise
+        return info, maps
 
     def refresh(self) -> int:
         """Pick up records appended (and fields added) since the map was opened; returns the length."""
@@ -165,6 +181,7 @@ class RecordsMmap:
             return positions(item, self._count)
 
     def __getitem__(self, item: Any) -> Any:
+        self._fresh()
         if isinstance(item, str):
             try:
                 return self._maps[item]
@@ -191,12 +208,14 @@ class RecordsMmap:
 
     def get_batch(self, indices: Any) -> Dict[str, Any]:
         """The records at ``indices`` as a dict of batches (see the class docstring)."""
+        self._fresh()
         where = self._resolve(indices)
         if isinstance(where, int):
             where = np.array([where], np.int64)
         return self._batch(indices, where)
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
+        self._fresh()
         count = self._count
         for first in range(0, count, _CHUNK):
             chunk = self._batch(slice(first, min(first + _CHUNK, count)), np.arange(first, min(first + _CHUNK, count)))
@@ -221,54 +240,64 @@ class RecordsMmap:
         if not records:
             return
         with layout.hold_writer_lock(self.path):
-            self.refresh()
-            count = self._count
-            names = list(self._kinds)
-            if self._specs is None:
-                self._specs = {n: read_spec(self.path / n, self._kinds[n]) for n in names}
-            specs = self._specs
-            columns = columns_of(records, names, count)
-            converted = {n: convert_column(n, specs[n], columns[n], count) for n in names}
-            del columns
-            self._repair(count)
-            info = self._info._replace(count=count + len(records))
+            fd = fs.open_file(self.path / RECORDS_FILE, os.O_RDWR)
             try:
-                FieldWriter(self.path, names, specs, self._maps).append(converted, durable)
-                commit_count(self.path, info, durable)
+                self._append(records, fd, durable)
+            finally:
+                fs.close(fd)
+
+    def _append(self, records: List[Mapping], fd: int, durable: bool) -> None:
+        """The work of ``extend``, holding the dataset's writer lock, ``records.json`` open as ``fd``."""
+        st = os.fstat(fd)
+        identity = (st.st_ino, st.st_size)
+        count = read_count(fd)
+        if count is None or identity != self._file_identity or count != self._count:
+            self._load()  # appended by another writer, fields added, or the first append of this object
+            self._close_appender()
+            self._file_identity = identity
+        count = self._count
+        names = list(self._kinds)
+        if self._specs is None:
+            self._specs = {n: read_spec(self.path / n, self._kinds[n]) for n in names}
+        columns = columns_of(records, names, count)
+        converted = {n: convert_column(n, self._specs[n], columns[n], count) for n in names}  # checked once
+        del columns
+        appender = self._field_appender()
+        info = self._info._replace(count=count + len(records))
+        with appender.locked(count, self.path / RECORDS_FILE):  # cuts a killed append's tail first
+            try:
+                appender.append(converted, durable)
+                commit_count(self.path, info, durable, fd)
             except BaseException:
-                self._undo(count)  # so that each field alone is as it was too
+                try:
+                    appender.roll_back(count)  # so that each field alone is as it was too
+                except Exception:  # the next writer repairs what is left
+                    pass
                 raise
-            self._info, self._count = info, info.count
-            for n in names:  # ragged and strings maps see their new samples; memmaps are reopened
-                if self._kinds[n] == "numpy":
-                    self._maps[n] = open_field(self.path / n, "numpy", self.mode, info.count)
-                else:
-                    self._maps[n]._limit = info.count
+        self._info, self._count = info, info.count
+        for n in names:  # ragged and strings maps see their new samples now, memmaps when next read
+            if self._kinds[n] != "numpy":
+                self._maps[n]._limit = info.count
+        self._stale = True
 
-    def _repair(self, count: int) -> None:
-        """Cut every field that holds more than ``count`` samples (an interrupted append's tail)."""
-        _remove_stale_records_files(self.path)
-        cut = False
-        for n, kind in self._kinds.items():
-            held = field_length(self.path / n, kind)
-            if held < count:
-                raise MapFormatError(f"field {n!r} holds {held} samples, but {self.path / RECORDS_FILE} counts {count} records")
-            if held > count:
-                layout.roll_back(self.path / n, count)
-                cut = True
-        if cut:  # the maps open here may have mapped the tail that is gone now
-            self._load()
+    def _field_appender(self) -> FieldAppender:
+        if self._appender is None or self._appender.pid != os.getpid():
+            _remove_stale_records_files(self.path)
+            self._appender = FieldAppender(self.path, list(self._kinds), self._specs)
+        return self._appender
 
-    def _undo(self, count: int) -> None:
-        for n in self._kinds:
-            try:
-                layout.roll_back(self.path / n, count)
-            except Exception:  # the next writer repairs what is left
-                pass
-        try:
-            self._load()
-        except Exception:
-            pass
+    def _close_appender(self) -> None:
+        if self._appender is not None and self._appender.pid == os.getpid():
+            self._appender.close()
+        self._appender = None
+
+    def _fresh(self) -> None:
+        """Remap the same-shape fields after appends (a memmap does not grow)."""
+        if self._stale:
+            self._stale = False
+            for n, kind in self._kinds.items():
+                if kind == "numpy":
+                    self._maps[n] = open_field(self.path / n, "numpy", self.mode, self._count)
 
     def add_field(self, name: str, values: Iterable[Any], kind: Optional[str] = None, dtype: Any = None, durable: bool = False) -> None:
         """Add a field holding ``values`` (exactly one per record), committed atomically.
@@ -356,6 +385,7 @@ class RecordsMmap:
 
     def close(self) -> None:
         """Release the fields' files; the object cannot be used afterwards."""
+        self._close_appender()
         for m in self._maps.values():
             close_field(m)
         self._maps = {}

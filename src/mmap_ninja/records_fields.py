@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
 from . import fs, layout
+from .errors import MapFormatError
 from . import numpy as np_ninja
 from .ragged import RaggedMmap
 from .records_schema import FieldSpec
-from .shapes import LENGTHS, NESTED
+from .shapes import LENGTHS, NESTED, ShapeRecord
 from .spans import SpansMap
 from .string import StringsMmap
 
@@ -109,3 +112,64 @@ class FieldWriter:
         if self._own:
             for m in self.maps.values():
                 close_field(m)
+
+
+class FieldAppender:
+    """Appends records to the fields of a published records map, through one writer per field
+    kept open between appends (opening every field's files for each record cost more than
+    writing it). Values come converted (``records_schema.convert_column``): checked and cast
+    once, then laid out as each field's writer takes them.
+    """
+
+    def __init__(self, path: Path, names: Sequence[str], specs: Dict[str, FieldSpec]):
+        self.pid = os.getpid()  # a writer inherited through fork shares its locks: not reused there
+        self.specs = {n: specs[n] for n in names}
+        self.writers: Dict[str, Any] = {}
+        try:
+            for n, spec in self.specs.items():
+                field_dir = path / n
+                if spec.kind == "numpy":
+                    self.writers[n] = layout.ArrayWriter(field_dir, layout.read_array_header(field_dir))
+                else:
+                    itemsize = np.dtype(spec.dtype).itemsize if spec.kind == "ragged" else 1
+                    self.writers[n] = layout.SpansWriter(field_dir, itemsize, with_shapes=spec.kind == "ragged")
+        except BaseException:
+            self.close()
+            raise
+
+    @contextmanager
+    def locked(self, count: int, records_file: Path) -> Iterator["FieldAppender"]:
+        """Hold every field's writer lock, with every field cut back to ``count`` samples
+        (the tail an append killed before its commit left)."""
+        with ExitStack() as stack:
+            for n, writer in self.writers.items():
+                stack.enter_context(writer.locked())
+                if writer.count < count:
+                    raise MapFormatError(f"field {n!r} holds {writer.count} samples, but {records_file} counts {count} records")
+                writer.roll_back(count)
+            yield self
+
+    def append(self, columns: Dict[str, Any], durable: bool) -> None:
+        """Append one converted column per field, each by its map's commit protocol (inside ``locked``)."""
+        for n, writer in self.writers.items():
+            kind, column = self.specs[n].kind, columns[n]
+            if kind == "numpy":
+                writer.append(column, durable)
+            elif kind in ("strings", "image"):  # an image field's values come encoded and checked
+                buffers = [s.encode("utf-8") for s in column] if kind == "strings" else column
+                writer.append(buffers, np.fromiter(map(len, buffers), np.int64, len(buffers)), None, durable)
+            else:
+                lengths = np.fromiter((a.size for a in column), np.int64, len(column))
+                shapes = ShapeRecord.of(column, lengths)
+                writer.make_room(shapes, True, durable)
+                writer.append(column, lengths, shapes, durable)
+
+    def roll_back(self, count: int) -> None:
+        """Cut every field back to ``count`` samples (inside ``locked``): a failed append undone."""
+        for writer in self.writers.values():
+            writer.roll_back(count)
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        self.writers = {}

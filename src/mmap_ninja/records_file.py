@@ -14,6 +14,7 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 from . import fs
 from .errors import MapFormatError
+from .reads import MapFiles
 from .records_schema import KINDS, RECORDS_FILE, check_field_name
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -35,11 +36,13 @@ def is_records_dir(path: PathLike) -> bool:
     return (Path(path) / RECORDS_FILE).is_file()
 
 
-def read_records_file(path: PathLike) -> RecordsInfo:
-    """Read and check ``records.json`` of the records map at ``path``."""
+def read_records_file(path: Union[PathLike, MapFiles]) -> RecordsInfo:
+    """Read and check ``records.json`` of the records map at ``path`` (or of a handle's version of it)."""
+    files = path if isinstance(path, MapFiles) else None
+    path = files.path if files is not None else path
     file = Path(path) / RECORDS_FILE
     try:
-        raw = file.read_bytes()
+        raw = files.read(RECORDS_FILE) if files is not None else file.read_bytes()
     except FileNotFoundError:
         raise MapFormatError(f"{path} holds no records map: {RECORDS_FILE} is missing") from None
     except IsADirectoryError:
@@ -98,19 +101,30 @@ def write_records_file(path: Path, info: RecordsInfo, durable: bool = False) -> 
         fs.sync_path(path)
 
 
-def commit_count(path: Path, info: RecordsInfo, durable: bool = False) -> None:
-    """Publish ``info.count`` records: one write of the count's 20 bytes in ``records.json``."""
-    fd = fs.open_file(path / RECORDS_FILE, os.O_RDWR)
+def read_count(fd: int) -> Optional[int]:
+    """The committed count at the head of an open ``records.json``; None if it is laid out otherwise."""
+    head = fs.pread(fd, len(_COUNT_AT) + _COUNT_WIDTH + 1, 0)
+    digits = head[len(_COUNT_AT):-1]
+    if head.startswith(_COUNT_AT) and head.endswith(b",") and digits.strip().isdigit():
+        return int(digits)
+    return None
+
+
+def commit_count(path: Path, info: RecordsInfo, durable: bool = False, fd: Optional[int] = None) -> None:
+    """Publish ``info.count`` records: one write of the count's 20 bytes in ``records.json``
+    (``fd``: the file, open for writing, else it is opened here)."""
+    own = fd is None
+    if own:
+        fd = fs.open_file(path / RECORDS_FILE, os.O_RDWR)
     try:
-        head = fs.pread(fd, len(_COUNT_AT) + _COUNT_WIDTH + 1, 0)
-        digits = head[len(_COUNT_AT):-1]
-        if head.startswith(_COUNT_AT) and head.endswith(b",") and digits.strip().isdigit() and len(str(info.count)) <= _COUNT_WIDTH:
+        if read_count(fd) is not None and len(str(info.count)) <= _COUNT_WIDTH:
             fs.pwrite(fd, str(info.count).rjust(_COUNT_WIDTH).encode("ascii"), len(_COUNT_AT))  # the commit
             if durable:
                 fs.fsync(fd)
             return
     finally:
-        fs.close(fd)
+        if own:
+            fs.close(fd)
     write_records_file(path, info, durable)  # laid out otherwise (edited by hand): rewrite it whole
 
 
