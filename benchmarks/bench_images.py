@@ -150,9 +150,7 @@ def main() -> None:
         print(f"  (zstd's decompression alone, the same frames in memory: {t_floor * 1e6:.2f} us = {t_floor / t_raw:.1f}x raw)")
 
         try:
-            import torch  # noqa: F401
-
-            from mmap_ninja.torch import MapDataset
+            from mmap_ninja.torch import MapDataset  # imports torch
         except ImportError:
             print("| DataLoader, num_workers=2 vs 0 | skipped: torch is not installed | | | >= 1.6x | |")
         else:
@@ -177,7 +175,6 @@ def main() -> None:
                 epoch(loader)
             t0, t2w = versus(lambda: epoch(loaders[0]), lambda: epoch(loaders[2]), 3)
             row("DataLoader over an encoded records dataset, num_workers=2 vs 0, per epoch", f"{t2w:.2f} s", f"{t0:.2f} s", t0 / t2w, ">= 1.6x", t0 / t2w >= 1.6)
-            del loaders
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
