@@ -233,3 +233,18 @@ def test_upstream_refuses_a_compressed_ragged_map(tmp_path):
     assert "error" in tried["ragged"] and "zstd:int32" in tried["ragged"]["error"], tried
     # a ragged map's root is no strings map in 0.9.0 either: it reads no samples from it
     assert "error" in tried["strings"], tried
+
+
+def test_compressed_parts_merge_through_a_shapes_upgrade(tmp_path):
+    """Parts of 1-D samples, then of 2-D ones: the merge upgrades the shape layout, counting
+    elements (flattened_shapes), not stored bytes; the result is the serial build's, byte for byte."""
+    samples = [np.arange(i % 7, dtype=np.int16) for i in range(300)]
+    samples += [np.arange(6, dtype=np.int16).reshape(2, 3) + i for i in range(300)] + [np.int16(5)]
+    RaggedMmap.from_generator(tmp_path / "g", iter(samples), 50, zstd_level=2)
+    RaggedMmap.from_indexable(tmp_path / "p", samples, 50, n_jobs=2, zstd_level=2)
+    for folder, _, files in os.walk(tmp_path / "g"):
+        for name in files:
+            if name != ".writer.lock":
+                rel = Path(folder, name).relative_to(tmp_path / "g")
+                assert (tmp_path / "g" / rel).read_bytes() == (tmp_path / "p" / rel).read_bytes(), rel
+    same(list(RaggedMmap(tmp_path / "p")), samples)
