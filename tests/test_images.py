@@ -214,7 +214,7 @@ def test_records_image_field(tmp_path, files):
 
     records = [{"image": p.read_bytes(), "label": i} for i, p in enumerate(files)] + [{"image": photo(20, 24), "label": 99}]
     r = RecordsMmap.from_generator(tmp_path / "r", iter(records), 3, schema={"image": "image"})
-    assert r.fields["image"] == "image"
+    assert r.fields["image"] == "images"
     assert r["image"].encoded(0) == files[0].read_bytes()
     assert np.array_equal(r[2]["image"], pillow_decode(files[2].read_bytes()))  # PNG: exact
     assert r[len(files)]["image"].shape == (20, 24, 3)
@@ -259,7 +259,7 @@ def test_convert_imagefolder_encoded(tmp_path, files):
     root = _imagefolder(tmp_path, files)
     convert.convert_imagefolder(root, tmp_path / "enc", store="encoded", batch_size=2, n_jobs=2)
     r = RecordsMmap(tmp_path / "enc")
-    assert r.fields["image"] == "image"
+    assert r.fields["image"] == "images"
     stored = sum(len(r["image"].encoded(i)) for i in range(len(r)))
     assert stored == sum(p.stat().st_size for p in files)
     for i in range(len(r)):

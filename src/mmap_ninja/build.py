@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Op
 
 import numpy as np
 
-from . import codecs, fs, layout
+from . import codecs, fs, kinds, layout
 from .errors import name_sample, renumbered, sample_of, sample_error
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype, prepare_arrays, prepare_strings
 from .shapes import LENGTHS, ShapeRecord
@@ -199,16 +199,11 @@ Encoder = Any  # RaggedEncoder | StringsEncoder | ArrayEncoder
 
 
 def encoder_for(kind: str, options: Dict[str, Any]) -> Encoder:
-    """A new encoder of ``kind`` ("ragged", "string", "numpy") with the builder's options."""
-    if kind == "ragged":
-        return RaggedEncoder(options.get("dtype"), options.get("zstd_level"), options.get("zstd_train_dictionary_size"), options.get("zstd_dictionary"))
-    if kind == "images":
-        from .images import ImagesEncoder  # Pillow is imported only for images maps
-
-        return ImagesEncoder(**options)
-    if kind == "string":
-        return StringsEncoder(options.get("zstd_level"), options.get("zstd_train_dictionary_size"), options.get("zstd_dictionary"))
-    return ArrayEncoder(options.get("dtype"))
+    """A new encoder of ``kind`` (a name in ``kinds``) with the builder's options."""
+    encoder = kinds.get(kind).encoder
+    if encoder is None:
+        raise ValueError(f"maps of kind {kind!r} are not built from samples one by one")
+    return encoder(options)
 
 
 class _Range(NamedTuple):
@@ -371,7 +366,8 @@ class MapProduct:
     what = "a map"
 
     def __init__(self, kind: str, options: Optional[Dict[str, Any]] = None):
-        self.kind, self.options = kind, dict(options or {})
+        self._kind = kinds.get(kind)  # travels to worker processes with the product (see kinds.Kind)
+        self.kind, self.options = self._kind.name, dict(options or {})
 
     def prepare(self, workdir: Path, indexable: Any, count: Optional[int], batch_size: int) -> Optional[Part]:
         """Nothing to decide up front: each part's first batch decides its own dtype, and the
@@ -383,17 +379,15 @@ class MapProduct:
         """Build ``indexable[start:stop]`` into the existing, empty directory ``path``."""
         reading = Reading(start)
         batches = indexed_batches(indexable, start, stop, batch_size, reading)
-        build_into(path, encoder_for(self.kind, self.options), batches, on_batch, start)
+        build_into(path, self._kind.encoder(self.options), batches, on_batch, start)
         return reading.part(path, start)
 
     def merger(self, tmp: Path) -> Any:
-        from .merging import Merger
-
-        return Merger(tmp, one_dataset=True)
+        return self._kind.merger(tmp)
 
     def finish(self, tmp: Path, merger: Any) -> None:
         if not merger.count:  # no samples at all: the serial builder decides what an empty map is
-            encoder_for(self.kind, self.options).create_empty(tmp)
+            self._kind.encoder(self.options).create_empty(tmp)
 
 
 def build_part(part_dir: Path, product: Any, indexable: Any, start: int, stop: int, batch_size: int,

@@ -35,11 +35,13 @@ def check_offsets(where: str, starts: np.ndarray, ends: np.ndarray, total: int, 
     previous = np.empty_like(ends)
     previous[0] = before
     previous[1:] = ends[:-1]
-    bad = (starts != previous) | (starts > ends) | (ends > total)
+    bad = (starts != previous) | (starts < 0) | (starts > ends) | (ends > total)
     if bad.any():
         i = int(np.argmax(bad))
         s, e = int(starts[i]), int(ends[i])
-        if s != previous[i]:
+        if s < 0:
+            why = f"starts at {s}, a negative offset"
+        elif s != previous[i]:
             why = f"starts at {s}, but the sample before it ends at {int(previous[i])}" if first + i else f"starts at {s}, not 0"
         elif s > e:
             why = f"ends at {e}, before its start {s}"

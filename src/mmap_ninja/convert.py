@@ -287,7 +287,7 @@ def convert_text(
     """
     if zstd_level is not None:
         compression.compressor(zstd_level, None)  # say at once if zstandard is missing
-    product = MapProduct("string", {"zstd_level": zstd_level})
+    product = MapProduct("strings", {"zstd_level": zstd_level})
     return _convert("text", src_dir, out_dir, _read_text, product, batch_size, patterns, skip_bad, overwrite, verbose, n_jobs)
 
 

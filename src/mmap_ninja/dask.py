@@ -20,10 +20,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
-from . import build, fs, layout, parallel
+from . import build, fs, kinds, layout, parallel
 from .build import Part
 from .errors import WorkerDiedError
-from .parts import disk_kind, part_ranges, parts_dir, remove
+from .parts import map_kind, part_ranges, parts_dir, remove
 from .progress import check_batch_size, progress_bar
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -139,12 +139,9 @@ def _positive(name: str, value: Any) -> int:
 
 
 def _product(kind: str) -> Any:
-    """What ``kind`` names: a map of one kind ("ragged", "strings", "numpy") or "records"."""
-    if kind == "records":
-        from .records_build import RecordsProduct
-
-        return RecordsProduct()
-    return build.MapProduct(disk_kind(kind))
+    """What the build engine builds for ``kind`` (a name in ``kinds``: a map's, or "records")."""
+    found = kinds.get(kind)
+    return found.product({}) if found.product is not None else build.MapProduct(map_kind(kind))
 
 
 def _prepare(out_dir: PathLike, kind: str, batch_size: int) -> Tuple[Any, Path, Any]:
@@ -262,13 +259,7 @@ def _run(distributed: Any, client: Any, out_dir: Path, product: Any, verbose: bo
 
 
 def _open(out_dir: Path, product: Any) -> Any:
-    if product.what == "a map":
-        from .generic import open_existing
-
-        return open_existing(out_dir)
-    from .records import RecordsMmap
-
-    return RecordsMmap(out_dir)
+    return kinds.get(product.kind).open(out_dir)
 
 
 def from_indexable(

@@ -192,7 +192,7 @@ class ImageCodec(codecs.Codec):
 
 
 def field_codec() -> ImageCodec:
-    """The codec of a records field of kind "image": RGB, arrays appended as JPEG at quality 90."""
+    """The codec of a records field of kind "images": RGB, arrays appended as JPEG at quality 90."""
     return ImageCodec("RGB", "jpeg", 90)
 
 

@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from . import codecs, layout, reads
+from . import codecs, kinds, layout, reads
 from .check import check_offsets
 from .errors import MapFormatError
 from .progress import progress_bar
@@ -28,9 +28,11 @@ def merge(parts: List[Path], out_dir: Path, verbose: bool = False, durable: bool
     dataset's samples only, as a serial build's would (the parts are private)."""
     if not parts:
         raise ValueError("nothing to merge: no maps were given")
-    total = sum(_count_of(p, _kind_of(p)) for p in parts) if verbose else None
+    _kind_of(parts[0])
+    kind = kinds.on_disk(parts[0])  # the first map's kind merges them all (a Merger for this library's own)
+    total = sum(kinds.on_disk(p).count(p) for p in parts) if verbose else None
     with layout.building(out_dir, durable) as tmp, progress_bar(verbose, total, "merging") as bar:
-        merger = Merger(tmp, one_dataset, bar)
+        merger = kind.merger(tmp, one_dataset, bar)
         try:
             for path in parts:
                 merger.add(path)
@@ -118,10 +120,6 @@ def _kind_of(path: Path) -> str:
     if kind is None:
         raise MapFormatError(f"{path} holds no map ({layout.KIND} is missing)")
     return kind
-
-
-def _count_of(path: Path, kind: str) -> int:
-    return layout.read_array_header(path).shape[0] if kind == "numpy" else layout.committed_count(path)
 
 
 def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dtype: np.dtype, base: int, bar: Any) -> int:

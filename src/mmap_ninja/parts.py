@@ -6,7 +6,7 @@ processes here, or by Dask in ``mmap_ninja.dask``) has each worker build parts o
 contiguous index ranges; ``merge`` publishes the parts, in order, as one map at
 ``out_dir`` in one atomic step. The result is byte-identical to a serial build.
 
-Kinds are "ragged", "strings" (also "string") and "numpy".
+Kinds are those of ``kinds`` that build from samples: "ragged", "strings" and "numpy".
 """
 
 from __future__ import annotations
@@ -16,20 +16,21 @@ import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import build, fs, merging
+from . import build, fs, kinds, merging
 from .build import Part
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-KINDS = {"ragged": "ragged", "strings": "string", "string": "string", "numpy": "numpy", "images": "images"}
-
-
-def disk_kind(kind: str) -> str:
-    """The kind as ``type.ninja`` spells it, or a ValueError naming the accepted kinds."""
+def map_kind(kind: str) -> str:
+    """The name of ``kind`` if maps of it are built by parts, or a ValueError naming the kinds."""
     try:
-        return KINDS[kind]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown kind of map {kind!r}: use 'ragged', 'strings' or 'numpy'") from None
+        found = kinds.get(kind)
+    except ValueError:
+        found = None
+    if found is None or found.encoder is None:
+        built = [k for k in kinds.names() if kinds.get(k).encoder is not None]
+        raise ValueError(f"unknown kind of map {kind!r}: use {', '.join(map(repr, built))}") from None
+    return found.name
 
 
 def part_ranges(count: int, batch_size: int, nparts: int, start: int = 0) -> List[Tuple[int, int]]:
@@ -76,7 +77,7 @@ def build_part(
     ``zstd_dictionary`` for strings. A sample that raises is re-raised with its index named.
     A sample the dataset returns as ``Skip`` is left out and listed in ``Part.skipped``.
     """
-    return build.build_part(Path(part_dir), build.MapProduct(disk_kind(kind), options), indexable, start, stop, batch_size)
+    return build.build_part(Path(part_dir), build.MapProduct(map_kind(kind), options), indexable, start, stop, batch_size)
 
 
 def merge(out_dir: PathLike, parts: Sequence[Union[Part, PathLike]], verbose: bool = False, durable: bool = False) -> None:

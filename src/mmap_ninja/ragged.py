@@ -71,6 +71,9 @@ class RaggedMmap(SpansMap):
             self._shape_ends = memoryview(shapes.ends)
             self._shape_values = memoryview(shapes.data)
             self._shape_count = len(shapes.data)
+            # the shape tuples' own lengths (their ndims), to check the tuples' offsets against
+            ndims = shapes.shapes if isinstance(shapes.shapes, np.ndarray) and shapes.shapes.shape[1:] == (1,) else None
+            self._shape_ndims = memoryview(ndims.reshape(-1)) if ndims is not None else None
         # the fast path serves 1-D raw samples of a flat map with no wrapper, while all samples are mapped
         self._fast = view is not None and self._shape_width == 1 and self.wrapper_fn is None and self._codec is None
         # the same for encoded samples: one decompression, checked against the recorded length
@@ -139,7 +142,8 @@ class RaggedMmap(SpansMap):
             # back to back too: else an empty sample could take its neighbour's shape
             before = self._shape_ends[i - 1] if i else 0
             after = self._shape_starts[i + 1] if i + 1 < self._n else self._shape_count
-            if not 0 <= s == before <= e == after <= self._shape_count:
+            ndims = self._shape_ndims
+            if not 0 <= s == before <= e == after <= self._shape_count or (ndims is not None and ndims[i] != e - s):
                 raise MapFormatError(f"{self.path / layout.SHAPES}: the shape of sample {i} lies at {s}..{e}, not right after "
                                      f"the shape before it ({before}) and before the one after it ({after})")
             shape = self._shape_values[s:e].tolist()
@@ -201,7 +205,8 @@ class RaggedMmap(SpansMap):
         last = self._n - 1
         before = np.where(idx > 0, nested.ends[idx - 1], 0)
         after = np.where(idx < last, nested.starts[np.minimum(idx + 1, last)], self._shape_count)
-        if not ((ends - starts == ndim).all() and (starts == before).all() and (ends == after).all() and (starts >= 0).all()
+        recorded = nested.shapes[idx, 0] if isinstance(nested.shapes, np.ndarray) and nested.shapes.shape[1:] == (1,) else ndim
+        if not ((ends - starts == ndim).all() and (recorded == ndim).all() and (starts == before).all() and (ends == after).all() and (starts >= 0).all()
                 and (ends <= self._shape_count).all()):
             return None  # one by one: _sample names the fault
         return nested.data[starts[:, None] + np.arange(ndim)].tolist()

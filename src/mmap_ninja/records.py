@@ -60,10 +60,8 @@ from .errors import MapFormatError
 from .indexing import positions
 from .progress import batched, progress
 from .records_build import build_records, build_records_from
-from .records_fields import _DISK_KIND, FieldAppender, FieldWriter, close_field, create_field, field_length, open_field, read_spec
+from .records_fields import FieldAppender, FieldWriter, close_field, create_field, field_length, open_field, read_spec
 from .records_file import (
-    FORMAT,
-    VERSION,
     RecordsInfo,
     _remove_stale_records_files,
     commit_count,
@@ -72,7 +70,7 @@ from .records_file import (
     read_records_file,
     write_records_file,
 )
-from .records_schema import KINDS, RECORDS_FILE, FieldError, FieldSpec, check_field_name, columns_of, convert_column, infer, parse_schema
+from .records_schema import RECORDS_FILE, FieldError, FieldSpec, check_field_name, columns_of, convert_column, infer, parse_schema
 from .skip import Skip
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -82,8 +80,8 @@ SkippedRecord = Skip  # the name this sentinel had when only convert's image fol
 _CHUNK = 256  # records read together when iterating
 _FIELD_PIECE = 1024  # values checked and written together by add_field
 
-__all__ = ["RecordsMmap", "_DISK_KIND", "RECORDS_FILE", "FORMAT", "VERSION", "KINDS", "FieldError", "FieldSpec", "RecordsInfo",
-           "SkippedRecord", "check_field_name", "is_records_dir", "read_records_file", "write_records_file", "build_records"]
+__all__ = ["RecordsMmap", "RECORDS_FILE", "FieldError", "FieldSpec", "RecordsInfo", "SkippedRecord", "check_field_name",
+           "is_records_dir", "read_records_file", "write_records_file", "build_records"]
 
 
 class RecordsMmap:

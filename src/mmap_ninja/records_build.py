@@ -32,6 +32,7 @@ Hints = Dict[str, Tuple[str, Optional[np.dtype]]]
 class RecordsProduct:
     """A records map as the build engine builds it (see ``build.MapProduct`` for the interface)."""
 
+    kind = "records"
     replaceable = staticmethod(is_records_dir)
     what = "a dataset of maps"
 

@@ -9,30 +9,24 @@ from typing import Any, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
-from . import fs, layout
+from . import fs, kinds, layout
 from .errors import MapFormatError
 from . import numpy as np_ninja
-from .ragged import RaggedMmap
 from .records_schema import FieldSpec
 from .shapes import LENGTHS, NESTED, ShapeRecord
 from .spans import SpansMap
-from .string import StringsMmap
-
-_DISK_KIND = {"ragged": "ragged", "strings": "string", "numpy": "numpy", "image": "images"}
-
 
 def field_length(field_dir: Path, kind: str) -> int:
     """The samples a field's map has committed on its own (may exceed the record count)."""
-    layout.expect_kind(field_dir, _DISK_KIND[kind])
-    if kind == "numpy":
-        return layout.read_shape(field_dir / layout.SHAPE)[0]
-    return layout.committed_count(field_dir)
+    found = kinds.get(kind)
+    layout.expect_kind(field_dir, found.disk)
+    return found.count(field_dir)
 
 
 def read_spec(field_dir: Path, kind: str) -> FieldSpec:
     """The spec of an existing field, from its files."""
-    if kind in ("strings", "image"):
-        layout.expect_kind(field_dir, _DISK_KIND[kind])
+    if kind in ("strings", "images"):
+        layout.expect_kind(field_dir, kinds.get(kind).disk)
         return FieldSpec(kind)
     if kind == "numpy":
         header = layout.read_array_header(field_dir)
@@ -46,7 +40,7 @@ def create_field(field_dir: Path, spec: FieldSpec) -> None:
     fs.mkdir(field_dir)
     if spec.kind == "strings":
         layout.create_spans(field_dir, "string", np.dtype(np.uint8))
-    elif spec.kind == "image":
+    elif spec.kind == "images":
         from .images import ImagesEncoder, field_codec
 
         encoder = ImagesEncoder()
@@ -65,18 +59,7 @@ def open_field(field_dir: Path, kind: str, mode: str, count: Optional[int] = Non
     hold a tail past them (an append killed before its commit) that the next writer cuts,
     and a mapping over cut pages would kill the reader with SIGBUS on access.
     """
-    if kind == "numpy":
-        return np_ninja.open_existing(field_dir, mode=mode, rows=count)
-    if kind == "image":
-        from .images import ImagesMmap
-
-        cls: Any = ImagesMmap
-    else:
-        cls = RaggedMmap if kind == "ragged" else StringsMmap
-    field = cls.__new__(cls)
-    field._limit = count  # before __init__, which maps the samples
-    field.__init__(field_dir, mode=mode)
-    return field
+    return kinds.get(kind).open(field_dir, mode, count)
 
 
 def close_field(field: Any) -> None:
@@ -155,7 +138,7 @@ class FieldAppender:
             kind, column = self.specs[n].kind, columns[n]
             if kind == "numpy":
                 writer.append(column, durable)
-            elif kind in ("strings", "image"):  # an image field's values come encoded and checked
+            elif kind in ("strings", "images"):  # an image field's values come encoded and checked
                 buffers = [s.encode("utf-8") for s in column] if kind == "strings" else column
                 writer.append(buffers, np.fromiter(map(len, buffers), np.int64, len(buffers)), None, durable)
             else:

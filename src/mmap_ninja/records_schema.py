@@ -1,8 +1,8 @@
 """The fields of a records map: names, schemas, and what each field's values become.
 
 A field's *kind* is "ragged" (arrays of any shape), "strings" (str), "numpy" (arrays of
-one shape) or "image" (RGB images stored encoded, JPEG or PNG: see ``images.py``; only from a
-schema); ``records.json`` and ``RecordsMmap.fields`` spell them so. The first batch of
+one shape) or "images" (RGB images stored encoded, JPEG or PNG: see ``images.py``; only from
+a schema, which may spell it "image"); ``records.json`` and ``RecordsMmap.fields`` spell them so. The first batch of
 records decides each field's kind and dtype unless a schema fixes them.
 """
 
@@ -13,11 +13,12 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tu
 
 import numpy as np
 
+from . import kinds
 from .errors import sample_error, sample_of
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype
 
 RECORDS_FILE = "records.json"
-KINDS = ("ragged", "strings", "numpy", "image")
+KINDS = ("ragged", "strings", "numpy", "images")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 _BAD_CHARACTERS = set('/\\:*?"<>|')
 
@@ -69,15 +70,14 @@ def check_field_name(name: Any, others: Iterable[str] = ()) -> str:
 
 
 def _kind_name(kind: Any, field: str) -> str:
-    if kind in ("string", "str"):
-        return "strings"
-    if kind in ("same-shape", "array"):
-        return "numpy"
-    if kind == "images":
-        return "image"
-    if kind not in KINDS:
-        raise ValueError(f"field {field!r}: unknown kind {kind!r}; use 'ragged', 'strings', 'numpy' or 'image'")
-    return kind
+    """The one name of a field's kind (``kinds``), or a ValueError naming the kinds a field may have."""
+    try:
+        found = kinds.get(kind)
+    except ValueError:
+        found = None
+    if found is None or not found.field:
+        raise ValueError(f"field {field!r}: unknown kind {kind!r}; use 'ragged', 'strings' or 'numpy'")
+    return found.name
 
 
 def parse_schema(schema: Optional[Mapping]) -> Dict[str, Tuple[str, Optional[np.dtype]]]:
@@ -104,8 +104,8 @@ def parse_schema(schema: Optional[Mapping]) -> Dict[str, Tuple[str, Optional[np.
             kind = entry
         kind = _kind_name(kind, name)
         if dtype is not None:
-            if kind in ("strings", "image"):
-                raise ValueError(f"schema of field {name!r}: a{'n image' if kind == 'image' else ' strings'} field has no dtype")
+            if kind in ("strings", "images"):
+                raise ValueError(f"schema of field {name!r}: a{'n image' if kind == 'images' else ' strings'} field has no dtype")
             try:
                 dtype = np.dtype(dtype)
             except TypeError:
@@ -162,9 +162,9 @@ def infer(field: str, values: Sequence[Any], first: int, hint: Optional[Tuple[st
     if kind == "strings":
         _strings(field, values, first)
         return FieldSpec("strings")
-    if kind == "image":
+    if kind == "images":
         _images(field, values, first)
-        return FieldSpec("image")
+        return FieldSpec("images")
     arrays = _arrays(field, values, first)
     if dtype is None:
         dtype = common_dtype(arrays)
@@ -203,7 +203,7 @@ def convert_column(field: str, spec: FieldSpec, values: Sequence[Any], first: in
     or a TypeError/ValueError naming the record and the field. Writes nothing."""
     if spec.kind == "strings":
         return _strings(field, values, first)
-    if spec.kind == "image":
+    if spec.kind == "images":
         return _images(field, values, first)
     dtype = np.dtype(spec.dtype)
     arrays = _arrays(field, values, first)

@@ -17,10 +17,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import build, layout, reads
+from .check import check_offsets
 from .errors import MapFormatError, ReadOnlyMapError
 from .indexing import positions
 
 _EMPTY = memoryview(np.empty(0, np.int64))
+CHUNK_BITS = 12
+CHUNK = 1 << CHUNK_BITS  # samples whose offsets are checked together, on the first read of one
 
 
 def normalise_mode(mode: str) -> str:
@@ -63,11 +66,16 @@ class SpansMap:
         self._starts = memoryview(view.starts) if view else _EMPTY
         self._ends = memoryview(view.ends) if view else _EMPTY
         self._total = int(view.ends[-1]) if view and view.count else 0
+        self._sound = bytearray((self._n + CHUNK - 1) >> CHUNK_BITS)  # chunks whose offsets were checked
+        self._sound_np = np.frombuffer(self._sound, np.uint8)  # the same bytes, to test a batch's chunks at once
+        self._unsound = len(self._sound)  # chunks not checked yet
         self._install(view, extra)
 
     def _open_view(self, files: reads.MapFiles, writable: bool) -> Tuple[Optional[layout.SpansView], Any]:
         kind = layout.read_kind(files)
         if kind is None:
+            if files.moved():  # a rebuild swapped the map out and is removing this old one: retry
+                raise MapFormatError(f"{self.path} was replaced while it was opened")
             if any(name != layout.LOCK for name in files.list()):
                 raise MapFormatError(f"{self.path} holds files but no {layout.KIND}: it is not a map")
             return None, None
@@ -139,49 +147,47 @@ class SpansMap:
             self._load()
         return idx
 
-    def _span(self, i: int) -> tuple:
-        """The offsets of sample ``i``, checked against the data and against its neighbours'
-        (samples lie back to back: see ``ondisk.py``), so that a damaged offset is an error
-        here, never another sample's bytes."""
-        start, end = self._starts[i], self._ends[i]
-        before = self._ends[i - 1] if i else 0
-        after = self._starts[i + 1] if i + 1 < self._n else self._total
-        if not (0 <= start == before and start <= end == after and end <= self._total):
-            raise MapFormatError(self._bad_offsets(i, start, end, before, after))
-        return start, end
+    # -- the offsets of samples, checked once per chunk ----------------------------------------
+    #
+    # Opening checks O(1) things only (opening.py). The offsets of samples are checked, all of
+    # a chunk of CHUNK samples at once (vectorised), the first time a sample of the chunk is
+    # read: back to back, lengths >= 0, within the data (check.check_offsets). ``_sound[c]`` is
+    # 1 once chunk ``c`` passed; reads of a sound chunk then need no check of their own.
 
-    def _bad_offsets(self, i: int, start: int, end: int, before: int, after: int) -> str:
-        files = f"{self.path / layout.STARTS} or {self.path / layout.ENDS}"
-        if start != before:
-            return f"{files}: sample {i} starts at {start}, but the sample before it ends at {before}"
-        if end != after:
-            return f"{files}: sample {i} ends at {end}, but the sample after it starts at {after}"
-        return f"{files}: sample {i} has offsets {start}..{end} outside the {self._total} stored"
+    def _check_chunk(self, c: int) -> None:
+        view = self._view
+        first, stop = c << CHUNK_BITS, min((c + 1) << CHUNK_BITS, self._n)
+        starts, ends = view.starts[first:stop], view.ends[first:stop]
+        where = f"{self.path / layout.STARTS} or {self.path / layout.ENDS}"
+        check_offsets(where, starts, ends, self._total, first, int(view.ends[first - 1]) if first else 0)
+        if stop < self._n and view.starts[stop] != ends[-1]:
+            check_offsets(where, view.starts[stop : stop + 1], view.ends[stop : stop + 1], self._total, stop, int(ends[-1]))
+        self._sound[c] = 1
+        self._unsound -= 1
+
+    def _span(self, i: int) -> tuple:
+        """The offsets of sample ``i`` (``0 <= i < self._n``), checked."""
+        if not self._sound[i >> CHUNK_BITS]:
+            self._check_chunk(i >> CHUNK_BITS)
+        return self._starts[i], self._ends[i]
+
+    def _check_chunks(self, first: int, stop: int) -> None:
+        """Check the chunks of samples ``first..stop-1`` that were not checked yet."""
+        for c in range(first >> CHUNK_BITS, ((stop - 1) >> CHUNK_BITS) + 1):
+            if not self._sound[c]:
+                self._check_chunk(c)
 
     def _batch_spans(self, idx: np.ndarray) -> tuple:
         view = self._view
         if view is None:
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        starts, ends = view.starts[idx], view.ends[idx]
-        if len(idx):
-            last = self._n - 1
-            before = np.where(idx > 0, view.ends[idx - 1], 0)
-            after = np.where(idx < last, view.starts[np.minimum(idx + 1, last)], self._total)
-            bad = (starts != before) | (ends != after) | (starts < 0) | (starts > ends) | (ends > self._total)
-            if bad.any():
-                j = int(np.argmax(bad))
-                raise MapFormatError(self._bad_offsets(int(idx[j]), int(starts[j]), int(ends[j]), int(before[j]), int(after[j])))
-        return starts, ends
-
-    def _run_is_sound(self, first: int, stop: int) -> bool:
-        """Whether samples ``first..stop-1`` lie back to back within the data, and so do their
-        neighbours (a run read at once; False: read them one by one, which names the fault)."""
-        view = self._view
-        starts, ends = view.starts[first:stop], view.ends[first:stop]
-        before = int(view.ends[first - 1]) if first else 0
-        after = int(view.starts[stop]) if stop < self._n else self._total
-        return bool(starts[0] == before and ends[-1] == after and after <= self._total and (starts[1:] == ends[:-1]).all()
-                    and (starts <= ends).all() and before >= 0)
+        if self._unsound and len(idx):
+            chunks = idx >> CHUNK_BITS
+            if not self._sound_np[chunks].all():
+                for c in np.unique(chunks).tolist():
+                    if not self._sound[c]:
+                        self._check_chunk(c)
+        return view.starts[idx], view.ends[idx]
 
     # -- the sequence protocol -----------------------------------------------------------
 
@@ -254,6 +260,9 @@ class SpansMap:
         self._view = None
         self._n = self._len = 0
         self._starts = self._ends = _EMPTY
+        self._sound = bytearray()
+        self._sound_np = np.empty(0, np.uint8)
+        self._unsound = 0
 
     def __enter__(self) -> "SpansMap":
         return self

@@ -12,7 +12,7 @@ from . import build, codecs, layout, parallel, reads
 from .build import StringsEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
-from .spans import SpansMap
+from .spans import CHUNK_BITS, SpansMap
 
 _CHUNK = 256  # strings decoded together when iterating: large enough to amortise, small enough for the cache
 _ASCII_RETRY = 32  # runs decoded one string at a time before checking again for an all-ASCII run
@@ -57,14 +57,13 @@ class StringsMmap(SpansMap):
     # -- reading -------------------------------------------------------------------------
 
     def __getitem__(self, item: Any) -> Any:
-        if type(item) is int and self._plain and item > 0:
-            try:  # raises IndexError for the last string and past the end: the slow path serves those
-                start, end, before, after = self._starts[item], self._ends[item], self._ends[item - 1], self._starts[item + 1]
+        if type(item) is int and self._plain and item >= 0:
+            try:  # memoryviews raise IndexError past the end
+                start, end = self._starts[item], self._ends[item]
             except IndexError:
                 pass
             else:
-                # strings lie back to back: a damaged offset disagrees with a neighbour's
-                if start == before and start <= end == after <= self._total:
+                if self._sound[item >> CHUNK_BITS]:  # the offsets of its chunk were checked (spans.py)
                     try:
                         return self._buffer[start:end].decode()
                     except UnicodeDecodeError:
@@ -112,22 +111,22 @@ class StringsMmap(SpansMap):
         if stop > self._n:
             self._load()
         if self._decompress is None and self._view is not None and stop > first:
+            self._check_chunks(first, stop)
             starts, ends = self._view.starts[first:stop], self._view.ends[first:stop]
             low, high = int(starts[0]), int(ends[-1])
-            if self._run_is_sound(first, stop):
-                raw = self._buffer
-                self._ascii_probe -= 1
-                if self._ascii_probe <= 0 and high - low <= 2 * int((ends - starts).sum()) + 4096:
-                    chunk = raw[low:high]
-                    if chunk.isascii():  # then byte offsets are character offsets
-                        self._ascii_probe = 0
-                        text = chunk.decode("ascii")
-                        return [text[s:e] for s, e in zip((starts - low).tolist(), (ends - low).tolist())]
-                    self._ascii_probe = _ASCII_RETRY
-                try:
-                    return [raw[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist())]
-                except UnicodeDecodeError:
-                    pass  # get_batch names the string that is not UTF-8
+            raw = self._buffer
+            self._ascii_probe -= 1
+            if self._ascii_probe <= 0:
+                chunk = raw[low:high]
+                if chunk.isascii():  # then byte offsets are character offsets
+                    self._ascii_probe = 0
+                    text = chunk.decode("ascii")
+                    return [text[s:e] for s, e in zip((starts - low).tolist(), (ends - low).tolist())]
+                self._ascii_probe = _ASCII_RETRY
+            try:
+                return [raw[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist())]
+            except UnicodeDecodeError:
+                pass  # get_batch names the string that is not UTF-8
         return self.get_batch(slice(first, stop))
 
     def __iter__(self) -> Iterator[str]:
