@@ -238,7 +238,6 @@ ALLOWED = {
     "convert.py": "reads the user's source files (images, texts), not maps",
     "demo.py": "writes and reads its own demo inputs",
     "dask.py": "a build's part directories and its liveness file",
-    "records.py": "records.json and its fields: moved onto the seam with the records engine (another helper)",
     "torch.py": "no map files",
     "parallel.py": "no map files",
 }
@@ -259,6 +258,7 @@ ALLOWED_CALLS = {
     ("megatron_write.py", "builtins.open"): "write() creates its own temporary files",
     ("numpy.py", "exists"): "extend_dir: whether there is a map (the header is read through the seam)",
     ("generic.py", "exists"): "whether there is a map at all",
+    ("records.py", "exists"): "whether there is a records map at all (records.json and fields are read through the seam)",
     ("cli.py", "exists"): "the output path of convert / export",
     ("cli.py", "is_dir"): "the output path of convert / export",
     ("cli.py", "iterdir"): "the output path of convert / export",

@@ -16,6 +16,8 @@ from .check import check_map
 from .kinds import Kind, register
 from .merging import Merger
 from .ragged import RaggedMmap
+from .images import ImagesField
+from .records_fields import ArrayField, RaggedField, StringsField
 from .string import StringsMmap
 
 
@@ -43,23 +45,23 @@ register(Kind(
     "ragged", _spans_opener(RaggedMmap, "r+b"), wraps=True, disk="ragged",
     encoder=lambda options: RaggedEncoder(options.get("dtype"), options.get("zstd_level"), options.get("zstd_train_dictionary_size"),
                                           options.get("zstd_dictionary")),
-    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=True,
+    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=RaggedField,
 ))
 register(Kind(
     "strings", _spans_opener(StringsMmap, "r+b"), disk="string",
     encoder=lambda options: StringsEncoder(options.get("zstd_level"), options.get("zstd_train_dictionary_size"),
                                            options.get("zstd_dictionary")),
-    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=True,
+    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=StringsField,
 ))
 register(Kind(
     "numpy", lambda path, mode=None, count=None: np_ninja.open_existing(path, mode or "r", rows=count), disk="numpy",
     encoder=lambda options: ArrayEncoder(options.get("dtype")),
-    count=_array_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=True,
+    count=_array_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=ArrayField,
 ))
 
 
 def _open_images(path: Path, mode: Optional[str] = None, count: Optional[int] = None, **options: Any) -> Any:
-    from .images import ImagesMmap  # Pillow is imported only for images maps
+    from .images import ImagesMmap
 
     return _spans_opener(ImagesMmap, "r")(path, mode, count, **options)
 
@@ -70,10 +72,11 @@ def _images_encoder(options: Dict[str, Any]) -> Any:
     return ImagesEncoder(**options)
 
 
-# images maps (images.py): encoded bytes, read-only by default (images are never overwritten)
+# images maps (images.py): encoded bytes, read-only by default (images are never overwritten);
+# Pillow is imported only when one is opened or built
 register(Kind(
     "images", _open_images, disk="images", encoder=_images_encoder,
-    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=True,
+    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=ImagesField,
 ))
 
 

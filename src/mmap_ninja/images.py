@@ -196,6 +196,57 @@ def field_codec() -> ImageCodec:
     return ImageCodec("RGB", "jpeg", 90)
 
 
+class ImagesField:
+    """A records field of images (kind "images", also spelled "image"): RGB, stored encoded.
+
+    Values are encoded bytes, checked to decode, or H x W x 3 uint8 arrays, encoded as JPEG at
+    quality 90 (``field_codec``); ``r[i][name]`` is decoded. See ``records_fields.RaggedField``
+    for what each method does.
+    """
+
+    grows_in_place = True
+    has_dtype = False
+
+    @staticmethod
+    def spec_from(field: str, values: Sequence[Any], first: int, dtype: Any) -> Any:
+        from .records_schema import FieldSpec
+
+        return FieldSpec("images")  # what the values are is checked once, by convert
+
+    @staticmethod
+    def convert(field: str, spec: Any, values: Sequence[Any], first: int) -> List[bytes]:
+        from .records_schema import record_error
+
+        codec, out = field_codec(), []
+        for i, v in enumerate(values):
+            try:
+                out.append(codec.stored(v, first + i, "its value"))
+            except (TypeError, ValueError) as e:
+                raise record_error(type(e), first + i, f", field {field!r}: {str(e).replace(f'sample {first + i}: ', '')}") from None
+        return out
+
+    @staticmethod
+    def spec(field_dir: Path) -> Any:
+        from .records_schema import FieldSpec
+
+        layout.expect_kind(field_dir, "images")
+        return FieldSpec("images")
+
+    @staticmethod
+    def create(field_dir: Path, spec: Any) -> None:
+        encoder = ImagesEncoder()
+        encoder.codec = field_codec()
+        encoder.create_empty(field_dir)
+
+    @staticmethod
+    def writer(field_dir: Path, spec: Any) -> Any:
+        return layout.SpansWriter(field_dir, 1, with_shapes=False)
+
+    @staticmethod
+    def append(writer: Any, column: List[bytes], durable: bool) -> None:
+        writer.append(column, np.fromiter(map(len, column), np.int64, len(column)), None, durable)
+
+
 class ImagesEncoder:
     """The builder's encoder (see build.py) for images maps: arrays are encoded by the map's
     codec; bytes are stored as they are once they decode."""

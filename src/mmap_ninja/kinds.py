@@ -47,7 +47,7 @@ class Kind:
     repair: Optional[Callable[[Path, int], None]] = None  # cut back to its first n samples
     is_map: Optional[Callable[[Path], bool]] = None  # for kinds without type.ninja: does ``path`` hold one
     product: Optional[Callable[[Dict[str, Any]], Any]] = None  # what the build engine builds (default: build.MapProduct)
-    field: bool = False  # may be a field of a records map
+    field: Any = None  # as a field of a records map: spec, create, writer, append (records_fields.RaggedField...)
 
     def __reduce__(self) -> tuple:
         # by name, with the module that defines it: a worker process imports that module, which

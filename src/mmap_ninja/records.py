@@ -55,12 +55,12 @@ import os
 
 import numpy as np
 
-from . import fs, layout, reads
+from . import fs, kinds, layout, reads
 from .errors import MapFormatError
 from .indexing import positions
 from .progress import batched, progress
 from .records_build import build_records, build_records_from
-from .records_fields import FieldAppender, FieldWriter, close_field, create_field, field_length, open_field, read_spec
+from .records_fields import FieldAppender, close_field, create_field, field_length, open_field, read_spec
 from .records_file import (
     RecordsInfo,
     _remove_stale_records_files,
@@ -198,7 +198,7 @@ class RecordsMmap:
                 view = slice(start, max(start, stop), step)
         out = {}
         for n, m in self._maps.items():
-            if self._kinds[n] == "numpy":
+            if isinstance(m, np.ndarray):  # a same-shape field's memmap: batches are arrays
                 out[n] = m[view] if view is not None else m[idx]
             else:
                 out[n] = m.get_batch(idx)
@@ -274,7 +274,7 @@ class RecordsMmap:
                 raise
         self._info, self._count = info, info.count
         for n in names:  # ragged and strings maps see their new samples now, memmaps when next read
-            if self._kinds[n] != "numpy":
+            if kinds.get(self._kinds[n]).field.grows_in_place:
                 self._maps[n]._limit = info.count
         self._stale = True
 
@@ -294,8 +294,8 @@ class RecordsMmap:
         if self._stale:
             self._stale = False
             for n, kind in self._kinds.items():
-                if kind == "numpy":
-                    self._maps[n] = open_field(self.path / n, "numpy", self.mode, self._count)
+                if not kinds.get(kind).field.grows_in_place:
+                    self._maps[n] = open_field(self.path / n, kind, self.mode, self._count)
 
     def add_field(self, name: str, values: Iterable[Any], kind: Optional[str] = None, dtype: Any = None, durable: bool = False) -> None:
         """Add a field holding ``values`` (exactly one per record), committed atomically.
@@ -318,11 +318,12 @@ class RecordsMmap:
             with layout.building(self.path / name, durable) as tmp:
                 fs.rmtree(tmp)  # create_field lays the map out in a new directory
                 create_field(tmp, spec)
-                writer = FieldWriter(tmp.parent, [tmp.name], {tmp.name: spec})
+                writer = FieldAppender(tmp.parent, [tmp.name], {tmp.name: spec})
                 try:
                     for first in range(0, len(values), _FIELD_PIECE):
                         column = convert_column(name, spec, values[first:first + _FIELD_PIECE], first)
-                        writer.append({tmp.name: column}, durable)
+                        with writer.locked(first, tmp):
+                            writer.append({tmp.name: column}, False)  # building syncs it all before the commit
                 finally:
                     writer.close()
             info = self._info._replace(fields=self._info.fields + ((name, spec.kind),))

@@ -20,7 +20,7 @@ import numpy as np
 from . import fs, merging
 from .build import Part, Reading, in_dataset, indexed_batches, read_count
 from .errors import MapFormatError
-from .records_fields import FieldWriter, create_field
+from .records_fields import FieldAppender, create_field
 from .records_file import RecordsInfo, is_records_dir, read_records_file, write_records_file
 from .records_schema import FieldSpec, columns_of, convert_column, decide_fields, parse_schema
 from .skip import AllSkippedError
@@ -141,7 +141,8 @@ def write_records(path: Path, batches: Iterable[Sequence[Any]], product: Records
                 del columns
             except (TypeError, ValueError, KeyError) as e:
                 raise in_dataset(e, batch, batch_start) from e.__cause__
-            writer.append(converted, False)  # a durable build syncs the whole directory once, before it is published
+            with writer.locked(position - first, path):  # a durable build syncs the whole directory once, before it is published
+                writer.append(converted, False)
             position += len(batch)
             if on_batch is not None:
                 on_batch(read_count(batch))
@@ -162,10 +163,10 @@ def write_records(path: Path, batches: Iterable[Sequence[Any]], product: Records
     return position - first
 
 
-def _create(path: Path, product: RecordsProduct) -> FieldWriter:
+def _create(path: Path, product: RecordsProduct) -> FieldAppender:
     for n, spec in product.fields:
         create_field(path / n, spec)
-    return FieldWriter(path, [n for n, _ in product.fields], dict(product.fields))
+    return FieldAppender(path, [n for n, _ in product.fields], dict(product.fields))
 
 
 def build_records(out_dir: PathLike, indexable: Any, batch_size: int, n_jobs: Optional[int] = None, verbose: bool = False,

@@ -5,16 +5,14 @@ from __future__ import annotations
 import os
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from . import fs, kinds, layout
 from .errors import MapFormatError
-from . import numpy as np_ninja
-from .records_schema import FieldSpec
+from .records_schema import FieldSpec, arrays_of, cast_arrays, record_error, storable, strings_of
 from .shapes import LENGTHS, NESTED, ShapeRecord
-from .spans import SpansMap
 
 def field_length(field_dir: Path, kind: str) -> int:
     """The samples a field's map has committed on its own (may exceed the record count)."""
@@ -25,31 +23,13 @@ def field_length(field_dir: Path, kind: str) -> int:
 
 def read_spec(field_dir: Path, kind: str) -> FieldSpec:
     """The spec of an existing field, from its files."""
-    if kind in ("strings", "images"):
-        layout.expect_kind(field_dir, kinds.get(kind).disk)
-        return FieldSpec(kind)
-    if kind == "numpy":
-        header = layout.read_array_header(field_dir)
-        return FieldSpec("numpy", header.dtype.name, tuple(header.shape[1:]))
-    header = layout.read_array_header(field_dir, kind="ragged")
-    return FieldSpec("ragged", header.dtype.name, (), layout.read_shape_layout(field_dir).width)
+    return kinds.get(kind).field.spec(field_dir)
 
 
 def create_field(field_dir: Path, spec: FieldSpec) -> None:
     """Lay out an empty map for a field (the directory must not exist)."""
     fs.mkdir(field_dir)
-    if spec.kind == "strings":
-        layout.create_spans(field_dir, "string", np.dtype(np.uint8))
-    elif spec.kind == "images":
-        from .images import ImagesEncoder, field_codec
-
-        encoder = ImagesEncoder()
-        encoder.codec = field_codec()
-        encoder.create_empty(field_dir)
-    elif spec.kind == "numpy":
-        layout.create_array(field_dir, np.dtype(spec.dtype), spec.row_shape)
-    else:
-        layout.create_spans(field_dir, "ragged", np.dtype(spec.dtype), LENGTHS if spec.shape_width == 1 else NESTED)
+    kinds.get(spec.kind).field.create(field_dir, spec)
 
 
 def open_field(field_dir: Path, kind: str, mode: str, count: Optional[int] = None) -> Any:
@@ -59,63 +39,146 @@ def open_field(field_dir: Path, kind: str, mode: str, count: Optional[int] = Non
     hold a tail past them (an append killed before its commit) that the next writer cuts,
     and a mapping over cut pages would kill the reader with SIGBUS on access.
     """
-    return kinds.get(kind).open(field_dir, mode, count)
+    field_kind = kinds.get(kind)
+    return field_kind.open(field_dir, mode, count)
 
 
 def close_field(field: Any) -> None:
-    if isinstance(field, SpansMap):
-        field.close()
+    close = getattr(field, "close", None)
+    if close is not None and not isinstance(field, np.ndarray):  # a memmap is released when dropped
+        close()
 
 
-def _append_column(field_dir: Path, field: Any, kind: str, column: Any, durable: bool) -> None:
-    """Append converted values to one field, by the field's own commit protocol."""
-    if kind == "numpy":
-        np_ninja.extend_dir(field_dir, column, durable)
-    else:
-        field.extend(column, durable=durable)
+# --- what each kind of field does (registered with its kind, see builtin_kinds.py) -----------------
 
 
-class FieldWriter:
-    """Appends converted batches to the fields of a records map being built or extended."""
+class RaggedField:
+    """A field of arrays of any shape, as a ragged map."""
 
-    def __init__(self, path: Path, names: Sequence[str], specs: Dict[str, FieldSpec], maps: Optional[Dict[str, Any]] = None):
-        self.path = path
-        self.names = list(names)
-        self.specs = specs
-        self._own = maps is None  # maps opened here are closed here
-        if maps is None:
-            maps = {n: open_field(path / n, specs[n].kind, "r") for n in names if specs[n].kind != "numpy"}
-        self.maps = maps
+    grows_in_place = True  # the open map sees appended samples (no remap after an append)
+    has_dtype = True
 
-    def append(self, columns: Dict[str, Any], durable: bool) -> None:
-        for n in self.names:
-            _append_column(self.path / n, self.maps.get(n), self.specs[n].kind, columns[n], durable)
+    @staticmethod
+    def spec_from(field: str, values: Sequence[Any], first: int, dtype: Any) -> FieldSpec:
+        """The spec of a new field from its first batch (``dtype``: the schema's, or None)."""
+        arrays = arrays_of(field, values, first)
+        dtype = storable(field, arrays, dtype)
+        return FieldSpec("ragged", dtype.name, (), 1 if all(a.ndim <= 1 for a in arrays) else 0)
 
-    def close(self) -> None:
-        if self._own:
-            for m in self.maps.values():
-                close_field(m)
+    @staticmethod
+    def convert(field: str, spec: FieldSpec, values: Sequence[Any], first: int) -> List[np.ndarray]:
+        """The values as the field stores them (see ``records_schema.convert_column``)."""
+        return cast_arrays(field, arrays_of(field, values, first), np.dtype(spec.dtype), first)
+
+    @staticmethod
+    def spec(field_dir: Path) -> FieldSpec:
+        header = layout.read_array_header(field_dir, kind="ragged")
+        return FieldSpec("ragged", header.dtype.name, (), layout.read_shape_layout(field_dir).width)
+
+    @staticmethod
+    def create(field_dir: Path, spec: FieldSpec) -> None:
+        layout.create_spans(field_dir, "ragged", np.dtype(spec.dtype), LENGTHS if spec.shape_width == 1 else NESTED)
+
+    @staticmethod
+    def writer(field_dir: Path, spec: FieldSpec) -> Any:
+        return layout.SpansWriter(field_dir, np.dtype(spec.dtype).itemsize, with_shapes=True)
+
+    @staticmethod
+    def append(writer: Any, column: List[np.ndarray], durable: bool) -> None:
+        lengths = np.fromiter((a.size for a in column), np.int64, len(column))
+        shapes = ShapeRecord.of(column, lengths)
+        writer.make_room(shapes, True, durable)
+        writer.append(column, lengths, shapes, durable)
+
+
+class StringsField:
+    """A field of str, as a strings map (UTF-8, uncompressed)."""
+
+    grows_in_place = True
+    has_dtype = False
+
+    @staticmethod
+    def spec_from(field: str, values: Sequence[Any], first: int, dtype: Any) -> FieldSpec:
+        strings_of(field, values, first)
+        return FieldSpec("strings")
+
+    @staticmethod
+    def convert(field: str, spec: FieldSpec, values: Sequence[Any], first: int) -> List[str]:
+        return strings_of(field, values, first)
+
+    @staticmethod
+    def spec(field_dir: Path) -> FieldSpec:
+        layout.expect_kind(field_dir, "string")
+        return FieldSpec("strings")
+
+    @staticmethod
+    def create(field_dir: Path, spec: FieldSpec) -> None:
+        layout.create_spans(field_dir, "string", np.dtype(np.uint8))
+
+    @staticmethod
+    def writer(field_dir: Path, spec: FieldSpec) -> Any:
+        return layout.SpansWriter(field_dir, 1, with_shapes=False)
+
+    @staticmethod
+    def append(writer: Any, column: List[str], durable: bool) -> None:
+        buffers = [s.encode("utf-8") for s in column]
+        writer.append(buffers, np.fromiter(map(len, buffers), np.int64, len(buffers)), None, durable)
+
+
+class ArrayField:
+    """A field of arrays of one shape, as a same-shape map."""
+
+    grows_in_place = False  # a memmap does not grow: remapped when next read
+    has_dtype = True
+
+    @staticmethod
+    def spec_from(field: str, values: Sequence[Any], first: int, dtype: Any) -> FieldSpec:
+        arrays = arrays_of(field, values, first)
+        return FieldSpec("numpy", storable(field, arrays, dtype).name, tuple(arrays[0].shape))
+
+    @staticmethod
+    def convert(field: str, spec: FieldSpec, values: Sequence[Any], first: int) -> np.ndarray:
+        arrays = arrays_of(field, values, first)
+        for i, a in enumerate(arrays):
+            if a.shape != spec.row_shape:
+                raise record_error(ValueError, first + i, f", field {field!r} has shape {a.shape}, but the field holds samples of "
+                                   f"shape {spec.row_shape} (give it as 'ragged' in the schema to store varying shapes)")
+        dtype = np.dtype(spec.dtype)
+        out = cast_arrays(field, arrays, dtype, first)
+        return np.stack(out) if out else np.empty((0, *spec.row_shape), dtype)
+
+    @staticmethod
+    def spec(field_dir: Path) -> FieldSpec:
+        header = layout.read_array_header(field_dir)
+        return FieldSpec("numpy", header.dtype.name, tuple(header.shape[1:]))
+
+    @staticmethod
+    def create(field_dir: Path, spec: FieldSpec) -> None:
+        layout.create_array(field_dir, np.dtype(spec.dtype), spec.row_shape)
+
+    @staticmethod
+    def writer(field_dir: Path, spec: FieldSpec) -> Any:
+        return layout.ArrayWriter(field_dir, layout.read_array_header(field_dir))
+
+    @staticmethod
+    def append(writer: Any, column: np.ndarray, durable: bool) -> None:
+        writer.append(column, durable)
 
 
 class FieldAppender:
-    """Appends records to the fields of a published records map, through one writer per field
-    kept open between appends (opening every field's files for each record cost more than
-    writing it). Values come converted (``records_schema.convert_column``): checked and cast
-    once, then laid out as each field's writer takes them.
+    """Appends records to the fields of a records map, through one writer per field kept open
+    between appends (opening every field's files for each record cost more than writing it).
+    Values come converted (``records_schema.convert_column``): checked and cast once, then
+    laid out by each kind's field (``RaggedField`` and its siblings).
     """
 
     def __init__(self, path: Path, names: Sequence[str], specs: Dict[str, FieldSpec]):
         self.pid = os.getpid()  # a writer inherited through fork shares its locks: not reused there
-        self.specs = {n: specs[n] for n in names}
+        self.fields = {n: kinds.get(specs[n].kind).field for n in names}
         self.writers: Dict[str, Any] = {}
         try:
-            for n, spec in self.specs.items():
-                field_dir = path / n
-                if spec.kind == "numpy":
-                    self.writers[n] = layout.ArrayWriter(field_dir, layout.read_array_header(field_dir))
-                else:
-                    itemsize = np.dtype(spec.dtype).itemsize if spec.kind == "ragged" else 1
-                    self.writers[n] = layout.SpansWriter(field_dir, itemsize, with_shapes=spec.kind == "ragged")
+            for n in names:
+                self.writers[n] = self.fields[n].writer(path / n, specs[n])
         except BaseException:
             self.close()
             raise
@@ -135,17 +198,7 @@ class FieldAppender:
     def append(self, columns: Dict[str, Any], durable: bool) -> None:
         """Append one converted column per field, each by its map's commit protocol (inside ``locked``)."""
         for n, writer in self.writers.items():
-            kind, column = self.specs[n].kind, columns[n]
-            if kind == "numpy":
-                writer.append(column, durable)
-            elif kind in ("strings", "images"):  # an image field's values come encoded and checked
-                buffers = [s.encode("utf-8") for s in column] if kind == "strings" else column
-                writer.append(buffers, np.fromiter(map(len, buffers), np.int64, len(buffers)), None, durable)
-            else:
-                lengths = np.fromiter((a.size for a in column), np.int64, len(column))
-                shapes = ShapeRecord.of(column, lengths)
-                writer.make_room(shapes, True, durable)
-                writer.append(column, lengths, shapes, durable)
+            self.fields[n].append(writer, columns[n], durable)
 
     def roll_back(self, count: int) -> None:
         """Cut every field back to ``count`` samples (inside ``locked``): a failed append undone."""

@@ -14,7 +14,7 @@ from typing import Any, Dict, NamedTuple, Optional, Tuple, Union
 
 from . import fs
 from .errors import MapFormatError
-from .reads import MapFiles
+from .reads import MapFiles, open_map_files
 from .records_schema import KINDS, RECORDS_FILE, check_field_name
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -33,18 +33,27 @@ class RecordsInfo(NamedTuple):
 
 def is_records_dir(path: PathLike) -> bool:
     """Whether ``path`` is a records map (a directory with ``records.json``)."""
-    return (Path(path) / RECORDS_FILE).is_file()
+    try:
+        with open_map_files(path) as files:
+            return files.exists(RECORDS_FILE) and not files.is_dir(RECORDS_FILE)
+    except (FileNotFoundError, NotADirectoryError, MapFormatError):  # nothing there, or a file
+        return False
 
 
 def read_records_file(path: Union[PathLike, MapFiles]) -> RecordsInfo:
     """Read and check ``records.json`` of the records map at ``path`` (or of a handle's version of it)."""
-    files = path if isinstance(path, MapFiles) else None
-    path = files.path if files is not None else path
-    file = Path(path) / RECORDS_FILE
+    if not isinstance(path, MapFiles):
+        try:
+            with open_map_files(path) as files:
+                return read_records_file(files)
+        except FileNotFoundError:
+            raise MapFormatError(f"{path} holds no records map: {RECORDS_FILE} is missing") from None
+    files = path
+    path, file = files.path, files.path / RECORDS_FILE
+    if not files.exists(RECORDS_FILE):
+        raise MapFormatError(f"{path} holds no records map: {RECORDS_FILE} is missing")
     try:
-        raw = files.read(RECORDS_FILE) if files is not None else file.read_bytes()
-    except FileNotFoundError:
-        raise MapFormatError(f"{path} holds no records map: {RECORDS_FILE} is missing") from None
+        raw = files.read(RECORDS_FILE)
     except IsADirectoryError:
         raise MapFormatError(f"{file} is a directory, not a file") from None
     try:
@@ -130,13 +139,12 @@ def commit_count(path: Path, info: RecordsInfo, durable: bool = False, fd: Optio
 
 def _remove_stale_records_files(path: Path) -> None:
     """Remove new records files that writers killed before their rename left behind."""
-    for leftover in path.glob(f".{RECORDS_FILE}.tmp-*"):
+    with open_map_files(path) as files:
+        names = [n for n in files.list() if n.startswith(f".{RECORDS_FILE}.tmp-")]
+    for name in names:
         try:
-            pid = int(leftover.name.split(".tmp-", 1)[1].split("-")[0])
+            pid = int(name.split(".tmp-", 1)[1].split("-")[0])
         except ValueError:
             continue
         if not fs.process_alive(pid):
-            try:
-                leftover.unlink()
-            except OSError:
-                pass
+            fs.rmtree(path / name)

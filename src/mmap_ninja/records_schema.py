@@ -1,8 +1,7 @@
 """The fields of a records map: names, schemas, and what each field's values become.
 
-A field's *kind* is "ragged" (arrays of any shape), "strings" (str), "numpy" (arrays of
-one shape) or "images" (RGB images stored encoded, JPEG or PNG: see ``images.py``; only from
-a schema, which may spell it "image"); ``records.json`` and ``RecordsMmap.fields`` spell them so. The first batch of
+A field's *kind* is "ragged" (arrays of any shape), "strings" (str) or "numpy" (arrays of
+one shape); ``records.json`` and ``RecordsMmap.fields`` spell them so. The first batch of
 records decides each field's kind and dtype unless a schema fixes them.
 """
 
@@ -104,8 +103,8 @@ def parse_schema(schema: Optional[Mapping]) -> Dict[str, Tuple[str, Optional[np.
             kind = entry
         kind = _kind_name(kind, name)
         if dtype is not None:
-            if kind in ("strings", "images"):
-                raise ValueError(f"schema of field {name!r}: a{'n image' if kind == 'images' else ' strings'} field has no dtype")
+            if not kinds.get(kind).field.has_dtype:
+                raise ValueError(f"schema of field {name!r}: a {kind} field has no dtype")
             try:
                 dtype = np.dtype(dtype)
             except TypeError:
@@ -135,7 +134,7 @@ def record_error(error_type: type, record: int, problem: str) -> BaseException:
     return sample_error(error_type, record, problem, "record")
 
 
-def _arrays(field: str, values: Sequence[Any], first: int) -> List[np.ndarray]:
+def arrays_of(field: str, values: Sequence[Any], first: int) -> List[np.ndarray]:
     out = []
     for i, v in enumerate(values):
         if isinstance(v, str):
@@ -159,66 +158,41 @@ def infer(field: str, values: Sequence[Any], first: int, hint: Optional[Tuple[st
             what = "a str" if strings[i] else type(values[i]).__name__
             raise record_error(TypeError, first + i, f", field {field!r} is {what} but record {first} holds "
                             f"{'a str' if strings[0] else 'numbers'}; a field holds strings or arrays, not both")
-    if kind == "strings":
-        _strings(field, values, first)
-        return FieldSpec("strings")
-    if kind == "images":
-        _images(field, values, first)
-        return FieldSpec("images")
-    arrays = _arrays(field, values, first)
-    if dtype is None:
-        dtype = common_dtype(arrays)
-        if dtype.kind not in STORABLE_KINDS:
-            raise TypeError(f"field {field!r}: a map cannot store dtype {dtype}")
-    if kind is None:
-        kind = "numpy" if len({a.shape for a in arrays}) == 1 else "ragged"
-    if kind == "numpy":
-        return FieldSpec("numpy", np.dtype(dtype).name, tuple(arrays[0].shape))
-    return FieldSpec("ragged", np.dtype(dtype).name, (), 1 if all(a.ndim <= 1 for a in arrays) else 0)
+    if kind is None:  # arrays: of one shape across the batch, or not
+        kind = "numpy" if len({np.shape(v) for v in arrays_of(field, values, first)}) == 1 else "ragged"
+    return kinds.get(kind).field.spec_from(field, values, first, dtype)
 
 
-def _strings(field: str, values: Sequence[Any], first: int) -> List[str]:
+def strings_of(field: str, values: Sequence[Any], first: int) -> List[str]:
     for i, v in enumerate(values):
         if not isinstance(v, str):
             raise record_error(TypeError, first + i, f", field {field!r} is {type(v).__name__}, not str; the field holds strings")
     return list(values)
 
 
-def _images(field: str, values: Sequence[Any], first: int) -> List[bytes]:
-    """Image values (encoded bytes, or H x W x 3 uint8 arrays, encoded as JPEG at quality 90)
-    as the bytes an image field stores, each checked to decode."""
-    from .images import field_codec
-
-    codec, out = field_codec(), []
-    for i, v in enumerate(values):
-        try:
-            out.append(codec.stored(v, first + i, "its value"))
-        except (TypeError, ValueError) as e:
-            raise record_error(type(e), first + i, f", field {field!r}: {str(e).replace(f'sample {first + i}: ', '')}") from None
-    return out
-
-
 def convert_column(field: str, spec: FieldSpec, values: Sequence[Any], first: int) -> Any:
     """The values of one field for records ``first, first + 1, ...`` as the field stores them,
     or a TypeError/ValueError naming the record and the field. Writes nothing."""
-    if spec.kind == "strings":
-        return _strings(field, values, first)
-    if spec.kind == "images":
-        return _images(field, values, first)
-    dtype = np.dtype(spec.dtype)
-    arrays = _arrays(field, values, first)
+    return kinds.get(spec.kind).field.convert(field, spec, values, first)
+
+
+def cast_arrays(field: str, arrays: List[np.ndarray], dtype: np.dtype, first: int) -> List[np.ndarray]:
+    """``arrays`` cast to ``dtype`` where no value changes, else an error naming the record and the field."""
     out = []
     for i, a in enumerate(arrays):
-        if spec.kind == "numpy" and a.shape != spec.row_shape:
-            raise record_error(ValueError, first + i, f", field {field!r} has shape {a.shape}, but the field holds samples of "
-                             f"shape {spec.row_shape} (give it as 'ragged' in the schema to store varying shapes)")
         try:
             out.append(a if a.dtype == dtype else cast_losslessly(a, dtype, first + i))
         except (TypeError, ValueError) as e:
             raise _named(e, first + i, field) from None
-    if spec.kind == "numpy":
-        return np.stack(out) if out else np.empty((0, *spec.row_shape), dtype)
     return out
+
+
+def storable(field: str, arrays: List[np.ndarray], dtype: Any) -> np.dtype:
+    """``dtype``, or the batch's common dtype, if a map can store it."""
+    dtype = common_dtype(arrays) if dtype is None else np.dtype(dtype)
+    if dtype.kind not in STORABLE_KINDS:
+        raise TypeError(f"field {field!r}: a map cannot store dtype {dtype}")
+    return dtype
 
 
 def columns_of(batch: Sequence[Any], names: Sequence[str], first: int) -> Dict[str, List[Any]]:
