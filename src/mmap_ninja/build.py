@@ -383,7 +383,7 @@ class MapProduct:
         return reading.part(path, start)
 
     def merger(self, tmp: Path) -> Any:
-        return self._kind.merger(tmp)
+        return self._kind.merger(tmp, True)  # one dataset: errors name its samples, not the parts
 
     def finish(self, tmp: Path, merger: Any) -> None:
         if not merger.count:  # no samples at all: the serial builder decides what an empty map is

@@ -14,7 +14,7 @@ from . import numpy as np_ninja
 from .build import ArrayEncoder, RaggedEncoder, StringsEncoder
 from .check import check_map
 from .kinds import Kind, register
-from .merging import Merger
+from .merging import ArrayMerger, RaggedMerger, StringsMerger
 from .ragged import RaggedMmap
 from .images import ImagesField
 from .records_fields import ArrayField, RaggedField, StringsField
@@ -31,10 +31,6 @@ def _spans_opener(cls: type, default_mode: str) -> Any:
     return open_spans_map
 
 
-def _map_merger(tmp: Path, one_dataset: bool = True, bar: Any = None) -> Merger:
-    return Merger(tmp, one_dataset, bar)
-
-
 def _array_count(path: Path) -> int:
     return layout.read_array_header(path).shape[0]
 
@@ -45,18 +41,18 @@ register(Kind(
     "ragged", _spans_opener(RaggedMmap, "r+b"), wraps=True, disk="ragged",
     encoder=lambda options: RaggedEncoder(options.get("dtype"), options.get("zstd_level"), options.get("zstd_train_dictionary_size"),
                                           options.get("zstd_dictionary")),
-    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=RaggedField,
+    count=layout.committed_count, merger=RaggedMerger, inspect=check_map, repair=layout.roll_back, field=RaggedField,
 ))
 register(Kind(
     "strings", _spans_opener(StringsMmap, "r+b"), disk="string",
     encoder=lambda options: StringsEncoder(options.get("zstd_level"), options.get("zstd_train_dictionary_size"),
                                            options.get("zstd_dictionary")),
-    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=StringsField,
+    count=layout.committed_count, merger=StringsMerger, inspect=check_map, repair=layout.roll_back, field=StringsField,
 ))
 register(Kind(
     "numpy", lambda path, mode=None, count=None: np_ninja.open_existing(path, mode or "r", rows=count), disk="numpy",
     encoder=lambda options: ArrayEncoder(options.get("dtype")),
-    count=_array_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=ArrayField,
+    count=_array_count, merger=ArrayMerger, inspect=check_map, repair=layout.roll_back, field=ArrayField,
 ))
 
 
@@ -76,7 +72,7 @@ def _images_encoder(options: Dict[str, Any]) -> Any:
 # Pillow is imported only when one is opened or built
 register(Kind(
     "images", _open_images, disk="images", encoder=_images_encoder,
-    count=layout.committed_count, merger=_map_merger, inspect=check_map, repair=layout.roll_back, field=ImagesField,
+    count=layout.committed_count, merger=StringsMerger, inspect=check_map, repair=layout.roll_back, field=ImagesField,
 ))
 
 

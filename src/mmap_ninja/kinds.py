@@ -42,7 +42,7 @@ class Kind:
     disk: Optional[str] = None  # what type.ninja holds; None: the kind has no type.ninja
     encoder: Optional[Callable[[Dict[str, Any]], Any]] = None  # build: the builder's options -> an encoder (build.py)
     count: Optional[Callable[[Path], int]] = None  # the samples committed on disk
-    merger: Optional[Callable[..., Any]] = None  # merge: merger(tmp, one_dataset=True, bar=None) appends maps into tmp
+    merger: Optional[Callable[..., Any]] = None  # merge: merger(tmp, one_dataset, bar=None) appends maps into tmp
     inspect: Optional[Callable[[Path], Dict[str, Any]]] = None  # what ``mmap-ninja info`` reports
     repair: Optional[Callable[[Path, int], None]] = None  # cut back to its first n samples
     is_map: Optional[Callable[[Path], bool]] = None  # for kinds without type.ninja: does ``path`` hold one

@@ -46,6 +46,8 @@ class Merger:
     The first map added decides the dtype (and for strings, the compression); a ragged
     map's shape layout is upgraded in place when a later map needs it (see shapes.py), so
     maps can be added as they become ready, e.g. the parts of a build still running.
+    ``merger(tmp)`` makes the one for the first map's kind (``ArrayMerger``,
+    ``RaggedMerger``, ``StringsMerger``, as registered in ``kinds``).
     """
 
     def __init__(self, tmp: Path, one_dataset: bool = False, bar: Any = None):
@@ -62,45 +64,76 @@ class Merger:
         try:
             kind = _kind_of(path)
             if self._writer is None:
-                self._start(path, kind)
+                self.kind, self._first = kind, path
+                self._start(path)
+                with self._writer.locked(lock=False):
+                    pass  # the writer learns the (empty) map's counts
             elif kind != self.kind:
                 raise MapFormatError(f"map {k} ({path}) is a {kind!r} map, but map 0 ({self._first}) is a {self.kind!r} map: only maps of one kind merge")
-            if kind == "numpy":
-                self.count += _append_rows(self._writer, k, path, self.dtype, self.row_shape, self.count, self._bar)
-            else:
-                codec = codecs.read(path, kind)
-                if not (codec.same_as(self._codec) if codec is not None else self._codec is None):
-                    raise ValueError(f"map {k} ({path}) is compressed differently from map 0 ({self._first}); such maps cannot be merged")
-                if codec is not None and layout.open_spans(path, kind).dtype != self.dtype:
-                    raise ValueError(f"map {k} ({path}) holds encoded samples of another dtype than map 0 ({self._first}); such maps cannot be merged")
-                self.count += _append_spans(self._writer, k, path, kind, self._stored_dtype, self.count, self._bar)
+            self.count += self._append(k, path)
         except _PartError as e:
             raise (e.error if self.one_dataset else type(e.error)(f"map {e.k} ({e.path}): {e.error}")) from None
 
-    def _start(self, path: Path, kind: str) -> None:
-        self.kind, self._first = kind, path
-        if kind == "numpy":
-            header = layout.read_array_header(path)
-            self.dtype, self.row_shape = header.dtype, tuple(header.shape[1:])
-            self._writer = layout.ArrayWriter(self.tmp, layout.create_array(self.tmp, self.dtype, self.row_shape))
-        else:
-            first = layout.open_spans(path, kind)
-            self.dtype, self._stored_dtype = first.dtype, first.data.dtype  # differ for encoded samples
-            del first
-            self._codec = codecs.read(path, kind)
-            if kind in layout.BYTE_KINDS:
-                layout.create_spans(self.tmp, kind, self.dtype)
-            else:
-                layout.create_spans(self.tmp, "ragged", self.dtype, layout.read_shape_layout(path), self._codec.name if self._codec else None)
-            codecs.write(self.tmp, self._codec, kind)
-            self._writer = layout.SpansWriter(self.tmp, self._stored_dtype.itemsize, with_shapes=kind == "ragged")
-        with self._writer.locked(lock=False):
-            pass  # the writer learns the (empty) map's counts
+    def _start(self, path: Path) -> None:
+        """Lay out the merged map like the first one, ``path``, and open its writer."""
+        raise NotImplementedError
+
+    def _append(self, k: int, path: Path) -> int:
+        """Append the samples of map ``k`` at ``path``; returns how many."""
+        raise NotImplementedError
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class ArrayMerger(Merger):
+    """Merges same-shape maps."""
+
+    def _start(self, path: Path) -> None:
+        header = layout.read_array_header(path)
+        self.dtype, self.row_shape = header.dtype, tuple(header.shape[1:])
+        self._writer = layout.ArrayWriter(self.tmp, layout.create_array(self.tmp, self.dtype, self.row_shape))
+
+    def _append(self, k: int, path: Path) -> int:
+        return _append_rows(self._writer, k, path, self.dtype, self.row_shape, self.count, self._bar)
+
+
+class _SpansMerger(Merger):
+    """Merges maps of spans whose samples are encoded alike, or not at all (codecs.py)."""
+
+    with_shapes = False
+
+    def _start(self, path: Path) -> None:
+        first = layout.open_spans(path, self.kind)
+        self.dtype, self._stored = first.dtype, first.data.dtype  # they differ for encoded samples
+        del first
+        self._codec = codecs.read(path, self.kind)
+        if self.with_shapes:
+            layout.create_spans(self.tmp, self.kind, self.dtype, layout.read_shape_layout(path), self._codec.name if self._codec else None)
+        else:
+            layout.create_spans(self.tmp, self.kind, self.dtype)
+        codecs.write(self.tmp, self._codec, self.kind)
+        self._writer = layout.SpansWriter(self.tmp, self._stored.itemsize, with_shapes=self.with_shapes)
+
+    def _append(self, k: int, path: Path) -> int:
+        codec = codecs.read(path, self.kind)
+        if not (codec.same_as(self._codec) if codec is not None else self._codec is None):
+            raise ValueError(f"map {k} ({path}) is compressed differently from map 0 ({self._first}); such maps cannot be merged")
+        if codec is not None and layout.open_spans(path, self.kind).dtype != self.dtype:
+            raise ValueError(f"map {k} ({path}) holds encoded samples of another dtype than map 0 ({self._first}); such maps cannot be merged")
+        return _append_spans(self._writer, k, path, self.kind, self._stored, self.count, self._bar, with_shapes=self.with_shapes)
+
+
+class RaggedMerger(_SpansMerger):
+    """Merges ragged maps (their shapes too)."""
+
+    with_shapes = True
+
+
+class StringsMerger(_SpansMerger):
+    """Merges strings maps, or images maps (bytes, with the codec record of map 0)."""
 
 
 class _PartError(Exception):
@@ -122,7 +155,8 @@ def _kind_of(path: Path) -> str:
     return kind
 
 
-def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dtype: np.dtype, base: int, bar: Any) -> int:
+def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dtype: np.dtype, base: int, bar: Any,
+                  with_shapes: bool) -> int:
     """Append every sample of map ``k`` at ``path``; returns its sample count."""
     view = layout.open_spans(path, kind)
     for c0 in range(0, view.count, _CHUNK):
@@ -132,7 +166,7 @@ def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dty
         check_offsets(f"{path / layout.STARTS} or {path / layout.ENDS}", starts, ends, len(view.data), c0, before)
         lengths = ends - starts
         counts = view.counts[c0:c1] if view.counts is not None else None  # encoded samples: element counts
-        shapes = _shape_record(view, c0, c1, lengths if counts is None else counts, path) if kind == "ragged" else None
+        shapes = _shape_record(view, c0, c1, lengths if counts is None else counts, path) if with_shapes else None
         writer.make_room(shapes, published=False)
         if view.data.dtype == dtype:  # back to back (checked): one copy in the kernel
             writer.append([], lengths, shapes, source=(path / layout.DATA, int(starts[0]) * dtype.itemsize), counts=counts)

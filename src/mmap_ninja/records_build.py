@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from . import fs, merging
+from . import fs, kinds
 from .build import Part, Reading, in_dataset, indexed_batches, read_count
 from .errors import MapFormatError
 from .records_fields import FieldAppender, create_field
@@ -82,16 +82,16 @@ class RecordsMerger:
     def __init__(self, tmp: Path, product: RecordsProduct):
         self.tmp, self.product = tmp, product
         self.fields: Optional[Tuple[Tuple[str, str], ...]] = None
-        self._mergers: Dict[str, merging.Merger] = {}
+        self._mergers: Dict[str, Any] = {}
         self.count = 0
 
     def add(self, path: Path) -> None:
         info = read_records_file(path)
         if self.fields is None:
             self.fields = info.fields
-            for name, _ in info.fields:
+            for name, kind in info.fields:
                 fs.mkdir(self.tmp / name)
-                self._mergers[name] = merging.Merger(self.tmp / name, one_dataset=True)
+                self._mergers[name] = kinds.get(kind).merger(self.tmp / name, True)
         elif info.fields != self.fields:
             raise MapFormatError(f"part {path} has fields {list(info.fields)}, the first part {list(self.fields)}")
         for name, _ in info.fields:
