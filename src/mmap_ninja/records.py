@@ -51,7 +51,7 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
-from . import checksums, fs, layout, parts
+from . import checksums, fs, layout, parts, reads
 from . import numpy as np_ninja
 from .errors import MapFormatError
 from .indexing import positions
@@ -548,6 +548,32 @@ class RecordsMmap:
     # -- opening -------------------------------------------------------------------------
 
     def _load(self) -> None:
+        # A rebuild of the map at this path while its fields open would pair the old count with
+        # the new fields (or fail the count check): open again until the directory stayed the same.
+        for attempt in range(reads.RETRIES + 1):
+            files = reads.open_map_files(self.path)
+            try:
+                try:
+                    info, maps = self._open_fields()
+                except MapFormatError:
+                    if attempt == reads.RETRIES or not files.moved():
+                        raise
+                    continue
+                if attempt == reads.RETRIES or not files.moved():
+                    break
+                for m in maps.values():
+                    _close_field(m)
+            finally:
+                files.close()
+        # maps opened before are not closed: the user may still hold one (r["image"])
+        self._info = info
+        self._count = info.count
+        self._kinds = dict(info.fields)
+        self._maps = maps
+        self._specs: Optional[Dict[str, FieldSpec]] = None  # read when first needed
+
+    def _open_fields(self) -> Tuple["RecordsInfo", Dict[str, Any]]:
+        """``records.json`` and every field's map, opened (all closed again on an error)."""
         info = read_records_file(self.path)
         maps = {}
         try:
@@ -564,12 +590,7 @@ class RecordsMmap:
             for m in maps.values():
                 _close_field(m)
             raise
-        # maps opened before are not closed: the user may still hold one (r["image"])
-        self._info = info
-        self._count = info.count
-        self._kinds = dict(info.fields)
-        self._maps = maps
-        self._specs: Optional[Dict[str, FieldSpec]] = None  # read when first needed
+        return info, maps
 
     def refresh(self) -> int:
         """Pick up records appended (and fields added) since the map was opened; returns the length."""
