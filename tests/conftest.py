@@ -272,7 +272,7 @@ def _megatron_build(path: Path, samples: List[Any], **options: Any) -> None:
 
     if options:  # the format is Megatron-LM's: nowhere to record a checksum (guarantees that need one name it in not_in)
         raise TypeError(f"a Megatron corpus takes no options {sorted(options)}")
-    Path(path).mkdir(parents=True)
+    Path(path).mkdir(parents=True, exist_ok=True)  # over an existing corpus, write replaces it whole
     megatron.write(Path(path) / MEGATRON_PREFIX, samples, dtype=np.uint16).close()
 
 
@@ -308,6 +308,12 @@ CATALOGUE: Dict[str, Kind] = {
              not_in=MEGATRON_NOT_IN, verifiable=False),
     ]
 }
+
+
+from kind_names import KINDS  # noqa: E402  (the names, importable by the scripts without pytest)
+
+if tuple(CATALOGUE) != KINDS:  # one list of kinds, one spelling each
+    raise RuntimeError(f"tests/kind_names.py lists {KINDS}, the catalogue {tuple(CATALOGUE)}: keep them the same")
 
 
 def kind_params(guarantee: str, names: Optional[Sequence[str]] = None) -> List[Any]:

@@ -37,8 +37,8 @@ SEED = 11
 
 
 def kind_needs(kind: str) -> list:
-    """The skip marks of a kind of scripts/crash_child.py (its names for the catalogue's kinds)."""
-    return [needs("zstandard")] if kind == "strings_zstd" else []
+    """The skip marks of a kind of scripts/crash_child.py (whose kinds are the catalogue's, by name)."""
+    return [needs(*CATALOGUE[kind].needs)] if CATALOGUE[kind].needs else []
 
 
 @pytest.fixture(scope="module")
