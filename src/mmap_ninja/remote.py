@@ -427,6 +427,10 @@ class RemoteArray:
         self._fetch_rows(rows, what)
         return self._array[key]
 
+    def get_batch(self, indices: Any) -> np.ndarray:
+        """The rows at ``indices`` as one array (as a local same-shape field gives them)."""
+        return self[np.asarray(indices)]
+
     def __iter__(self) -> Iterator[Any]:
         step = max(1, READ_AHEAD // max(self._row, 1))
         for a in range(0, len(self), step):
@@ -465,13 +469,13 @@ class RemoteRecordsMixin:
         self._load()
 
     def _read_info(self) -> Any:
-        from .records import RECORDS_FILE, parse_records_file
+        from .records import RECORDS_FILE, read_records_file
 
         session = Session(str(self.path), self._options["storage_options"])
         files = RemoteMapFiles(URLPath(str(self.path), session))
         if not files.exists(RECORDS_FILE):
             raise MapFormatError(f"{self.path} holds no records map: {RECORDS_FILE} is missing")
-        return parse_records_file(files.read(RECORDS_FILE), self.path / RECORDS_FILE)
+        return read_records_file(files)
 
     def _load(self) -> None:
         from .ragged import RaggedMmap
@@ -493,6 +497,7 @@ class RemoteRecordsMixin:
             maps[name] = m
         self._info, self._count, self._kinds, self._maps = info, info.count, dict(info.fields), maps
         self._specs = None
+        self._stale, self._appender, self._file_identity = False, None, None  # never written to
 
     def refresh(self) -> int:
         """Open the newest upload of the records map; returns its length."""
