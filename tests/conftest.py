@@ -8,7 +8,10 @@ small map, which samples it holds, and how to open, extend and read it. The guar
 (crash, bad input, read-only, concurrency, pickling, memory, interop, checksums) take their
 kinds from ``kind_params()``, so that a new kind or codec added here is covered by every
 guarantee at once. A test that cannot cover a kind yet names it in the entry's ``not_in``
-with the reason, which pytest prints as a skip.
+with the reason, which pytest prints as a skip. The names, one spelling per kind, live in
+``tests/kind_names.py`` (checked against the catalogue at import), which the crash scripts
+in ``scripts/`` import too. A test with a per-kind table (test_integrity's ``RACE_AFTER``,
+test_memory's big maps, test_interop's ``LAYOUT``) fails until a new kind has its row.
 
 Optional packages
 -----------------
