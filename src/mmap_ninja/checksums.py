@@ -35,6 +35,7 @@ the private directory before it publishes it, so a new map appears with its chec
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import struct
 import zlib
@@ -45,6 +46,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from . import fs
+from .reads import local_file_exists
 from .errors import MapFormatError
 from .ondisk import DATA, DTYPE, KIND, SHAPE
 
@@ -113,6 +115,11 @@ def _read_exactly(fd: int, count: int, offset: int, where: object) -> bytes:
 # --- the table, for the writers of commit.py --------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
+def _probe_path(map_dir: Path) -> str:
+    return os.path.join(map_dir, DIR, "type.ninja")
+
+
 class Table:
     """Append access to a map's ``checksums/`` (uint32 rows), under the map's writer lock."""
 
@@ -125,6 +132,9 @@ class Table:
     @classmethod
     def open(cls, map_dir: Path, data_fd: int, data_path: Path) -> Optional["Table"]:
         """The table of the map at ``map_dir`` if it has one (its data file open as ``data_fd``)."""
+        # a cheap probe first: every append of a map asks, and most maps have no table
+        if not local_file_exists(_probe_path(map_dir)):
+            return None
         from .ondisk import read_array_header, read_kind
 
         table = Path(map_dir) / DIR

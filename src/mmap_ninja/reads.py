@@ -357,6 +357,16 @@ def register_opener(accepts: Callable[[PathLike], bool], opener: Callable[[PathL
     _OPENERS.insert(0, (accepts, opener))
 
 
+def local_file_exists(path: str) -> bool:
+    """Whether the local file ``path`` exists: one stat, for the writers' probe on every
+    append of files that another writer may have added meanwhile (a checksums table)."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
+
+
 def open_map_files(path: PathLike) -> MapFiles:
     """A handle on the map directory at ``path`` (FileNotFoundError if there is nothing there)."""
     for accepts, opener in _OPENERS:
