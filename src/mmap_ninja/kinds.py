@@ -48,6 +48,7 @@ class Kind:
     is_map: Optional[Callable[[Path], bool]] = None  # for kinds without type.ninja: does ``path`` hold one
     product: Optional[Callable[[Dict[str, Any]], Any]] = None  # what the build engine builds (default: build.MapProduct)
     field: Any = None  # as a field of a records map: spec, create, writer, append (records_fields.RaggedField...)
+    remote: Optional[Callable[..., Any]] = None  # remote(url, storage_options=, cache_dir=, cache_size=): read-only, in object storage
 
     def __reduce__(self) -> tuple:
         # by name, with the module that defines it: a worker process imports that module, which
