@@ -58,20 +58,20 @@ register(Kind(
     encoder=lambda options: RaggedEncoder(options.get("dtype"), options.get("zstd_level"), options.get("zstd_train_dictionary_size"),
                                           options.get("zstd_dictionary")),
     count=layout.committed_count, merger=RaggedMerger, inspect=check_map, repair=layout.roll_back, field=RaggedField,
-    remote=_remote_spans(RaggedMmap), shapes=True,
+    remote=_remote_spans(RaggedMmap), shapes=True, opens_as="RaggedMmap",
 ))
 register(Kind(
     "strings", _spans_opener(StringsMmap, "r+b"), disk="string",
     encoder=lambda options: StringsEncoder(options.get("zstd_level"), options.get("zstd_train_dictionary_size"),
                                            options.get("zstd_dictionary")),
     count=layout.committed_count, merger=StringsMerger, inspect=check_map, repair=layout.roll_back, field=StringsField,
-    remote=_remote_spans(StringsMmap), unit="string", stored_as="str (UTF-8)",
+    remote=_remote_spans(StringsMmap), unit="string", stored_as="str (UTF-8)", opens_as="StringsMmap",
 ))
 register(Kind(
     "numpy", lambda path, mode=None, count=None: np_ninja.open_existing(path, mode or "r", rows=count), disk="numpy",
     encoder=lambda options: ArrayEncoder(options.get("dtype")),
     count=_array_count, merger=ArrayMerger, inspect=check_map, repair=layout.roll_back, field=ArrayField,
-    remote=_remote_array, array=True,
+    remote=_remote_array, array=True, opens_as="np_ninja / np.memmap",
 ))
 
 
@@ -92,7 +92,7 @@ def _images_encoder(options: Dict[str, Any]) -> Any:
 register(Kind(
     "images", _open_images, disk="images", encoder=_images_encoder,
     count=layout.committed_count, merger=StringsMerger, inspect=check_map, repair=layout.roll_back, field=ImagesField,
-    unit="image", stored_as="uint8 images, stored encoded",
+    unit="image", stored_as="uint8 images, stored encoded", opens_as="ImagesMmap, mmap_ninja.images",
 ))
 
 
@@ -129,4 +129,5 @@ def _remote_records(url: str, **options: Any) -> Any:
 register(Kind("records", _open_records, count=_records_count, is_map=_is_records, product=_records_product, remote=_remote_records,
               checksummed="values"))  # a record has one value per field
 register(Kind("megatron", lambda path, mode=None, count=None: megatron.open(path), inspect=megatron.inspect,
-              count=lambda path: len(megatron.open(path)), is_map=megatron.is_corpus))
+              count=lambda path: len(megatron.open(path)), is_map=megatron.is_corpus,
+              opens_as="Megatron-LM / fairseq corpus, mmap_ninja.megatron"))

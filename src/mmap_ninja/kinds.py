@@ -55,6 +55,7 @@ class Kind:
     unit: str = "sample"  # what one sample is called in messages ("string": "3 strings")
     stored_as: Optional[str] = None  # how ``mmap-ninja info`` describes a bytes map's dtype
     checksummed: str = "samples"  # what one checksum covers, in ``verify``'s report
+    opens_as: Optional[str] = None  # what opens it, as ``mmap-ninja info`` says ("RaggedMmap")
     remote: Optional[Callable[..., Any]] = None  # remote(url, storage_options=, cache_dir=, cache_size=): read-only, in object storage
 
     def __reduce__(self) -> tuple:
