@@ -15,7 +15,7 @@ pytest.importorskip("obstore", reason="obstore is not installed (pip install 'mm
 sys.path.insert(0, str(Path(__file__).parent))
 from remote_server import ACCESS_KEY, SECRET_KEY, S3Server, weed_binary  # noqa: E402
 
-from mmap_ninja import generic, remote  # noqa: E402
+from mmap_ninja import generic, remote, remote_files  # noqa: E402
 from mmap_ninja import numpy as np_ninja  # noqa: E402
 from mmap_ninja.errors import ReadOnlyMapError  # noqa: E402
 from mmap_ninja.ragged import RaggedMmap  # noqa: E402
@@ -129,8 +129,8 @@ def test_a_stopped_server_gives_oserror_naming_url_and_sample_without_secrets(tm
 
 
 def test_server_stopped_mid_epoch_then_restarted(tmp_path, cache, monkeypatch):
-    monkeypatch.setattr(remote, "READ_AHEAD", 128 * 1024)  # small windows, so that the epoch needs the server throughout
-    monkeypatch.setattr(remote, "PIECE", 64 * 1024)
+    monkeypatch.setattr(remote_files, "READ_AHEAD", 128 * 1024)  # small windows, so that the epoch needs the server throughout
+    monkeypatch.setattr(remote_files, "PIECE", 64 * 1024)
     s = S3Server(tmp_path / "weed")
     s.start()
     try:

@@ -35,6 +35,22 @@ def _array_count(path: Path) -> int:
     return layout.read_array_header(path).shape[0]
 
 
+def _remote_spans(cls: type) -> Any:
+    # the remote modules (and obstore) are imported only when a map in object storage is opened
+    def open_remote(url: str, **options: Any) -> Any:
+        from .remote_maps import remote_class
+
+        return remote_class(cls)(url, **options)
+
+    return open_remote
+
+
+def _remote_array(url: str, **options: Any) -> Any:
+    from .remote_maps import RemoteArray
+
+    return RemoteArray(url, **options)
+
+
 # ragged and strings maps open writable as in 0.9.0 (files are opened for writing only when a
 # sample is overwritten); same-shape maps read-only
 register(Kind(
@@ -42,17 +58,20 @@ register(Kind(
     encoder=lambda options: RaggedEncoder(options.get("dtype"), options.get("zstd_level"), options.get("zstd_train_dictionary_size"),
                                           options.get("zstd_dictionary")),
     count=layout.committed_count, merger=RaggedMerger, inspect=check_map, repair=layout.roll_back, field=RaggedField,
+    remote=_remote_spans(RaggedMmap), shapes=True, opens_as="RaggedMmap",
 ))
 register(Kind(
     "strings", _spans_opener(StringsMmap, "r+b"), disk="string",
     encoder=lambda options: StringsEncoder(options.get("zstd_level"), options.get("zstd_train_dictionary_size"),
                                            options.get("zstd_dictionary")),
     count=layout.committed_count, merger=StringsMerger, inspect=check_map, repair=layout.roll_back, field=StringsField,
+    remote=_remote_spans(StringsMmap), unit="string", stored_as="str (UTF-8)", opens_as="StringsMmap",
 ))
 register(Kind(
     "numpy", lambda path, mode=None, count=None: np_ninja.open_existing(path, mode or "r", rows=count), disk="numpy",
     encoder=lambda options: ArrayEncoder(options.get("dtype")),
     count=_array_count, merger=ArrayMerger, inspect=check_map, repair=layout.roll_back, field=ArrayField,
+    remote=_remote_array, array=True, opens_as="np_ninja / np.memmap",
 ))
 
 
@@ -73,6 +92,7 @@ def _images_encoder(options: Dict[str, Any]) -> Any:
 register(Kind(
     "images", _open_images, disk="images", encoder=_images_encoder,
     count=layout.committed_count, merger=StringsMerger, inspect=check_map, repair=layout.roll_back, field=ImagesField,
+    unit="image", stored_as="uint8 images, stored encoded", opens_as="ImagesMmap, mmap_ninja.images",
 ))
 
 
@@ -100,6 +120,14 @@ def _is_records(path: Path) -> bool:
     return is_records_dir(path)
 
 
-register(Kind("records", _open_records, count=_records_count, is_map=_is_records, product=_records_product))
+def _remote_records(url: str, **options: Any) -> Any:
+    from .remote_records import remote_records_class
+
+    return remote_records_class()(url, **options)
+
+
+register(Kind("records", _open_records, count=_records_count, is_map=_is_records, product=_records_product, remote=_remote_records,
+              checksummed="values"))  # a record has one value per field
 register(Kind("megatron", lambda path, mode=None, count=None: megatron.open(path), inspect=megatron.inspect,
-              count=lambda path: len(megatron.open(path)), is_map=megatron.is_corpus))
+              count=lambda path: len(megatron.open(path)), is_map=megatron.is_corpus,
+              opens_as="Megatron-LM / fairseq corpus, mmap_ninja.megatron"))

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from . import codecs, ondisk
+from . import codecs, kinds, ondisk
 from .errors import MapFormatError
 from .ondisk import DATA, ENDS, FLATTENED_SHAPES, KIND, OFFSET, SHAPE, SHAPES, STARTS
 from .opening import map_array, open_spans
@@ -86,7 +86,7 @@ def _check(files: MapFiles) -> Dict[str, Any]:
             raise NotAMap(f"{files.path} holds no map ({KIND} is missing)")
         report["kind"] = kind
         tails: List[str] = []
-        if kind == "numpy":
+        if kinds.by_disk(kind).array:
             _check_array(files, report, tails)
         else:
             _check_spans_map(files, kind, report, tails)
@@ -157,7 +157,7 @@ def _check_spans_files(files: MapFiles, kind: str, count: int, commit: str, tail
     total = int(ends[-1]) if count else 0
     check_offsets(f"{files.file(STARTS)} or {files.file(ENDS)}", starts, ends, total)
     if kind in ondisk.BYTE_KINDS:
-        _check_tail(files, DATA, total, f"{count} {'strings' if kind == 'string' else 'images'}", tails)
+        _check_tail(files, DATA, total, f"{count} {kinds.by_disk(kind).unit}s", tails)
         return None
     header = ondisk.read_array_header(files, kind="ragged", coded=True)
     if header.shape[0] > total:
@@ -181,17 +181,17 @@ def _check_spans_map(files: MapFiles, kind: str, report: Dict[str, Any], tails: 
     count = ondisk.committed_count(files)
     commit = str(files.file(ondisk.COMMIT))
     report["samples"] = count
-    if kind == "ragged":
+    if kinds.by_disk(kind).shapes:
         report["dtype"] = ondisk.read_array_header(files, kind="ragged", coded=True).dtype.name
     lengths = _check_spans_files(files, kind, count, commit, tails)
     codec = codecs.read(files, kind)
     if codec is not None:
         report["compression"] = codec.describe()
     if kind in ondisk.BYTE_KINDS:
-        report["dtype"] = "str (UTF-8)" if kind == "string" else "uint8 images, stored encoded"
+        report["dtype"] = kinds.by_disk(kind).stored_as
         view = open_spans(files, kind, count=count)
         stored = np.asarray(view.ends) - np.asarray(view.starts)
-        unit = "bytes per string, as stored" if kind == "string" else "bytes per image, as stored"
+        unit = f"bytes per {kinds.by_disk(kind).unit}, as stored"
         report["shapes"] = [dict(_shape_group(stored[:, None], 1), unit=unit)]
         return
     report["shapes"] = _ragged_shapes(files, count, commit, lengths, tails)

@@ -45,7 +45,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from . import fs
+from . import fs, kinds
 from .reads import local_file_exists
 from .errors import MapFormatError
 from .ondisk import DATA, DTYPE, KIND, SHAPE
@@ -218,11 +218,12 @@ def add(map_dir: Path, lock: bool = True) -> None:
     with commit.hold_writer_lock(map_dir) if lock else contextmanager(lambda: iter([None]))():
         if not has_checksums(map_dir):
             create(map_dir)
-        if kind == "numpy":
+        found = kinds.by_disk(kind)
+        if found.array:
             writer: Any = commit.ArrayWriter(map_dir, read_array_header(map_dir))
         else:
-            itemsize = read_array_header(map_dir, kind="ragged").dtype.itemsize if kind == "ragged" else 1
-            writer = commit.SpansWriter(map_dir, itemsize, with_shapes=kind == "ragged")
+            itemsize = read_array_header(map_dir, kind="ragged").dtype.itemsize if found.shapes else 1
+            writer = commit.SpansWriter(map_dir, itemsize, with_shapes=found.shapes)
         try:
             with writer.locked(lock=False):  # its first repair fills the table
                 pass

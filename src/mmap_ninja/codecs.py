@@ -96,6 +96,8 @@ def read(where: Where, kind: str) -> Optional[Codec]:
         if files.exists(CODEC):
             name = ondisk.read_text(files, CODEC)
             return by_name(name, files.file(CODEC)).read(files)
+        # the on-disk format names the kind here: 0.9.0 records a compressed strings map (type.ninja
+        # "string") by zstd_level.ninja alone, without codec.ninja; no other kind has that record
         if kind == "string" and files.exists(ZSTD_LEVEL):
             return ZstdCodec.read(files)  # 0.9.0's record of a compressed strings map
         return None
@@ -106,7 +108,8 @@ def write(map_dir: Path, codec: Optional[Codec], kind: str) -> None:
     if codec is None:
         return
     codec.write(map_dir)
-    if not (kind == "string" and isinstance(codec, ZstdCodec)):  # 0.9.0's strings need no name
+    # the format again (see ``read``): 0.9.0's compressed strings maps carry no codec.ninja
+    if not (kind == "string" and isinstance(codec, ZstdCodec)):
         fs.write_file(map_dir / CODEC, codec.name.encode("ascii"))
 
 

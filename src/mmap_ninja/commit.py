@@ -39,7 +39,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import checksums, fs
+from . import checksums, fs, kinds
 from .errors import MapFormatError
 from .ondisk import (BYTE_KINDS, DATA, DTYPE, ENDS, FLATTENED_SHAPES, KIND, LOCK, OFFSET, ORDER, SHAPE, SHAPES, SHAPES_ARE_FLAT, STARTS,
                      ZSTD_DICT, ZSTD_LEVEL, ArrayHeader, read_array_header, read_kind, read_shape_layout, shape_bytes)
@@ -481,7 +481,8 @@ def upgrade_to_nested(map_dir: Path, count: int, published: bool, durable: bool 
 
 def spans_itemsize(map_dir: Path, kind: str) -> int:
     """The size of one item of a spans map's data.ninja: its dtype's for raw ragged maps, else 1."""
-    if kind != "ragged":
+    found = kinds.by_disk(kind)
+    if found is None or not found.shapes:
         return 1
     header = read_array_header(map_dir, kind="ragged", coded=True)
     return 1 if header.codec is not None else header.dtype.itemsize
@@ -507,7 +508,7 @@ def roll_back(map_dir: Path, count: int) -> None:
     """
     map_dir = Path(map_dir)
     kind = read_kind(map_dir)
-    if kind == "numpy":
+    if kind is not None and kinds.by_disk(kind).array:
         array = ArrayWriter(map_dir, read_array_header(map_dir))
         try:
             with array.locked():
@@ -520,7 +521,7 @@ def roll_back(map_dir: Path, count: int) -> None:
         return
     if kind is None:
         raise MapFormatError(f"{map_dir} holds no map: {KIND} is missing")
-    spans = SpansWriter(map_dir, spans_itemsize(map_dir, kind), with_shapes=kind == "ragged")
+    spans = SpansWriter(map_dir, spans_itemsize(map_dir, kind), with_shapes=kinds.by_disk(kind).shapes)
     try:
         with spans.locked():
             if spans.count < count:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from . import layout, ondisk
+from . import ondisk
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -48,6 +48,15 @@ class Kind:
     is_map: Optional[Callable[[Path], bool]] = None  # for kinds without type.ninja: does ``path`` hold one
     product: Optional[Callable[[Dict[str, Any]], Any]] = None  # what the build engine builds (default: build.MapProduct)
     field: Any = None  # as a field of a records map: spec, create, writer, append (records_fields.RaggedField...)
+    # what the code of the on-disk format asks of a kind (check, checksums, commit, spans, verify);
+    # the defaults describe a spans map of bare items, as a kind registered by a user is
+    array: bool = False  # one same-shape array (shape.ninja, dtype.ninja, data.ninja), not spans
+    shapes: bool = False  # spans of a dtype, with the shape of each sample (a ragged map)
+    unit: str = "sample"  # what one sample is called in messages ("string": "3 strings")
+    stored_as: Optional[str] = None  # how ``mmap-ninja info`` describes a bytes map's dtype
+    checksummed: str = "samples"  # what one checksum covers, in ``verify``'s report
+    opens_as: Optional[str] = None  # what opens it, as ``mmap-ninja info`` says ("RaggedMmap")
+    remote: Optional[Callable[..., Any]] = None  # remote(url, storage_options=, cache_dir=, cache_size=): read-only, in object storage
 
     def __reduce__(self) -> tuple:
         # by name, with the module that defines it: a worker process imports that module, which
@@ -108,10 +117,18 @@ def by_disk(disk: Optional[str]) -> Optional[Kind]:
     return next((k for k in _KINDS.values() if disk is not None and k.disk == disk), None)
 
 
+def find(name: Optional[str]) -> Optional[Kind]:
+    """The kind called ``name`` on the API side (or an old spelling) or on disk, or None."""
+    _load_builtins()
+    if not isinstance(name, str):
+        return None
+    return by_disk(name) or _KINDS.get(_ALIASES.get(name, name))
+
+
 def on_disk(path: PathLike) -> Optional[Kind]:
     """The kind of the map at ``path``: by its ``type.ninja``, else by the kinds that have none."""
     _load_builtins()
-    kind = by_disk(layout.read_kind(Path(path)))
+    kind = by_disk(ondisk.read_kind(Path(path)))
     if kind is not None:
         return kind
     return next((k for k in _KINDS.values() if k.is_map is not None and k.is_map(Path(path))), None)

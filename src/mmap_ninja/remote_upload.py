@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 from . import ondisk, reads
 from .errors import MapFormatError
-from .remote import Session
+from .remote_files import Session
 
 def _walk(files: reads.MapFiles, rel: str = "") -> List[str]:
     """Every file of the map (relative, '/'-separated), through the read seam."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence,
 
 import numpy as np
 
-from . import build, checksums, layout, reads
+from . import build, checksums, kinds, layout, reads
 from .check import check_offsets
 from .errors import MapFormatError, ReadOnlyMapError
 from .indexing import positions
@@ -232,7 +232,7 @@ class SpansMap:
     def _open_writer(self) -> layout.SpansWriter:
         if self._writer is None or self._writer_pid != os.getpid():
             # a writer inherited through fork shares its lock with the parent: start afresh
-            self._writer = layout.SpansWriter(self.path, self._itemsize(), with_shapes=self._kind == "ragged")
+            self._writer = layout.SpansWriter(self.path, self._itemsize(), with_shapes=kinds.by_disk(self._kind).shapes)
             self._writer_pid = os.getpid()
         return self._writer
 

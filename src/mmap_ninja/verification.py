@@ -16,7 +16,7 @@ from typing import List, Optional, Union
 
 import numpy as np
 
-from . import check, checksums
+from . import check, checksums, kinds
 from .errors import MapFormatError
 from .ondisk import DATA, SHAPE, read_array_header, read_kind
 from .opening import map_array, open_spans
@@ -48,7 +48,8 @@ class VerifyReport:
     def __str__(self) -> str:
         lines = [f"{self.path}: {self.kind or 'no map'}, {self.samples if self.samples is not None else '?'} samples"]
         if self.has_checksums:
-            unit = "values" if self.kind == "records" else "samples"  # a record has one value per field
+            found = kinds.find(self.kind)
+            unit = found.checksummed if found is not None else "samples"
             lines.append(f"  checksums: {self.checked} {unit} checked ({self.bytes_checked} bytes)"
                          + (f", {self.not_covered} not covered" if self.not_covered else ""))
         lines += [f"  note: {n}" for n in self.notes]
@@ -125,7 +126,7 @@ def _compare(files: MapFiles, report: VerifyReport, verbose: bool, label: Option
             raise MapFormatError(f"{table.file(SHAPE)}: checksums should be uint32 of shape (n,), found {header.dtype.name} {header.shape}")
         rows = min(n, header.shape[0])
         recorded = map_array(table, header, rows)
-    if kind == "numpy":
+    if kinds.by_disk(kind).array:
         header = read_array_header(files)
         row_bytes = int(np.prod(header.shape[1:], dtype=np.int64)) * header.dtype.itemsize
         starts = np.arange(rows, dtype=np.int64) * row_bytes
