@@ -17,7 +17,18 @@ from .records import RecordsMmap
 from .string import StringsMmap
 from .wrapped import Wrapped
 
-__version__ = "1.0.0"
+
+def _version() -> str:
+    """The installed distribution's version; pyproject.toml's when running from a source tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mmap_ninja")
+    except PackageNotFoundError:  # not installed (PYTHONPATH=src): keep in step with pyproject.toml (a test checks)
+        return "1.0.0"
+
+
+__version__ = _version()
 
 __all__ = [
     "RaggedMmap",
