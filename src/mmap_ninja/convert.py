@@ -31,6 +31,8 @@ import numpy as np
 from . import fs
 from .progress import progress
 
+__all__ = ["convert_text", "convert_images", "convert_npy", "convert_imagefolder", "list_files", "list_imagefolder", "ConversionResult", "ConversionError"]
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.bmp", "*.gif", "*.tif", "*.tiff", "*.webp")

@@ -20,6 +20,8 @@ from . import build, layout, parallel
 from .build import ArrayEncoder, as_rows
 from .progress import batched, progress
 
+__all__ = ["open_existing", "from_ndarray", "from_generator", "from_indexable", "extend_dir", "extend", "append", "ArrayMap"]
+
 PathLike = Union[str, os.PathLike]
 
 

@@ -18,6 +18,8 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 from . import fs
 
+__all__ = ["concatenate", "merge", "build_part", "Part", "part_ranges"]
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 KINDS = {"ragged": "ragged", "strings": "string", "string": "string", "numpy": "numpy"}

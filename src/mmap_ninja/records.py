@@ -11,14 +11,14 @@ layout, so that ``RaggedMmap(out_dir / "image")``, ``generic.open_existing(out_d
     records.json   {"count":                   N, "format": "mmap_ninja.records", "version": 1,
                     "fields": [{"name": "image", "kind": "ragged"}, ...],
                     "classes": ["cat", "dog"]}          (classes: optional)
-
-``records.json`` is JSON that begins with ``{"count": `` and the count right-aligned in 20
-characters, so that committing records is one positioned write of those 20 bytes, as a
-map's commit is one 8-byte write. (Readers take any JSON; a writer that finds another
-layout rewrites the file whole.)
     <field>/       the field's map: "ragged" (RaggedMmap), "strings" (StringsMmap) or
                    "numpy" (same-shape, np_ninja)
     .writer.lock   the lock that admits one writer at a time
+
+``records.json`` is JSON that begins with ``{"count":``, a space and the count
+right-aligned in 20 characters, so that committing records is one positioned write of
+those 20 bytes, as a map's commit is one 8-byte write. (Readers take any JSON; a writer
+that finds another layout rewrites the file whole.)
 
 Commit
 ------
@@ -60,6 +60,8 @@ from .ragged import RaggedMmap
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype
 from .shapes import LENGTHS, NESTED
 from .string import StringsMmap
+
+__all__ = ["RecordsMmap", "FieldSpec", "FieldError", "SkippedRecord"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
