@@ -8,7 +8,6 @@
 - The toctree of docs/index.md lists every page, and each page starts with a ``# Title``.
 """
 
-import importlib.util
 import re
 import sys
 from pathlib import Path
@@ -49,10 +48,11 @@ def test_toctree_lists_every_page() -> None:
 
 @pytest.mark.parametrize("module", public_api.public_modules())
 def test_public_names_have_docstrings(module: str) -> None:
-    missing = public_api.missing_optional_imports()
-    if missing and importlib.util.find_spec("sphinx") is None:
-        pytest.skip(f"{', '.join(missing)} not installed and no sphinx to stand in for them")
-    assert public_api.missing_docstrings(module) == []
+    try:
+        missing = public_api.missing_docstrings(module)
+    except ImportError as e:  # an extra not installed, and no Sphinx to stand in for it
+        pytest.skip(f"{module} cannot be imported here: {e}")
+    assert missing == []
 
 
 def test_every_public_module_is_in_the_reference() -> None:

@@ -64,14 +64,15 @@ def missing_docstrings(module_name: str) -> List[str]:
     """``module.name`` (or ``module.Class.method``) of each public function, class, method or
     property without a docstring; the methods a public class inherits from a private module
     of ours count too, since the reference shows them."""
-    missing_imports = missing_optional_imports()
-    if missing_imports:  # stand in for the extras not installed here, as autodoc does
-        from sphinx.ext.autodoc.mock import mock
-
-        with mock(missing_imports):
-            module = importlib.import_module(module_name)
-    else:
+    try:
         module = importlib.import_module(module_name)
+    except ImportError as needs_extra:  # an extra not installed here: stand in for it, as autodoc does
+        try:
+            from sphinx.ext.autodoc.mock import mock
+        except ImportError:
+            raise ImportError(f"{needs_extra} (and Sphinx, which could stand in for it, is not installed)") from None
+        with mock(missing_optional_imports()):
+            module = importlib.import_module(module_name)
     if not hasattr(module, "__all__"):
         return [f"{module_name}.__all__ (the module defines no __all__)"]
     missing = []
