@@ -1,6 +1,8 @@
 """Every public name of mmap_ninja has a docstring and an entry in the API reference.
 
-A module is public when its source defines ``__all__``; its public names are ``__all__``.
+A module is public when its source defines ``__all__`` and it is not in ``INTERNAL``; its
+public names are its ``__all__``. A new module with ``__all__`` must therefore be documented
+in ``docs/api.md`` or declared internal here: a decision, never an accident.
 Used two ways, so the rule holds with or without a docs build:
 
 - as a Sphinx extension (``docs/conf.py``): a missing docstring, or a public module that
@@ -20,11 +22,15 @@ from typing import Iterator, List
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "src" / "mmap_ninja"
 API_PAGE = Path(__file__).resolve().parents[1] / "api.md"
+# Modules whose ``__all__`` gathers names for the package's own modules, not for users.
+INTERNAL = {
+    "mmap_ninja.layout",  # the on-disk format and the commit protocol, re-exported for the map classes
+}
 OPTIONAL_IMPORTS = ("torch", "dask", "distributed", "PIL", "zstandard", "cloudpickle", "matplotlib", "boto3", "botocore", "fsspec")
 
 
 def public_modules() -> List[str]:
-    """Dotted names of the modules whose source defines ``__all__`` (read, not imported)."""
+    """Dotted names of the public modules: ``__all__`` in their source (read, not imported), not internal."""
     names = []
     for path in sorted(PACKAGE_DIR.rglob("*.py")):
         relative = path.relative_to(PACKAGE_DIR.parent).with_suffix("")
@@ -33,8 +39,9 @@ def public_modules() -> List[str]:
             parts = parts[:-1]
         if any(part.startswith("_") for part in parts[1:]):
             continue
-        if re.search(r"^__all__\b", path.read_text(encoding="utf-8"), flags=re.M):
-            names.append(".".join(parts))
+        name = ".".join(parts)
+        if name not in INTERNAL and re.search(r"^__all__\b", path.read_text(encoding="utf-8"), flags=re.M):
+            names.append(name)
     return names
 
 
