@@ -180,7 +180,8 @@ def test_reader_process_while_writer_appends_and_repairs(tmp_path, kind):
             if batch % 10 == 9:  # let the reader catch up now and then, so it sees many lengths
                 while int(reader.stdout.readline() or n) < n:
                     pass
-        done.write_text(str(n))
+        (tmp_path / "done.tmp").write_text(str(n))
+        os.replace(tmp_path / "done.tmp", done)  # whole: the reader reads it as soon as it exists
         out, err = reader.communicate(timeout=120)
     finally:
         if reader.poll() is None:

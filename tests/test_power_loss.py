@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 import numpy as np
 import pytest
 
-from mmap_ninja import fs, layout
+from mmap_ninja import commit, fs, layout, publish
 from mmap_ninja import numpy as np_ninja
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
@@ -694,9 +694,12 @@ def test_durable_calls_survive_power_loss_at_every_point(tmp_path, kind, name):
 
 @contextlib.contextmanager
 def planted(monkeypatch, bug: str, kind: str) -> Iterator[None]:
-    """A plausible bug in the commit order, planted for one recording: layout sees an fs
-    that leaves out or delays some fsyncs (above fs, so the recorder logs what is done)."""
-    monkeypatch.setattr(layout, "fs", _Planted(bug, kind))
+    """A plausible bug in the commit order, planted for one recording: the commit protocol
+    and the publish see an fs that leaves out or delays some fsyncs (above fs, so the
+    recorder logs what is done)."""
+    planted_fs = _Planted(bug, kind)
+    monkeypatch.setattr(commit, "fs", planted_fs)
+    monkeypatch.setattr(publish, "fs", planted_fs)
     yield
 
 

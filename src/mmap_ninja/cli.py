@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 
-from . import layout
+from . import check, reads
 from .errors import MapFormatError
 
-HEALTHY = "healthy"
-NEEDS_REPAIR = "needs repair on next append"
-UNHEALTHY = "unhealthy"
+from .check import HEALTHY, NEEDS_REPAIR, UNHEALTHY
 
 _KIND_CLASSES = {"numpy": "np_ninja / np.memmap", "ragged": "RaggedMmap", "string": "StringsMmap", "megatron": "Megatron-LM / fairseq corpus, mmap_ninja.megatron"}
 
@@ -34,207 +30,30 @@ class CommandError(Exception):
 
 
 def inspect_map(path: "os.PathLike[str] | str") -> Dict[str, Any]:
-    """What ``mmap-ninja info`` reports about the map at ``path``, as a dict.
+    """What ``mmap-ninja info`` reports about the map at ``path``, as a dict (``check.check_map``).
 
-    Reads only the small files and the offset and shape tables (vectorised with numpy),
-    never the samples. ``health`` is "healthy", "needs repair on next append" (the tail of an
-    interrupted append lies beyond the committed samples: readers ignore it, the next append
-    cuts it) or "unhealthy" (``problems`` says why; readers raise MapFormatError).
+    ``health`` is "healthy", "needs repair on next append" (the tail of an interrupted append
+    lies beyond the committed samples: readers ignore it, the next append cuts it) or
+    "unhealthy" (``problems`` says why; readers raise MapFormatError).
     """
     path = Path(path)
     from . import megatron
 
     if megatron.is_corpus(path):  # PREFIX, PREFIX.idx or PREFIX.bin of a Megatron corpus
         return megatron.inspect(path)
-    if not path.exists():
-        raise CommandError(f"there is no map at {path}")
-    report: Dict[str, Any] = {
-        "path": str(path),
-        "kind": None,
-        "samples": None,
-        "dtype": None,
-        "shapes": [],
-        "bytes_on_disk": _bytes_on_disk(path),
-        "compression": "none",
-        "health": HEALTHY,
-        "problems": [],
-    }
     try:
-        kind = layout.read_kind(path) if path.is_dir() else None
-        if kind is None:
-            raise CommandError(f"{path} holds no map ({layout.KIND} is missing)")
-        report["kind"] = kind
-        tails: List[str] = []
-        if kind == "numpy":
-            _inspect_array(path, report, tails)
-        else:
-            _inspect_spans(path, kind, report, tails)
-        if tails:
-            report["health"] = NEEDS_REPAIR
-            report["problems"] = tails
-    except MapFormatError as e:
-        report["health"] = UNHEALTHY
-        report["problems"] = [str(e)]
-    return report
+        return check.check_map(path)
+    except FileNotFoundError:
+        raise CommandError(f"there is no map at {path}") from None
+    except check.NotAMap as e:
+        raise CommandError(str(e)) from None
+    except MapFormatError as e:  # not even a directory
+        raise CommandError(str(e)) from None
 
 
 def _bytes_on_disk(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    total = 0
-    for folder, _, names in os.walk(path):
-        for name in names:
-            try:
-                total += os.stat(os.path.join(folder, name)).st_size
-            except FileNotFoundError:
-                pass
-    return total
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        raise MapFormatError(f"{path} is missing") from None
-
-
-def _check_tail(path: Path, needed: int, what: str, tails: List[str]) -> None:
-    """Record bytes beyond the committed ones (a killed append's tail); fewer is corruption."""
-    size = _file_size(path)
-    if size < needed:
-        raise MapFormatError(f"{path} holds {size} bytes but the committed {what} need {needed}: it is truncated")
-    if size > needed:
-        tails.append(f"{path} holds {size - needed} bytes past the committed {what} (the tail of an interrupted append)")
-
-
-def _axis_stats(shapes: np.ndarray) -> List[Dict[str, float]]:
-    """min / median / max of every column of an (n, ndim) shape table."""
-    if not len(shapes):
-        return []
-    return [
-        {"min": int(col.min()), "median": float(np.median(col)), "max": int(col.max())}
-        for col in np.asarray(shapes, np.int64).T
-    ]
-
-
-def _shape_group(shapes: np.ndarray, ndim: int) -> Dict[str, Any]:
-    return {"ndim": ndim, "samples": int(len(shapes)), "axes": _axis_stats(shapes)}
-
-
-def _inspect_array(path: Path, report: Dict[str, Any], tails: List[str]) -> None:
-    header = layout.read_array_header(path)
-    report["samples"] = header.shape[0]
-    report["dtype"] = header.dtype.name
-    row = header.shape[1:]  # every sample has this shape: no table to read
-    axes = [{"min": r, "median": float(r), "max": r} for r in row] if header.shape[0] else []
-    report["shapes"] = [{"ndim": len(row), "samples": header.shape[0], "axes": axes}]
-    if header.order == "F":
-        report["order"] = "F"
-    _check_tail(path / layout.DATA, math.prod(header.shape) * header.dtype.itemsize, f"{header.shape[0]} samples", tails)
-
-
-def _table_rows(table_dir: Path, count: int, commit: Path, row_bytes: int, tails: List[str]) -> None:
-    """An offset or shape table must count at least the committed samples."""
-    rows = layout.read_shape(table_dir / layout.SHAPE)
-    if not rows:
-        raise MapFormatError(f"{table_dir / layout.SHAPE} is empty: a table needs a sample axis")
-    if rows[0] < count:
-        raise MapFormatError(f"{table_dir / layout.SHAPE} counts {rows[0]} samples but {commit} counts {count}")
-    if rows[0] > count:
-        tails.append(f"{table_dir / layout.SHAPE} counts {rows[0] - count} samples past the {count} committed in {commit}")
-    _check_tail(table_dir / layout.DATA, count * row_bytes, f"{count} samples", tails)
-
-
-def _check_spans_files(map_dir: Path, kind: str, count: int, commit: Path, tails: List[str]) -> Optional[np.ndarray]:
-    """Every table and data file of a ragged or strings map against the commit.
-
-    Returns the (ndim-grouped) shapes source for a ragged map: see _ragged_shapes.
-    """
-    view = layout.open_spans(map_dir, kind, count=count)
-    for table in (layout.STARTS, layout.ENDS):
-        _table_rows(map_dir / table, count, commit, 8, tails)
-    starts, ends = np.asarray(view.starts), np.asarray(view.ends)
-    total = int(ends[-1]) if count else 0
-    bad = (starts < 0) | (starts > ends) | (ends > total)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise MapFormatError(f"{map_dir / layout.STARTS}: sample {i} has offsets {starts[i]}..{ends[i]} outside the {total} stored")
-    if kind == "string":
-        _check_tail(map_dir / layout.DATA, total, f"{count} strings", tails)
-        return None
-    header = layout.read_array_header(map_dir, kind="ragged")
-    if header.shape[0] > total:
-        tails.append(f"{map_dir / layout.SHAPE} counts {header.shape[0] - total} elements past the committed samples")
-    _check_tail(map_dir / layout.DATA, total * header.dtype.itemsize, f"{count} samples", tails)
-    lengths = ends - starts
-    flat_dir = map_dir / layout.FLATTENED_SHAPES
-    _table_rows(flat_dir, count, commit, 8, tails)
-    flattened = layout.map_array(flat_dir, layout.read_array_header(flat_dir), count)
-    wrong = flattened != lengths
-    if wrong.any():
-        i = int(np.argmax(wrong))
-        raise MapFormatError(f"{flat_dir}: sample {i} has {flattened[i]} elements there but {lengths[i]} by its offsets")
-    return lengths
-
-
-def _inspect_spans(path: Path, kind: str, report: Dict[str, Any], tails: List[str]) -> None:
-    count = layout.committed_count(path)
-    commit = path / layout.STARTS / layout.SHAPE
-    report["samples"] = count
-    if kind == "ragged":
-        report["dtype"] = layout.read_array_header(path, kind="ragged").dtype.name
-    lengths = _check_spans_files(path, kind, count, commit, tails)
-    if kind == "string":
-        report["dtype"] = "str (UTF-8)"
-        view = layout.open_spans(path, kind, count=count)
-        stored = np.asarray(view.ends) - np.asarray(view.starts)
-        report["shapes"] = [dict(_shape_group(stored[:, None], 1), unit="bytes per string, as stored")]
-        level, dictionary = layout.read_zstd_settings(path)
-        if level is not None:
-            report["compression"] = f"zstd level {level}" + (f", dictionary of {len(dictionary)} bytes" if dictionary else "")
-        return
-    report["shapes"] = _ragged_shapes(path, count, commit, lengths, tails)
-
-
-def _ragged_shapes(path: Path, count: int, commit: Path, lengths: np.ndarray, tails: List[str]) -> List[Dict[str, Any]]:
-    """Shape statistics of a ragged map, grouped by number of axes, checked against the lengths."""
-    shapes_dir = path / layout.SHAPES
-    if layout.read_flat_flag(path):
-        header = layout.read_array_header(shapes_dir)
-        width = header.shape[1] if len(header.shape) == 2 else 0
-        if header.dtype != layout.OFFSET or width < 1:
-            raise MapFormatError(f"{shapes_dir} should be an (n, k) int64 table, found {header.dtype.name} {header.shape}")
-        _table_rows(shapes_dir, count, commit, 8 * width, tails)
-        table = np.asarray(layout.map_array(shapes_dir, header, count))
-        if width == 1:  # a 0 row with one element is a 0-d sample (a scalar)
-            scalar = (table[:, 0] == 0) & (lengths == 1)
-            wrong = ~scalar & (table[:, 0] != lengths)
-            groups = [(0, table[scalar][:, :0]), (1, table[~scalar])]
-        else:
-            wrong = np.prod(table, axis=1) != lengths
-            groups = [(width, table)]
-        _raise_if_wrong(shapes_dir, wrong, lengths)
-        return [_shape_group(t, d) for d, t in groups if len(t)]
-    # nested: shapes/ is itself a ragged map of 1-D shape tuples, one per sample
-    ndims = _check_spans_files(shapes_dir, "ragged", count, commit, tails)
-    _ragged_shapes(shapes_dir, count, commit, ndims, tails)  # the shapes of the shape tuples
-    view = layout.open_spans(shapes_dir, "ragged", count=count)
-    data, starts = np.asarray(view.data), np.asarray(view.starts)
-    out = []
-    wrong = np.zeros(count, bool)
-    for d in np.unique(ndims).tolist():
-        idx = np.flatnonzero(ndims == d)
-        table = data[starts[idx, None] + np.arange(d)] if d else np.empty((len(idx), 0), np.int64)
-        wrong[idx] = np.prod(table, axis=1) != lengths[idx]
-        out.append(_shape_group(table, d))
-    _raise_if_wrong(shapes_dir, wrong, lengths)
-    return out
-
-
-def _raise_if_wrong(shapes_dir: Path, wrong: np.ndarray, lengths: np.ndarray) -> None:
-    if wrong.any():
-        i = int(np.argmax(wrong))
-        raise MapFormatError(f"{shapes_dir}: the shape of sample {i} does not hold its {lengths[i]} elements")
+    with reads.open_map_files(path) as files:
+        return check.bytes_on_disk(files)
 
 
 def _human_bytes(n: int) -> str:
@@ -379,7 +198,8 @@ def inspect_records(path: "os.PathLike[str] | str") -> Dict[str, Any]:
             health = field["health"]
         report["fields"].append(field)
     listed = {name for name, _ in info.fields}
-    report["unlisted"] = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in listed)
+    with reads.open_map_files(path) as files:
+        report["unlisted"] = [n for n in files.list() if files.is_dir(n) and not n.startswith(".") and n not in listed]
     report["health"] = health
     return report
 

@@ -13,7 +13,8 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from . import layout
+from . import layout, reads
+from .check import check_offsets
 from .errors import MapFormatError
 from .progress import progress_bar
 from .samples import cast_losslessly
@@ -107,9 +108,11 @@ class _PartError(Exception):
 
 
 def _kind_of(path: Path) -> str:
-    if not path.is_dir():
-        raise FileNotFoundError(f"there is no map at {path}")
-    kind = layout.read_kind(path)
+    try:
+        with reads.open_map_files(path) as files:
+            kind = layout.read_kind(files)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"there is no map at {path}") from None
     if kind is None:
         raise MapFormatError(f"{path} holds no map ({layout.KIND} is missing)")
     return kind
@@ -125,41 +128,30 @@ def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dty
     for c0 in range(0, view.count, _CHUNK):
         c1 = min(c0 + _CHUNK, view.count)
         starts, ends = view.starts[c0:c1], view.ends[c0:c1]
+        before = int(view.ends[c0 - 1]) if c0 else 0
+        check_offsets(f"{path / layout.STARTS} or {path / layout.ENDS}", starts, ends, len(view.data), c0, before)
         lengths = ends - starts
-        if (lengths < 0).any() or starts[0] < 0 or ends.max() > len(view.data):
-            raise MapFormatError(f"{path / layout.STARTS}: offsets outside the data")
-        shapes = _shape_record(view, c0, c1, lengths) if kind == "ragged" else None
+        shapes = _shape_record(view, c0, c1, lengths, path) if kind == "ragged" else None
         writer.make_room(shapes, published=False)
-        contiguous = bool((starts[1:] == ends[:-1]).all())
-        if contiguous and view.data.dtype == dtype:
+        if view.data.dtype == dtype:  # back to back (checked): one copy in the kernel
             writer.append([], lengths, shapes, source=(path / layout.DATA, int(starts[0]) * dtype.itemsize))
         else:
-            data = view.data[int(starts[0]) : int(ends[-1])] if contiguous else _gather(view.data, starts, ends)
+            data = view.data[int(starts[0]) : int(ends[-1])]
             writer.append([_cast(data, dtype, k, path, base + c0, lengths)], lengths, shapes)
         bar.update(c1 - c0)
     return view.count
 
 
-def _shape_record(view: layout.SpansView, c0: int, c1: int, lengths: np.ndarray) -> ShapeRecord:
+def _shape_record(view: layout.SpansView, c0: int, c1: int, lengths: np.ndarray, path: Path) -> ShapeRecord:
     if isinstance(view.shapes, np.ndarray):
         return ShapeRecord.from_table(view.shapes[c0:c1], lengths)
     nested = view.shapes
     starts, ends = nested.starts[c0:c1], nested.ends[c0:c1]
-    ndims = ends - starts
-    if (ndims < 0).any() or starts[0] < 0 or ends.max() > len(nested.data):
-        raise MapFormatError(f"{view.shapes} offsets outside the shapes data")
-    if (starts[1:] == ends[:-1]).all():
-        dims = np.asarray(nested.data[int(starts[0]) : int(ends[-1])])
-    else:
-        dims = _gather(nested.data, starts, ends)
-    return ShapeRecord(np.ascontiguousarray(ndims), dims)
-
-
-def _gather(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """The spans ``data[starts[i]:ends[i]]`` back to back, in one vectorised step."""
-    lengths = ends - starts
-    offsets = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    return data[offsets + np.arange(int(lengths.sum()))]
+    before = int(nested.ends[c0 - 1]) if c0 else 0
+    where = path / layout.SHAPES
+    check_offsets(f"{where / layout.STARTS} or {where / layout.ENDS}", starts, ends, len(nested.data), c0, before)
+    dims = np.asarray(nested.data[int(starts[0]) : int(ends[-1])])
+    return ShapeRecord(np.ascontiguousarray(ends - starts), dims)
 
 
 def _cast(data: np.ndarray, dtype: np.dtype, k: int, path: Path, first: int, lengths: Optional[np.ndarray]) -> np.ndarray:

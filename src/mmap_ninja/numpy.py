@@ -16,7 +16,7 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
-from . import build, layout, parallel
+from . import build, layout, parallel, reads
 from .build import ArrayEncoder, as_rows
 from .progress import batched, progress
 
@@ -62,6 +62,9 @@ def _index_derived(ref: "weakref.ref[ArrayMap]", index: Any) -> Any:
     return result.view(np.ndarray) if isinstance(result, np.ndarray) else result
 
 
+_ACCESS = {"r": "r", "r+": "w", "c": "c"}  # np.memmap's modes, as the read seam's accesses
+
+
 def _memmap_mode(mode: str) -> str:
     plain = mode.replace("b", "")
     if plain in ("r", "c", "r+"):
@@ -74,22 +77,33 @@ def _memmap_mode(mode: str) -> str:
 def open_existing(out_dir: PathLike, mode: str = "r") -> np.memmap:
     """Open the same-shape map at ``out_dir`` as an ``np.memmap`` (``mode`` 'r', 'r+' or 'c')."""
     out_dir = Path(out_dir)
-    if not out_dir.exists():
-        raise FileNotFoundError(f"there is no map at {out_dir}")
-    header = layout.read_array_header(out_dir)
     mode = _memmap_mode(mode)
+    try:
+        arr = reads.read_one_version(out_dir, functools.partial(_open_array, mode=mode))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"there is no map at {out_dir}") from None
+    arr._map_dir, arr._map_mode = str(out_dir), mode
+    return arr
+
+
+def _open_array(files: reads.MapFiles, mode: str) -> "ArrayMap":
+    header = layout.read_array_header(files)
     nbytes = math.prod(header.shape) * header.dtype.itemsize
-    layout.map_file(out_dir / layout.DATA, nbytes)  # checks the data is long enough
-    if nbytes == 0:  # np.memmap cannot map an empty file
+    buffer = files.view(layout.DATA, nbytes, _ACCESS[mode])  # checks the data is long enough
+    if nbytes == 0:  # no mapping of an empty file
         arr = np.ndarray.__new__(ArrayMap, header.shape, header.dtype, order=header.order)
-        arr._mmap, arr.filename, arr.offset, arr.mode = None, str(out_dir / layout.DATA), 0, mode
+        arr._mmap = None
     else:
-        arr = ArrayMap(out_dir / layout.DATA, dtype=header.dtype, mode=mode, shape=header.shape, order=header.order)
+        # np.memmap's own attributes, on an array over the one mapping the seam made
+        arr = np.ndarray.__new__(ArrayMap, header.shape, header.dtype, buffer=buffer, order=header.order)
+        arr._mmap = buffer
+        arr.flags.writeable = mode != "r"  # read-only, also over a copy-on-write mapping
         # a view of the mapping itself, not of arr: a view of arr held by arr would be a
         # cycle the garbage collector cannot see, and the file would stay mapped for good
-        plain = np.ndarray(header.shape, header.dtype, buffer=arr._mmap, order=header.order)
+        plain = np.ndarray(header.shape, header.dtype, buffer=buffer, order=header.order)
+        plain.flags.writeable = mode != "r"
         arr._getitem = functools.partial(operator.getitem, plain)
-    arr._map_dir, arr._map_mode = str(out_dir), mode
+    arr.filename, arr.offset, arr.mode = str((files.path / layout.DATA).absolute()), 0, mode
     return arr
 
 

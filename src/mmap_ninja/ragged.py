@@ -49,7 +49,7 @@ class RaggedMmap(SpansMap):
         self.copy_before_wrapper_fn = copy_before_wrapper_fn
         super().__init__(out_dir, mode)
 
-    def _install(self, view: Optional[layout.SpansView]) -> None:
+    def _install(self, view: Optional[layout.SpansView], extra: Any) -> None:
         self._data = view.data if view else np.empty(0)
         self.dtype: Optional[np.dtype] = view.data.dtype if view else None
         shapes = view.shapes if view else None
@@ -63,6 +63,9 @@ class RaggedMmap(SpansMap):
             self._shape_ends = memoryview(shapes.ends)
             self._shape_values = memoryview(shapes.data)
             self._shape_count = len(shapes.data)
+            # the shape tuples' own lengths (their ndims), to check the tuples' offsets against
+            ndims = shapes.shapes if isinstance(shapes.shapes, np.ndarray) and shapes.shapes.shape[1:] == (1,) else None
+            self._shape_ndims = memoryview(ndims.reshape(-1)) if ndims is not None else None
         # the fast path serves 1-D samples of a flat map with no wrapper, while all samples are mapped
         self._fast = view is not None and self._shape_width == 1 and self.wrapper_fn is None
 
@@ -106,8 +109,13 @@ class RaggedMmap(SpansMap):
             shape = tuple(self._flat_shapes[i * width : (i + 1) * width])
         else:
             s, e = self._shape_starts[i], self._shape_ends[i]
-            if not 0 <= s <= e <= self._shape_count:
-                raise MapFormatError(f"{self.path / layout.SHAPES}: the shape of sample {i} lies outside its data")
+            # back to back too: else an empty sample could take its neighbour's shape
+            before = self._shape_ends[i - 1] if i else 0
+            after = self._shape_starts[i + 1] if i + 1 < self._n else self._shape_count
+            ndims = self._shape_ndims
+            if not 0 <= s == before <= e == after <= self._shape_count or (ndims is not None and ndims[i] != e - s):
+                raise MapFormatError(f"{self.path / layout.SHAPES}: the shape of sample {i} lies at {s}..{e}, not right after "
+                                     f"the shape before it ({before}) and before the one after it ({after})")
             shape = self._shape_values[s:e].tolist()
         try:
             return flat.reshape(shape)
@@ -151,8 +159,13 @@ class RaggedMmap(SpansMap):
         nested = self._view.shapes
         starts, ends = nested.starts[idx], nested.ends[idx]
         ndim = int(ends[0] - starts[0])
-        if not ((ends - starts == ndim).all() and (starts >= 0).all() and (ends <= self._shape_count).all()):
-            return None
+        last = self._n - 1
+        before = np.where(idx > 0, nested.ends[idx - 1], 0)
+        after = np.where(idx < last, nested.starts[np.minimum(idx + 1, last)], self._shape_count)
+        recorded = nested.shapes[idx, 0] if isinstance(nested.shapes, np.ndarray) and nested.shapes.shape[1:] == (1,) else ndim
+        if not ((ends - starts == ndim).all() and (recorded == ndim).all() and (starts == before).all() and (ends == after).all() and (starts >= 0).all()
+                and (ends <= self._shape_count).all()):
+            return None  # one by one: _sample names the fault
         return nested.data[starts[:, None] + np.arange(ndim)].tolist()
 
     def padded(self, indices: Any, pad_value: Any = 0, max_len: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -166,6 +179,11 @@ class RaggedMmap(SpansMap):
         idx = self._batch_positions(indices)
         starts, ends = self._batch_spans(idx)
         lengths = ends - starts
+        if len(idx):  # what m[i] checks: the recorded length (0 with one element: a 0-d sample)
+            recorded = self._view.shapes[idx, 0]
+            wrong = (recorded != lengths) & ~((recorded == 0) & (lengths == 1))
+            if wrong.any():
+                self._sample(int(idx[int(np.argmax(wrong))]))  # raises, naming the file and the sample
         if max_len is not None:
             lengths = np.minimum(lengths, max_len)
         width = int(lengths.max()) if len(lengths) else 0

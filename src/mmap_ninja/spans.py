@@ -8,18 +8,22 @@ when ``refresh()`` is called.
 from __future__ import annotations
 
 import errno
+import functools
 import operator
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import build, layout
+from . import build, layout, reads
+from .check import check_offsets
 from .errors import MapFormatError, ReadOnlyMapError
 from .indexing import positions
 
 _EMPTY = memoryview(np.empty(0, np.int64))
+CHUNK_BITS = 12
+CHUNK = 1 << CHUNK_BITS  # samples whose offsets are checked together, on the first read of one
 
 
 def normalise_mode(mode: str) -> str:
@@ -47,32 +51,49 @@ class SpansMap:
     # -- opening -------------------------------------------------------------------------
 
     def _load(self, writable: bool = False) -> None:
-        """Map the committed samples; read-only unless ``writable`` (for __setitem__)."""
-        view = None
-        if self.path.exists():
-            if not self.path.is_dir():
-                raise MapFormatError(f"{self.path} is a file, not a map directory")
-            kind = layout.read_kind(self.path)
-            if kind is not None:
-                if kind != self._kind:
-                    raise MapFormatError(f"{self.path} holds a {kind!r} map, not a {self._kind!r} map")
-                view = layout.open_spans(self.path, self._kind, writable=writable)
-            elif any(p.name != layout.LOCK for p in self.path.iterdir()):
-                raise MapFormatError(f"{self.path} holds files but no {layout.KIND}: it is not a map")
+        """Map the committed samples of one version of the map; read-only unless ``writable``
+        (for __setitem__)."""
+        try:
+            view, extra = reads.read_one_version(self.path, functools.partial(self._open_view, writable=writable))
+        except FileNotFoundError:  # no map yet: an empty one, which appends create
+            view, extra = None, None
         self._view = view
         self._n = view.count if view else 0  # samples mapped in this process
         self._len = self._n  # samples known to exist (more after an append, until remapped)
         self._starts = memoryview(view.starts) if view else _EMPTY
         self._ends = memoryview(view.ends) if view else _EMPTY
         self._total = int(view.ends[-1]) if view and view.count else 0
-        self._install(view)
+        self._sound = bytearray((self._n + CHUNK - 1) >> CHUNK_BITS)  # chunks whose offsets were checked
+        self._sound_np = np.frombuffer(self._sound, np.uint8)  # the same bytes, to test a batch's chunks at once
+        self._unsound = len(self._sound)  # chunks not checked yet
+        self._install(view, extra)
 
-    def _install(self, view: Optional[layout.SpansView]) -> None:
+    def _open_view(self, files: reads.MapFiles, writable: bool) -> Tuple[Optional[layout.SpansView], Any]:
+        kind = layout.read_kind(files)
+        if kind is None:
+            if files.moved():  # a rebuild swapped the map out and is removing this old one: retry
+                raise MapFormatError(f"{self.path} was replaced while it was opened")
+            if any(name != layout.LOCK for name in files.list()):
+                raise MapFormatError(f"{self.path} holds files but no {layout.KIND}: it is not a map")
+            return None, None
+        if kind != self._kind:
+            raise MapFormatError(f"{self.path} holds a {kind!r} map, not a {self._kind!r} map")
+        return layout.open_spans(files, self._kind, writable=writable), self._read_extra(files)
+
+    def _read_extra(self, files: reads.MapFiles) -> Any:
+        """What the subclass reads of the small files, of the same version as the samples."""
+        return None
+
+    def _install(self, view: Optional[layout.SpansView], extra: Any) -> None:
         """Set up the subclass's fast paths for ``view`` (None: no map on disk yet)."""
 
     def refresh(self) -> int:
         """Pick up samples appended since this map was opened; returns the new length."""
-        if self._view is None or layout.committed_count(self.path) != self._n:
+        try:
+            version, count = reads.read_one_version(self.path, _version_and_count)
+        except (FileNotFoundError, MapFormatError):
+            version, count = None, -1  # _load says what is wrong, if anything
+        if self._view is None or version != self._view.version or count != self._n:
             self._load()
         return self._len
 
@@ -123,20 +144,47 @@ class SpansMap:
             self._load()
         return idx
 
+    # -- the offsets of samples, checked once per chunk ----------------------------------------
+    #
+    # Opening checks O(1) things only (opening.py). The offsets of samples are checked, all of
+    # a chunk of CHUNK samples at once (vectorised), the first time a sample of the chunk is
+    # read: back to back, lengths >= 0, within the data (check.check_offsets). ``_sound[c]`` is
+    # 1 once chunk ``c`` passed; reads of a sound chunk then need no check of their own.
+
+    def _check_chunk(self, c: int) -> None:
+        view = self._view
+        first, stop = c << CHUNK_BITS, min((c + 1) << CHUNK_BITS, self._n)
+        starts, ends = view.starts[first:stop], view.ends[first:stop]
+        where = f"{self.path / layout.STARTS} or {self.path / layout.ENDS}"
+        check_offsets(where, starts, ends, self._total, first, int(view.ends[first - 1]) if first else 0)
+        if stop < self._n and view.starts[stop] != ends[-1]:
+            check_offsets(where, view.starts[stop : stop + 1], view.ends[stop : stop + 1], self._total, stop, int(ends[-1]))
+        self._sound[c] = 1
+        self._unsound -= 1
+
     def _span(self, i: int) -> tuple:
-        start, end = self._starts[i], self._ends[i]
-        if not 0 <= start <= end <= self._total:
-            raise MapFormatError(f"{self.path / layout.STARTS}: sample {i} has offsets {start}..{end} outside the data")
-        return start, end
+        """The offsets of sample ``i`` (``0 <= i < self._n``), checked."""
+        if not self._sound[i >> CHUNK_BITS]:
+            self._check_chunk(i >> CHUNK_BITS)
+        return self._starts[i], self._ends[i]
+
+    def _check_chunks(self, first: int, stop: int) -> None:
+        """Check the chunks of samples ``first..stop-1`` that were not checked yet."""
+        for c in range(first >> CHUNK_BITS, ((stop - 1) >> CHUNK_BITS) + 1):
+            if not self._sound[c]:
+                self._check_chunk(c)
 
     def _batch_spans(self, idx: np.ndarray) -> tuple:
         view = self._view
         if view is None:
             return np.empty(0, np.int64), np.empty(0, np.int64)
-        starts, ends = view.starts[idx], view.ends[idx]
-        if len(idx) and not ((0 <= starts) & (starts <= ends) & (ends <= self._total)).all():
-            raise MapFormatError(f"{self.path / layout.STARTS}: offsets outside the data")
-        return starts, ends
+        if self._unsound and len(idx):
+            chunks = idx >> CHUNK_BITS
+            if not self._sound_np[chunks].all():
+                for c in np.unique(chunks).tolist():
+                    if not self._sound[c]:
+                        self._check_chunk(c)
+        return view.starts[idx], view.ends[idx]
 
     # -- the sequence protocol -----------------------------------------------------------
 
@@ -209,6 +257,9 @@ class SpansMap:
         self._view = None
         self._n = self._len = 0
         self._starts = self._ends = _EMPTY
+        self._sound = bytearray()
+        self._sound_np = np.empty(0, np.uint8)
+        self._unsound = 0
 
     def __enter__(self) -> "SpansMap":
         return self
@@ -223,6 +274,10 @@ class SpansMap:
 
     def __reduce__(self) -> tuple:
         return (_reopen, (type(self), str(self.path), self._reopen_kwargs()))
+
+
+def _version_and_count(files: reads.MapFiles) -> Tuple[Any, int]:
+    return files.version(), layout.committed_count(files)
 
 
 def _reopen(cls: type, path: str, kwargs: Dict[str, Any]) -> SpansMap:

@@ -8,11 +8,11 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import build, compression, layout, parallel
+from . import build, compression, layout, parallel, reads
 from .build import StringsEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
-from .spans import SpansMap
+from .spans import CHUNK_BITS, SpansMap
 
 __all__ = ["StringsMmap"]
 
@@ -35,10 +35,13 @@ class StringsMmap(SpansMap):
                 raise TypeError(f"unexpected argument {name}={value!r}")
         super().__init__(out_dir, mode)
 
-    def _install(self, view: Optional[layout.SpansView]) -> None:
+    def _read_extra(self, files: reads.MapFiles) -> Any:
+        return layout.read_zstd_settings(files)
+
+    def _install(self, view: Optional[layout.SpansView], extra: Any) -> None:
         self._buffer = view.buffer if view else b""  # slicing an mmap gives bytes, the fastest to decode
         self._bytes = memoryview(self._buffer)
-        self.zstd_level, self._zstd_dict = layout.read_zstd_settings(self.path) if view else (None, None)
+        self.zstd_level, self._zstd_dict = extra if view else (None, None)
         self._decompress = compression.decompressor(self._zstd_dict) if self.zstd_level is not None else None
         # the fast path serves uncompressed strings, while all strings are mapped
         self._plain = view is not None and self._decompress is None
@@ -51,13 +54,13 @@ class StringsMmap(SpansMap):
     # -- reading -------------------------------------------------------------------------
 
     def __getitem__(self, item: Any) -> Any:
-        if type(item) is int and self._plain:
-            try:  # memoryviews take negative indices and raise IndexError past the end
+        if type(item) is int and self._plain and item >= 0:
+            try:  # memoryviews raise IndexError past the end
                 start, end = self._starts[item], self._ends[item]
             except IndexError:
                 pass
             else:
-                if 0 <= start <= end <= self._total:
+                if self._sound[item >> CHUNK_BITS]:  # the offsets of its chunk were checked (spans.py)
                     try:
                         return self._buffer[start:end].decode()
                     except UnicodeDecodeError:
@@ -105,22 +108,22 @@ class StringsMmap(SpansMap):
         if stop > self._n:
             self._load()
         if self._decompress is None and self._view is not None and stop > first:
+            self._check_chunks(first, stop)
             starts, ends = self._view.starts[first:stop], self._view.ends[first:stop]
-            low, high = int(starts.min()), int(ends.max())
-            if 0 <= low and high <= self._total and (starts <= ends).all():
-                raw = self._buffer
-                self._ascii_probe -= 1
-                if self._ascii_probe <= 0 and high - low <= 2 * int((ends - starts).sum()) + 4096:
-                    chunk = raw[low:high]
-                    if chunk.isascii():  # then byte offsets are character offsets
-                        self._ascii_probe = 0
-                        text = chunk.decode("ascii")
-                        return [text[s:e] for s, e in zip((starts - low).tolist(), (ends - low).tolist())]
-                    self._ascii_probe = _ASCII_RETRY
-                try:
-                    return [raw[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist())]
-                except UnicodeDecodeError:
-                    pass  # get_batch names the string that is not UTF-8
+            low, high = int(starts[0]), int(ends[-1])
+            raw = self._buffer
+            self._ascii_probe -= 1
+            if self._ascii_probe <= 0:
+                chunk = raw[low:high]
+                if chunk.isascii():  # then byte offsets are character offsets
+                    self._ascii_probe = 0
+                    text = chunk.decode("ascii")
+                    return [text[s:e] for s, e in zip((starts - low).tolist(), (ends - low).tolist())]
+                self._ascii_probe = _ASCII_RETRY
+            try:
+                return [raw[s:e].decode() for s, e in zip(starts.tolist(), ends.tolist())]
+            except UnicodeDecodeError:
+                pass  # get_batch names the string that is not UTF-8
         return self.get_batch(slice(first, stop))
 
     def __iter__(self) -> Iterator[str]:
