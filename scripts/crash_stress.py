@@ -19,7 +19,7 @@ Usage::
 
     python scripts/crash_stress.py --kills 60 --seed 1
 
-The peer interpreter is $MMAP_NINJA_UPSTREAM_PYTHON, else /work/venv-upstream/bin/python;
+The peer interpreter is $MMAP_NINJA_UPSTREAM_PYTHON (a Python that has mmap_ninja 0.9.0);
 ``--no-peer`` skips the 0.9.0 read-back. ``--writer upstream`` is the control run: the
 children append with mmap_ninja 0.9.0 instead, which is expected to fail the checks.
 Prints a summary; exits 1 if any check failed, 2 on a usage error.
@@ -48,7 +48,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import crash_child  # noqa: E402  (the writer module beside this script)
 from crash_child import KINDS, SAMPLE_DTYPE, make_batch  # noqa: E402
 
-DEFAULT_PEER = Path("/work/venv-upstream/bin/python")
 PREFETCH = 300  # batches generated before each fork (more than a child appends before its kill),
 # so that the child spends its time appending, not generating
 
@@ -119,9 +118,7 @@ digest_samples = _digest_namespace["digest_samples"]
 def find_peer() -> Optional[str]:
     """The interpreter that has mmap_ninja 0.9.0, or None."""
     named = os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON")
-    if named:
-        return named
-    return str(DEFAULT_PEER) if DEFAULT_PEER.exists() else None
+    return named if named and os.path.exists(named) else None
 
 
 class Peer:

@@ -1,11 +1,37 @@
-"""Shared checks for the core API tests: samples compare by type, dtype, shape and every value."""
+"""What the tests share: sample checks, the catalogue of every kind of map, the optional-package
+policy, the 0.9.0 peer, and Ctrl-C in child processes.
+
+The catalogue
+-------------
+``CATALOGUE`` lists every kind of map the library writes, each entry knowing how to build a
+small map, which samples it holds, and how to open, extend and read it. The guarantee tests
+(crash, bad input, read-only, concurrency, pickling, memory, interop, checksums) take their
+kinds from ``kind_params()``, so that a new kind or codec added here is covered by every
+guarantee at once. A test that cannot cover a kind yet names it in the entry's ``not_in``
+with the reason, which pytest prints as a skip.
+
+Optional packages
+-----------------
+numpy and tqdm are the only required packages. A test that needs another one (zstandard,
+Pillow, torch, dask, cloudpickle, megatron-core, matplotlib, joblib) skips with a reason
+that names the package and the extra that installs it: use ``needs("zstandard")`` as a
+mark, ``require("zstandard")`` inside a test, or a catalogue entry's ``needs``. ``.ci/run``
+installs them all, so CI skips nothing for a missing package.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import importlib.util
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
+
+# --- samples compare by type, dtype, shape and every value -------------------------------------
 
 
 def _check_sample(got: Any, expected: Any, where: str = "sample") -> None:
@@ -36,3 +62,237 @@ def same_sample() -> Callable[..., None]:
 def same_samples() -> Callable[..., None]:
     """Assert a sequence of samples equals a list of expected arrays, sample by sample."""
     return _check_samples
+
+
+# --- optional packages: skip with the reason -------------------------------------------------------
+
+# The module each optional package is imported as, and the extra of pyproject.toml that installs it.
+EXTRAS: Dict[str, Tuple[str, str]] = {
+    "zstandard": ("zstandard", "zstd"),
+    "PIL": ("Pillow", "images"),
+    "torch": ("torch", "torch"),
+    "distributed": ("dask[distributed]", "dask"),
+    "dask": ("dask[distributed]", "dask"),
+    "cloudpickle": ("cloudpickle", "parallel"),
+    "joblib": ("joblib", "test"),
+    "megatron": ("megatron-core", "test"),
+    "matplotlib": ("matplotlib", "plot"),
+    "hypothesis": ("hypothesis", "test"),
+}
+
+
+def missing(module: str) -> Optional[str]:
+    """Why a test that needs ``module`` cannot run here, or None when it can be imported."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        return None
+    package, extra = EXTRAS.get(module, (module, "test"))
+    return f"{package} is not installed (pip install 'mmap_ninja[{extra}]'; .ci/run installs it)"
+
+
+def needs(*modules: str) -> pytest.MarkDecorator:
+    """A mark that skips a test, with the reason, unless every module in ``modules`` imports."""
+    reasons = [r for r in map(missing, modules) if r]
+    return pytest.mark.skipif(bool(reasons), reason="; ".join(reasons) or "all installed")
+
+
+def require(*modules: str) -> None:
+    """Inside a test or fixture: skip it, with the reason, unless every module imports."""
+    reasons = [r for r in map(missing, modules) if r]
+    if reasons:
+        pytest.skip("; ".join(reasons))
+
+
+# --- the 0.9.0 peer ------------------------------------------------------------------------------
+
+UPSTREAM_MISSING = (
+    "needs mmap_ninja 0.9.0: set MMAP_NINJA_UPSTREAM_PYTHON to a Python that has it installed (.ci/run does)"
+)
+
+
+def upstream_python() -> Optional[str]:
+    """The interpreter that has mmap_ninja 0.9.0, from $MMAP_NINJA_UPSTREAM_PYTHON, or None."""
+    named = os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON")
+    return named if named and os.path.exists(named) else None
+
+
+def upstream_missing() -> str:
+    """The skip reason when ``upstream_python()`` is None (says what the variable holds)."""
+    return f"{UPSTREAM_MISSING}; now {os.environ.get('MMAP_NINJA_UPSTREAM_PYTHON')!r}"
+
+
+# --- Ctrl-C in child processes -------------------------------------------------------------------
+
+
+def restore_ctrl_c() -> None:
+    """``preexec_fn`` for a child that a test interrupts with SIGINT.
+
+    A shell starts background jobs (``pytest ... &`` in a script) with SIGINT ignored, children
+    inherit that, and Python only turns SIGINT into KeyboardInterrupt when it starts with the
+    default disposition: restore it in the child, whatever pytest runs under.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# --- the catalogue of every kind of map ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of map: how to build, open, extend and read a small one."""
+
+    name: str
+    sample: Callable[[int], Any]  # sample i of every map of this kind in the tests
+    build: Callable[..., None]  # build(path, samples, **options): write a new map (options: checksum=True)
+    open: Callable[[Path, bool], Any]  # a reader (writable=False) or a handle to append with
+    extend: Callable[[Path, List[Any], Any], None]  # append samples, with a handle or a new writer
+    needs: Tuple[str, ...] = ()  # optional packages (module names)
+    maps: Tuple[str, ...] = ("",)  # the maps inside (a records map's fields), relative to its path
+    not_in: Dict[str, str] = field(default_factory=dict)  # guarantee test -> why not covered yet
+
+    def samples(self, count: int, first: int = 0) -> List[Any]:
+        """Samples ``first .. first+count-1``."""
+        return [self.sample(i) for i in range(first, first + count)]
+
+    def read(self, m: Any, i: int) -> Any:
+        """Sample ``i`` of the open map ``m``."""
+        return m[i]
+
+    def rows(self, batch: Any) -> List[Any]:
+        """The samples of ``m[a:b]``: a list, or for records a dict of columns turned into rows."""
+        if isinstance(batch, dict):
+            names = list(batch)
+            return [dict(zip(names, values)) for values in zip(*(batch[n] for n in names))]
+        return list(batch)
+
+    def read_all(self, path: Path) -> List[Any]:
+        """Every sample of the map at ``path``, through a reader closed afterwards."""
+        m = self.open(path, False)
+        try:
+            return [self.read(m, i) for i in range(len(m))]
+        finally:
+            getattr(m, "close", lambda: None)()
+
+    def equal(self, got: Any, want: Any) -> bool:
+        """``got`` is ``want``: the same string, or an array of the same dtype, shape and bytes."""
+        if isinstance(want, dict):
+            return isinstance(got, dict) and sorted(got) == sorted(want) and all(self.equal(got[k], want[k]) for k in want)
+        if isinstance(want, str):
+            return got == want
+        got, want = np.asarray(got), np.asarray(want)
+        return got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
+
+
+def _ragged_open(path: Path, writable: bool) -> Any:
+    from mmap_ninja.ragged import RaggedMmap
+
+    return RaggedMmap(path) if writable else RaggedMmap(path, mode="r")  # the default is 0.9.0's
+
+
+def _ragged_extend(path: Path, samples: List[Any], handle: Any = None) -> None:
+    (handle if handle is not None else _ragged_open(path, True)).extend(samples)
+
+
+def _ragged_build(path: Path, samples: List[Any], **options: Any) -> None:
+    from mmap_ninja.ragged import RaggedMmap
+
+    RaggedMmap.from_lists(path, samples, **options).close()
+
+
+def _strings_build(zstd_level: Optional[int]) -> Callable[..., None]:
+    def build(path: Path, samples: List[Any], **options: Any) -> None:
+        from mmap_ninja.string import StringsMmap
+
+        StringsMmap.from_strings(path, samples, zstd_level=zstd_level, **options).close()
+
+    return build
+
+
+def _strings_open(path: Path, writable: bool) -> Any:
+    from mmap_ninja.string import StringsMmap
+
+    return StringsMmap(path) if writable else StringsMmap(path, mode="rb")
+
+
+def _strings_extend(path: Path, samples: List[Any], handle: Any = None) -> None:
+    (handle if handle is not None else _strings_open(path, True)).extend(samples)
+
+
+def _numpy_build(path: Path, samples: List[Any], **options: Any) -> None:
+    from mmap_ninja import numpy as np_ninja
+
+    np_ninja.from_ndarray(path, np.stack(samples), **options)
+
+
+def _numpy_open(path: Path, writable: bool) -> Any:
+    from mmap_ninja import numpy as np_ninja
+
+    return np_ninja.open_existing(path, mode="r+" if writable else "r")
+
+
+def _numpy_extend(path: Path, samples: List[Any], handle: Any = None) -> None:
+    from mmap_ninja import numpy as np_ninja
+
+    np_ninja.extend_dir(path, np.stack(samples))  # an np.memmap has a fixed shape: always by path
+
+
+def _records_sample(i: int) -> Dict[str, Any]:
+    return {"image": np.full((i % 3 + 1, 2), i % 251, np.uint8), "label": np.int64(i), "caption": f"record {i} " + "é" * (i % 4)}
+
+
+RECORD_FIELDS = ("image", "label", "caption")
+
+
+def _records_build(path: Path, samples: List[Any], **options: Any) -> None:
+    from mmap_ninja import RecordsMmap
+
+    schema = {"image": "ragged", "label": "numpy", "caption": "strings"}
+    RecordsMmap.from_generator(path, samples, batch_size=max(1, len(samples)), schema=schema, **options).close()
+
+
+def _records_open(path: Path, writable: bool) -> Any:
+    from mmap_ninja import RecordsMmap
+
+    return RecordsMmap(path)
+
+
+def _records_extend(path: Path, samples: List[Any], handle: Any = None) -> None:
+    (handle if handle is not None else _records_open(path, True)).extend(samples)
+
+
+CATALOGUE: Dict[str, Kind] = {
+    k.name: k
+    for k in [
+        Kind("ragged_flat", lambda i: np.arange(i % 37 + 1, dtype=np.int64) + 1000 * i, _ragged_build, _ragged_open, _ragged_extend),
+        Kind("ragged_nested", lambda i: np.full((i % 3 + 1, 2, i % 2 + 1), i % 251, np.uint8), _ragged_build, _ragged_open, _ragged_extend),
+        Kind("strings", lambda i: f"sample {i} " + "é漢" * (i % 5), _strings_build(None), _strings_open, _strings_extend),
+        Kind("strings_zstd", lambda i: f"zstd sample {i} " + "abc" * (i % 7), _strings_build(3), _strings_open, _strings_extend, needs=("zstandard",)),
+        Kind("numpy", lambda i: np.full((3, 2), float(i)), _numpy_build, _numpy_open, _numpy_extend),
+        Kind("records", _records_sample, _records_build, _records_open, _records_extend, maps=RECORD_FIELDS),
+    ]
+}
+
+
+def kind_params(guarantee: str, names: Optional[Sequence[str]] = None) -> List[Any]:
+    """The kinds of the catalogue as pytest params for the guarantee test ``guarantee``.
+
+    ``names`` narrows them (a test about one layout); a kind whose packages are missing, or
+    that names ``guarantee`` in ``not_in``, is skipped with the reason.
+    """
+    params = []
+    for name in names if names is not None else list(CATALOGUE):
+        kind = CATALOGUE[name]
+        marks = [needs(*kind.needs)] if kind.needs else []
+        if guarantee in kind.not_in:
+            marks.append(pytest.mark.skip(reason=f"{name}: {kind.not_in[guarantee]}"))
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
+
+
+@pytest.fixture
+def catalogue() -> Dict[str, Kind]:
+    """The catalogue of every kind of map (see this module's docstring)."""
+    return CATALOGUE

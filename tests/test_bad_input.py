@@ -22,6 +22,8 @@ from mmap_ninja import numpy as np_ninja
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
 
+from conftest import CATALOGUE, kind_params, needs
+
 # --- helpers -----------------------------------------------------------------------------------
 
 
@@ -394,6 +396,12 @@ def _write(relative: str, content: bytes) -> Callable[[Path], None]:
     return lambda map_dir: (map_dir / relative).write_bytes(content)
 
 
+def _decodes_zstd(corrupt: Callable[[Path], None]) -> Callable[[Path], None]:
+    """Mark a corruption whose map is read through zstandard (its test skips without it)."""
+    corrupt.decodes_zstd = True  # type: ignore[attr-defined]
+    return corrupt
+
+
 def _replace_with_other_kind(kind: str) -> Callable[[Path], None]:
     def mutate(map_dir: Path) -> None:
         shutil.rmtree(map_dir)
@@ -462,7 +470,7 @@ CORRUPTIONS = [
     ("ragged_flat", _write("shapes_are_flat.ninja", struct.pack("<i", 0)), "shapes"),
     ("ragged_nested", _write("shapes_are_flat.ninja", struct.pack("<i", 1)), "shapes"),
     ("strings", _write("zstd_level.ninja", b"three"), "zstd_level.ninja"),
-    ("strings", _write("zstd_level.ninja", b"3"), "data.ninja"),  # plain bytes are no zstd frames
+    ("strings", _decodes_zstd(_write("zstd_level.ninja", b"3")), "data.ninja"),  # plain bytes are no zstd frames
     ("strings", _write("data.ninja", b"ab\xffd\xc3\xa9\xe6\xbc\xa2\xe5\xad\x97"), "data.ninja"),  # not UTF-8
     ("ragged_flat", _set_int64("ends/data.ninja", 0, 10**6), "starts"),  # offsets past the end of the data
     ("ragged_flat", _set_int64("ends/data.ninja", 2, 10**6), "shape.ninja"),
@@ -499,7 +507,16 @@ def _read_every_way(kind: str, path: Path) -> None:
         RaggedMmap(path, wrapper_fn=np.copy)[0:len(m)]
 
 
-@pytest.mark.parametrize("kind, corrupt, named", CORRUPTIONS, ids=[f"{c[0]}-{i}-{c[2].split('|')[0]}" for i, c in enumerate(CORRUPTIONS)])
+def _corruption_params() -> list:
+    """CORRUPTIONS as params; those read through zstandard skip, with the reason, without it."""
+    params = []
+    for i, (kind, corrupt, named) in enumerate(CORRUPTIONS):
+        zstd = kind == "strings_zstd" or getattr(corrupt, "decodes_zstd", False)
+        params.append(pytest.param(kind, corrupt, named, marks=[needs("zstandard")] if zstd else [], id=f"{kind}-{i}-{named.split('|')[0]}"))
+    return params
+
+
+@pytest.mark.parametrize("kind, corrupt, named", _corruption_params())
 def test_corrupt_map_raises_map_format_error_naming_the_file(tmp_path, kind, corrupt, named):
     path = tmp_path / "m"
     BUILDERS[kind](path)
@@ -525,3 +542,29 @@ def test_corruption_of_one_sample_leaves_the_others_readable(tmp_path):
     np.testing.assert_array_equal(m[2], np.arange(2))
     with pytest.raises(MapFormatError):
         m[0]
+
+
+@pytest.mark.parametrize("kind", kind_params("bad input"))
+def test_every_kind_with_a_truncated_data_file_reads_right_or_names_it(tmp_path, kind):
+    """Every kind of the catalogue: each data.ninja cut short by one byte gives either the
+    original samples (a file the reader does not need, such as flattened_shapes/) or a
+    MapFormatError naming that very file, never other samples."""
+    k = CATALOGUE[kind]
+    template = tmp_path / "template"
+    k.build(template, k.samples(9))
+    data_files = sorted(p.relative_to(template) for p in template.rglob("data.ninja") if p.stat().st_size)
+    assert data_files
+    errors = 0
+    for i, relative in enumerate(data_files):
+        path = tmp_path / f"m{i}"
+        shutil.copytree(template, path)
+        target = path / relative
+        target.write_bytes(target.read_bytes()[:-1])
+        try:
+            got = k.read_all(path)
+        except MapFormatError as e:
+            errors += 1
+            assert str(target) in str(e), (relative, str(e))
+        else:
+            assert len(got) == 9 and all(k.equal(g, w) for g, w in zip(got, k.samples(9))), relative
+    assert errors, "cutting the samples' own data.ninja must be an error"

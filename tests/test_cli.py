@@ -21,6 +21,8 @@ from mmap_ninja.convert import convert_text, list_files
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
 
+from conftest import restore_ctrl_c, upstream_missing, upstream_python
+
 needs_pillow = pytest.mark.skipif(importlib.util.find_spec("PIL") is None, reason="Pillow is not installed (pip install 'mmap_ninja[images]')")
 
 
@@ -296,7 +298,7 @@ def test_sigint_leaves_nothing_at_out(tmp_path):
     out.parent.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mmap_ninja", "convert", "text", str(src), str(out), "--batch-size", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore_ctrl_c,
     )
     try:
         deadline = time.monotonic() + 30
@@ -442,9 +444,9 @@ def test_demo_without_pillow_runs_the_text_part(tmp_path, capsys, monkeypatch):
 
 
 def _upstream_python():
-    found = os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON") or "/work/venv-upstream/bin/python"
-    if not os.path.exists(found):
-        pytest.skip("no mmap_ninja 0.9.0 interpreter: set MMAP_NINJA_UPSTREAM_PYTHON (.ci/run does)")
+    found = upstream_python()
+    if found is None:
+        pytest.skip(upstream_missing())
     return found
 
 
@@ -460,7 +462,8 @@ def test_info_on_maps_written_by_0_9_0(tmp_path):
         "StringsMmap.from_strings(d + '/s', ['ab', 'cde'])\n"
         "np_ninja.from_ndarray(d + '/n', np.zeros((4, 2)))\n"
     )
-    done = subprocess.run([_upstream_python(), "-c", script, str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    # -I: the caller's PYTHONPATH (src/ in the README's command) must not put ours in 0.9.0's place
+    done = subprocess.run([_upstream_python(), "-I", "-c", script, str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     reports = {name: inspect_map(tmp_path / name) for name in "rtsn"}
     assert {name: r["health"] for name, r in reports.items()} == dict.fromkeys("rtsn", HEALTHY)

@@ -25,52 +25,31 @@ from mmap_ninja import numpy as np_ninja
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
 
-KINDS = ["ragged_flat", "ragged_nested", "strings", "numpy"]
+from conftest import CATALOGUE, kind_params  # noqa: E402  (tests/ is on sys.path, see READER_PROCESS)
+
+KINDS = kind_params("concurrency")
 
 
 def sample(kind: str, i: int) -> Any:
     """Sample ``i`` of every map in these tests: known from its position alone."""
-    if kind == "ragged_flat":
-        return np.arange(i % 37 + 1, dtype=np.int64) + 1000 * i
-    if kind == "ragged_nested":
-        return np.full((i % 3 + 1, 2, i % 2 + 1), i % 251, np.uint8)
-    if kind == "strings":
-        return f"sample {i} " + "é漢" * (i % 5)
-    return np.full((3, 2), float(i))
+    return CATALOGUE[kind].sample(i)
 
 
 def create(kind: str, path: Path, count: int) -> None:
-    samples = [sample(kind, i) for i in range(count)]
-    if kind == "numpy":
-        np_ninja.from_ndarray(path, np.stack(samples))
-    elif kind.startswith("ragged"):
-        RaggedMmap.from_lists(path, samples).close()
-    else:
-        StringsMmap.from_strings(path, samples).close()
+    CATALOGUE[kind].build(path, CATALOGUE[kind].samples(count))
 
 
 def open_reader(kind: str, path: Path) -> Any:
-    if kind == "numpy":
-        return np_ninja.open_existing(path, mode="r")
-    return RaggedMmap(path, mode="r") if kind.startswith("ragged") else StringsMmap(path, mode="rb")
+    return CATALOGUE[kind].open(path, False)
 
 
 def append_batch(kind: str, path: Path, first: int, count: int, handle: Any = None) -> None:
     """Append samples ``first .. first+count-1`` with ``handle`` or a new writer."""
-    samples = [sample(kind, i) for i in range(first, first + count)]
-    if kind == "numpy":
-        np_ninja.extend_dir(path, np.stack(samples))
-        return
-    if handle is None:
-        handle = RaggedMmap(path) if kind.startswith("ragged") else StringsMmap(path)
-    handle.extend(samples)
+    CATALOGUE[kind].extend(path, CATALOGUE[kind].samples(count, first), handle)
 
 
 def equal(got: Any, want: Any) -> bool:
-    if isinstance(want, str):
-        return got == want
-    got = np.asarray(got)
-    return got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
+    return CATALOGUE["ragged_flat"].equal(got, want)
 
 
 def garbage_tails(path: Path) -> None:
@@ -104,7 +83,7 @@ def test_reader_opened_before_appends_keeps_its_samples_and_refreshes(tmp_path, 
         return
     assert early.refresh() == n and len(early) == n
     assert all(equal(early[i], sample(kind, i)) for i in range(n))
-    assert all(equal(s, sample(kind, i)) for i, s in enumerate(early[:]))
+    assert all(equal(s, sample(kind, i)) for i, s in enumerate(CATALOGUE[kind].rows(early[:])))
     assert all(equal(views[i], sample(kind, i)) for i in range(20))
 
 

@@ -20,6 +20,8 @@ from mmap_ninja.cli import main
 from mmap_ninja.convert import FileSamples, _read_npy
 from mmap_ninja.ragged import RaggedMmap
 
+from conftest import restore_ctrl_c
+
 needs_pillow = pytest.mark.skipif(importlib.util.find_spec("PIL") is None, reason="Pillow is not installed (pip install 'mmap_ninja[images]')")
 
 
@@ -167,7 +169,7 @@ def test_sigint_with_jobs_2_and_skip_bad_leaves_nothing(tmp_path):
     out.parent.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "mmap_ninja", "convert", "npy", str(src), str(out), "--jobs", "2", "--skip-bad", "--batch-size", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore_ctrl_c,
     )
     try:
         deadline = time.monotonic() + 60

@@ -31,6 +31,8 @@ from mmap_ninja import numpy as np_ninja  # noqa: E402
 from mmap_ninja.ragged import RaggedMmap  # noqa: E402
 from mmap_ninja.string import StringsMmap  # noqa: E402
 
+from conftest import CATALOGUE, kind_params, missing  # noqa: E402
+
 # Examples per kind and test. The default run is derandomized, so it tests the same cases
 # every time; MMAP_NINJA_FUZZ_EXAMPLES=5000 runs a long, random campaign.
 _CAMPAIGN = os.environ.get("MMAP_NINJA_FUZZ_EXAMPLES")
@@ -50,13 +52,7 @@ PLAUSIBLE_TEXT = [b"numpy", b"ragged", b"string", b"int64", b"int32", b"float32"
 
 
 def build(kind: str, path: Path) -> None:
-    samples = SAMPLES[kind]
-    if kind == "numpy":
-        np_ninja.from_ndarray(path, np.stack(samples))
-    elif kind.startswith("ragged"):
-        RaggedMmap.from_lists(path, samples)
-    else:
-        StringsMmap.from_strings(path, samples, zstd_level=3 if kind == "strings_zstd" else None)
+    CATALOGUE[kind].build(path, SAMPLES[kind])
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +60,8 @@ def templates(tmp_path_factory) -> Dict[str, Path]:
     folder = tmp_path_factory.mktemp("templates")
     paths = {}
     for kind in SAMPLES:
+        if any(missing(m) for m in CATALOGUE[kind].needs):
+            continue  # its tests skip with the reason
         build(kind, folder / kind)
         paths[kind] = folder / kind
         assert_same(read_every_way(kind, folder / kind), SAMPLES[kind])  # healthy to begin with
@@ -175,7 +173,7 @@ def _write_head(path: Path, head: bytes) -> None:
     path.write_bytes(bytes(content))
 
 
-@pytest.mark.parametrize("kind", list(SAMPLES))
+@pytest.mark.parametrize("kind", kind_params("fuzz", list(SAMPLES)))
 @FUZZ
 @given(data=st.data())
 def test_uncommitted_changes_give_the_same_samples_or_an_error(templates, kind, data):
@@ -242,7 +240,7 @@ def any_change(draw, files: List[str]) -> Callable[[Path], None]:
     return lambda path: (path / target).unlink()
 
 
-@pytest.mark.parametrize("kind", list(SAMPLES))
+@pytest.mark.parametrize("kind", kind_params("fuzz", list(SAMPLES)))
 @FUZZ
 @given(data=st.data())
 def test_any_change_gives_an_error_or_well_formed_samples(templates, kind, data):
@@ -343,14 +341,9 @@ def strict_templates(tmp_path_factory) -> Dict[str, Path]:
     folder = tmp_path_factory.mktemp("strict")
     paths = {}
     for kind, samples in STRICT_SAMPLES.items():
-        if kind == "strings_zstd":
-            pytest.importorskip("zstandard", reason="zstd strings need zstandard: pip install 'mmap_ninja[zstd]'")
-        if kind == "numpy":
-            np_ninja.from_ndarray(folder / kind, np.stack(samples))
-        elif kind.startswith("ragged"):
-            RaggedMmap.from_lists(folder / kind, samples)
-        else:
-            StringsMmap.from_strings(folder / kind, samples, zstd_level=3 if kind == "strings_zstd" else None)
+        if any(missing(m) for m in CATALOGUE[kind].needs):
+            continue  # its tests skip with the reason
+        CATALOGUE[kind].build(folder / kind, samples)
         paths[kind] = folder / kind
     return paths
 
@@ -381,7 +374,7 @@ def _run_damage(kind: str, template: Path, cases: List[tuple]) -> List[str]:
 DEFAULT_DAMAGE_CASES = 70  # per kind, drawn with a fixed seed; -m stress runs every case
 
 
-@pytest.mark.parametrize("kind", list(STRICT_SAMPLES))
+@pytest.mark.parametrize("kind", kind_params("fuzz", list(STRICT_SAMPLES)))
 def test_damage_to_any_file_gives_the_samples_or_an_error_naming_a_file(strict_templates, kind):
     import random
 
@@ -392,7 +385,7 @@ def test_damage_to_any_file_gives_the_samples_or_an_error_naming_a_file(strict_t
 
 
 @pytest.mark.stress
-@pytest.mark.parametrize("kind", list(STRICT_SAMPLES))
+@pytest.mark.parametrize("kind", kind_params("fuzz", list(STRICT_SAMPLES)))
 def test_damage_to_any_file_every_case(strict_templates, kind):
     cases = damage_cases(kind, strict_templates[kind])
     wrong = _run_damage(kind, strict_templates[kind], cases)

@@ -12,6 +12,8 @@ import mmap_ninja
 from mmap_ninja import MapFormatError, RaggedMmap, StringsMmap, Wrapped, generic
 from mmap_ninja import numpy as np_ninja
 
+from conftest import missing, needs
+
 RAGGED = [np.arange(6, dtype=np.int32).reshape(2, 3), np.arange(2, dtype=np.int32), np.array(7, np.int32), np.zeros((0, 2), np.int32)]
 STRINGS = ["a", "", "日本", "🙂x"]
 ARRAY = np.arange(12, dtype=np.float64).reshape(4, 3)
@@ -21,7 +23,8 @@ ARRAY = np.arange(12, dtype=np.float64).reshape(4, 3)
 def maps(tmp_path):
     RaggedMmap.from_lists(tmp_path / "ragged", RAGGED)
     StringsMmap.from_strings(tmp_path / "strings", STRINGS)
-    StringsMmap.from_strings(tmp_path / "zstd", STRINGS, zstd_level=3)
+    if not missing("zstandard"):  # the zstd case skips with the reason without it
+        StringsMmap.from_strings(tmp_path / "zstd", STRINGS, zstd_level=3)
     np_ninja.from_ndarray(tmp_path / "numpy", ARRAY)
     return tmp_path
 
@@ -33,7 +36,7 @@ def test_open_existing_ragged(maps, same_samples):
     same_samples(m[1:], RAGGED[1:])
 
 
-@pytest.mark.parametrize("name", ["strings", "zstd"])
+@pytest.mark.parametrize("name", ["strings", pytest.param("zstd", marks=needs("zstandard"))])
 def test_open_existing_strings(maps, name):
     m = generic.open_existing(maps / name)
     assert isinstance(m, StringsMmap)
@@ -68,6 +71,7 @@ def test_open_existing_default_mode_lets_strings_and_ragged_be_overwritten(maps,
     assert list(StringsMmap(maps / "strings")) == ["a", "", "中文", "🙂x"]
 
 
+@needs("zstandard")
 def test_open_existing_with_wrapper_fn(maps):
     shape_of = generic.open_existing(maps / "ragged", wrapper_fn=lambda a: a.shape)
     assert [shape_of[i] for i in range(4)] == [(2, 3), (2,), (), (0, 2)]

@@ -28,23 +28,12 @@ import pytest
 from mmap_ninja import RaggedMmap, StringsMmap, generic
 from mmap_ninja import numpy as np_ninja
 
-
-def find_upstream_python() -> Optional[str]:
-    """The interpreter that has mmap_ninja 0.9.0: $MMAP_NINJA_UPSTREAM_PYTHON, else the local venv."""
-    configured = os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON")
-    if configured:
-        return configured if os.path.exists(configured) else None
-    fallback = "/work/venv-upstream/bin/python"
-    return fallback if os.path.exists(fallback) else None
+from conftest import missing, needs, upstream_missing, upstream_python
 
 
-UPSTREAM_PYTHON = find_upstream_python()
+UPSTREAM_PYTHON = upstream_python()
 if UPSTREAM_PYTHON is None:
-    pytest.skip(
-        "interoperability tests need mmap_ninja 0.9.0: set MMAP_NINJA_UPSTREAM_PYTHON to a Python that has it installed "
-        f"(.ci/run does; now {os.environ.get('MMAP_NINJA_UPSTREAM_PYTHON')!r})",
-        allow_module_level=True,
-    )
+    pytest.skip(f"interoperability tests {upstream_missing()}", allow_module_level=True)
 
 PEER_SCRIPT = Path(__file__).resolve().parent / "peer" / "upstream_job.py"
 RNG = np.random.default_rng(2024)
@@ -292,6 +281,20 @@ CASES = {"ragged": RAGGED, "strings": STRINGS, "numpy": NUMPY}
 ALL = [(kind, name) for kind, cases in CASES.items() for name in cases]
 
 
+def needs_of(kind: str, name: str) -> tuple:
+    """The optional packages our side needs for a case: zstandard for the compressed strings."""
+    return ("zstandard",) if kind == "strings" and STRINGS[name].zstd_level is not None else ()
+
+
+# The cases this interpreter can build and read; the others skip with the reason (see params()).
+RUNNABLE = [(k, n) for k, n in ALL if not any(missing(m) for m in needs_of(k, n))]
+
+
+def params(pairs: list) -> list:
+    """``(kind, name)`` pairs as pytest params that skip, with the reason, without their packages."""
+    return [pytest.param(k, n, marks=[needs(*needs_of(k, n))] if needs_of(k, n) else []) for k, n in pairs]
+
+
 def upstream_writes(kind: str, name: str) -> bool:
     return getattr(CASES[kind][name], "upstream_writes", True)
 
@@ -313,7 +316,7 @@ class Exchange:
         self.root = root
         self.our_failures: Dict[str, BaseException] = {}
         first, second = Job(), Job()
-        for kind, name in ALL:
+        for kind, name in RUNNABLE:
             case = CASES[kind][name]
             # we write; 0.9.0 reads, and appends to a copy (which we append to again, then it reads)
             self.step(f"write {kind} {name}", write_ours, kind, self.ours(kind, name), case)
@@ -330,7 +333,7 @@ class Exchange:
                 op["samples"] = [first.key(a) for a in op["samples"]]
             first.add(f"leave empty {name}", op.pop("op"), self.upstream_empty(name), **op)
         self.first = first.run(root / "job-1")
-        for kind, name in ALL:
+        for kind, name in RUNNABLE:
             case = CASES[kind][name]
             chain = self.chain(kind, name)
             if "error" not in self.first.by_id[f"append {kind} {name}"]:
@@ -473,26 +476,26 @@ def check_ours_read(kind: str, path: Path, expected: Any) -> None:
 # -- the tests -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind, name", ALL)
+@pytest.mark.parametrize("kind, name", params(ALL))
 def test_upstream_reads_what_we_wrote(exchange, kind, name):
     exchange.ours_did(f"write {kind} {name}")
     check_upstream_read(exchange.first, f"read {kind} {name}", kind, expected_items(kind, name))
 
 
-@pytest.mark.parametrize("kind, name", [(k, n) for k, n in ALL if upstream_writes(k, n)])
+@pytest.mark.parametrize("kind, name", params([(k, n) for k, n in ALL if upstream_writes(k, n)]))
 def test_we_read_what_upstream_wrote(exchange, kind, name):
     exchange.first.get(f"write {kind} {name}")
     check_ours_read(kind, exchange.upstream(kind, name), expected_items(kind, name))
 
 
-@pytest.mark.parametrize("kind, name", ALL)
+@pytest.mark.parametrize("kind, name", params(ALL))
 def test_we_read_after_upstream_appended_to_our_map(exchange, kind, name):
     exchange.ours_did(f"write {kind} {name}")
     exchange.first.get(f"append {kind} {name}")
     check_ours_read(kind, exchange.ours_appended(kind, name), expected_items(kind, name, "more"))
 
 
-@pytest.mark.parametrize("kind, name", [(k, n) for k, n in ALL if upstream_writes(k, n) and appendable_by_us(k, n)])
+@pytest.mark.parametrize("kind, name", params([(k, n) for k, n in ALL if upstream_writes(k, n) and appendable_by_us(k, n)]))
 def test_upstream_reads_after_we_appended_to_its_map(exchange, kind, name):
     exchange.first.get(f"write copy {kind} {name}")
     exchange.ours_did(f"append to 0.9.0 map {kind} {name}")
@@ -501,7 +504,7 @@ def test_upstream_reads_after_we_appended_to_its_map(exchange, kind, name):
     check_ours_read(kind, exchange.upstream_appended(kind, name), expected)
 
 
-@pytest.mark.parametrize("kind, name", ALL)
+@pytest.mark.parametrize("kind, name", params(ALL))
 def test_upstream_reads_after_both_appended_in_turn(exchange, kind, name):
     exchange.ours_did(f"write {kind} {name}")
     exchange.first.get(f"append {kind} {name}")
@@ -537,7 +540,7 @@ def test_upstream_writes_fortran_order_that_we_read_but_do_not_extend(exchange):
 
 def test_we_write_the_files_upstream_writes(exchange):
     """Beside the lock file, a map of ours holds the same file names as 0.9.0's."""
-    for kind, name in ALL:
+    for kind, name in RUNNABLE:
         if not upstream_writes(kind, name):
             continue
         ours = sorted(str(p.relative_to(exchange.ours(kind, name))) for p in exchange.ours(kind, name).rglob("*") if p.name != ".writer.lock")

@@ -23,6 +23,8 @@ from mmap_ninja.errors import MapFormatError, WorkerDiedError
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
 
+from conftest import require, restore_ctrl_c
+
 SRC = str(Path(mmap_ninja.__file__).resolve().parents[1])
 
 
@@ -141,7 +143,7 @@ def build(kind: str, out: Path, dataset, batch_size: int, n_jobs, **kw):
 )
 def test_parallel_builds_are_byte_identical_to_serial(tmp_path, kind, dataset, options):
     if options.get("zstd_level"):
-        pytest.importorskip("zstandard")
+        require("zstandard")
     build(kind, tmp_path / "serial", dataset, 8, None, **options)
     expected = tree_hashes(tmp_path / "serial")
     assert build(kind, tmp_path / "two", dataset, 8, 2, **options) is not None
@@ -436,7 +438,8 @@ def test_ctrl_c_in_the_parent_leaves_nothing(tmp_path):
     script.write_text(INTERRUPT_CHILD)
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     out = tmp_path / "out" / "m"
-    child = subprocess.Popen([sys.executable, str(script), str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, str(script), str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=restore_ctrl_c)  # SIGINT may be ignored in pytest (a background job)
     assert child.stdout.readline().startswith("start")
     deadline = 100
     while deadline and not (out.parent.exists() and leftovers(out)):

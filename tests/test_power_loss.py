@@ -35,7 +35,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 import numpy as np
 import pytest
 
-from mmap_ninja import commit, fs, layout, publish
+from mmap_ninja import commit, fs, layout, publish, verify
 from mmap_ninja import numpy as np_ninja
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
@@ -438,9 +438,12 @@ def crash_states(start: Model, types: Dict[int, str], log: List[Op], name: str) 
 # --- scenarios and the checker ----------------------------------------------------------------
 
 
+CHECKSUMMED = "ragged_checksums"  # a ragged map built with checksum=True: its checksums/ must survive too
+
+
 def sample(kind: str, i: int) -> Any:
     """Sample ``i``: known from its position; ragged samples span pages, so writes tear."""
-    if kind == "ragged":
+    if kind in ("ragged", CHECKSUMMED):
         return np.arange(i * 700, i * 700 + 40 + 100 * (i % 4), dtype=np.int64)
     if kind == "ragged_nested":
         return np.full((i % 3 + 1, 2, i % 2 + 1)[: 1 + i % 3], i, np.int16)
@@ -454,7 +457,7 @@ def build(kind: str, path: Path, samples: List[Any], durable: bool) -> Any:
         return np_ninja.from_generator(path, iter(samples), batch_size=2, durable=durable)
     if kind == "strings":
         return StringsMmap.from_generator(path, iter(samples), batch_size=2, durable=durable)
-    return RaggedMmap.from_generator(path, iter(samples), batch_size=2, durable=durable)
+    return RaggedMmap.from_generator(path, iter(samples), batch_size=2, durable=durable, checksum=kind == CHECKSUMMED)
 
 
 def extend(kind: str, path: Path, samples: List[Any], handle: Any = None, durable: bool = True) -> Any:
@@ -647,11 +650,15 @@ def _verdict_of_files(kind: str, where: Path, allowed: List[Optional[List[Any]]]
         if not any(v is not None and same(kind, got, v) for v in allowed):
             sizes = [None if v is None else len(v) for v in allowed]
             return f"it holds {len(got)} samples, not exactly the samples of a prefix of the calls (allowed: {sizes} samples)"
+        if kind == CHECKSUMMED and not verify(where).ok:
+            return f"verify finds damage: {verify(where).problems}"
         try:
             extend(kind, where, [sample(kind, 50)], handle, durable=False)
             after = read_all(kind, where) if kind == "numpy" else [s if kind == "strings" else np.array(s) for s in handle]
             if not same(kind, after, got + [sample(kind, 50)]):
                 return "an append after the power loss reads back wrong"
+            if kind == CHECKSUMMED and not (verify(where).ok and verify(where).not_covered == 0 and verify(where).has_checksums):
+                return f"after an append, the checksums do not cover every sample: {verify(where)}"
         except Exception as e:
             return f"an append after the power loss fails: {type(e).__name__}: {e}"
         return None
@@ -672,6 +679,7 @@ def test_every_changing_function_of_fs_is_recorded():
 
 
 SCENARIOS = [(k, s) for k in KINDS for s in (FRESH, EXISTING)] + [("ragged", UPGRADE)]
+SCENARIOS += [(CHECKSUMMED, s) for s in (FRESH, EXISTING)]
 SCENARIOS += [pytest.param(k, s, marks=pytest.mark.stress) for k in SLOW_KINDS for s in (FRESH, EXISTING)]
 
 

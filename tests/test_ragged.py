@@ -13,6 +13,8 @@ import pytest
 
 from mmap_ninja import RaggedMmap, ReadOnlyMapError
 
+from conftest import require
+
 DTYPES = ["bool", "float16", "int8", "uint64", "complex64", "float32", "int64", "uint8"]
 
 
@@ -248,7 +250,7 @@ def test_from_indexable_plain_function(tmp_path, same_samples):
 
 
 def test_from_indexable_two_jobs_with_joblib(tmp_path, same_samples):
-    pytest.importorskip("joblib")
+    require("joblib")
     expected = [sample_of(i) for i in range(11)]
     m = RaggedMmap.from_indexable(tmp_path / "fn", sample_of, batch_size=4, n_jobs=2)
     same_samples(list(m), expected)

@@ -23,6 +23,8 @@ from mmap_ninja import numpy as np_ninja
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
 
+from conftest import CATALOGUE, kind_params, needs
+
 SAMPLES: Dict[str, List[Any]] = {
     "ragged_flat": [np.arange(3, dtype=np.int32), np.array(5, np.int32), np.arange(7, dtype=np.int32) * 2],
     "ragged_nested": [np.arange(6, dtype=np.uint8).reshape(2, 3), np.arange(4, dtype=np.uint8)],
@@ -146,6 +148,7 @@ def run_child(folder: Path, mode: str, wrapper: List[str] = ()) -> subprocess.Co
     return subprocess.run([*wrapper, sys.executable, "-c", CHILD, str(folder), mode], capture_output=True, text=True, timeout=120)
 
 
+@needs("zstandard")  # one map of every kind, the zstd strings among them
 def test_opening_and_reading_never_open_a_file_for_writing(tmp_path):
     """Audit hooks in a child see every open(), os.open() and mmap(): none may ask to write,
     whatever the mode (except numpy's own "r+", which generic.open_existing is not given here)."""
@@ -177,6 +180,7 @@ def _read_only_mount_wrapper(source: Path, target: Path) -> List[str]:
     pytest.skip(f"no read-only mount possible here (unshare/mount refused: {probe.stderr.strip()[:200]!r})")
 
 
+@needs("zstandard")  # one map of every kind, the zstd strings among them
 def test_maps_on_a_read_only_mount(tmp_path):
     """On a file system mounted read-only (so root cannot write either): every map opens and
     reads in its default mode and in mode r+; every write fails with an error that says the
@@ -208,6 +212,7 @@ def test_maps_on_a_read_only_mount(tmp_path):
 # --- mode "r": overwrites refused, appends allowed ----------------------------------------------------
 
 
+@needs("zstandard")  # one map of every kind, the zstd strings among them
 def test_read_only_mode_refuses_setitem_and_leaves_data(tmp_path):
     paths = build_all(tmp_path)
     before = files_of(tmp_path)
@@ -235,6 +240,7 @@ def test_read_only_mode_refuses_setitem_and_leaves_data(tmp_path):
     assert isinstance(ReadOnlyMapError("x"), PermissionError)
 
 
+@needs("zstandard")  # one map of every kind, the zstd strings among them
 def test_appends_through_a_read_only_handle_on_a_writable_directory(tmp_path):
     paths = build_all(tmp_path)
     m = RaggedMmap(paths["ragged_flat"], mode="r")
@@ -258,3 +264,53 @@ def test_appends_through_a_read_only_handle_on_a_writable_directory(tmp_path):
     np_ninja.append(rows, np.full((2, 2), 8.0))
     reopened = np_ninja.open_existing(paths["numpy"], mode="r")
     np.testing.assert_array_equal(reopened, np.concatenate([np.stack(SAMPLES["numpy"]), np.full((2, 2, 2), 7.0), np.full((1, 2, 2), 8.0)]))
+
+
+# --- every kind of the catalogue, with and without checksums ----------------------------------------
+
+CATALOGUE_CHILD = r'''
+import json, os, sys
+sys.path.insert(0, sys.argv[3])
+writes = []
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+import mmap
+
+def hook(event, args):
+    if event == "open":
+        path, mode, flags = args
+        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE_FLAGS):
+            writes.append(f"open {path} mode={mode} flags={flags}")
+    elif event == "mmap.__new__" and args[2] not in (mmap.ACCESS_READ, mmap.ACCESS_COPY):
+        writes.append(f"mmap fd={args[0]} access={args[2]}")
+    elif event in ("os.truncate", "os.rename", "os.remove", "os.mkdir", "os.rmdir", "os.chmod", "os.utime"):
+        writes.append(f"{event} {args[0]}")
+
+from conftest import CATALOGUE  # imported before the hook: pytest's own start-up may write caches
+from mmap_ninja import verify
+sys.addaudithook(hook)
+kind, path, count = CATALOGUE[sys.argv[1]], sys.argv[2], int(sys.argv[4])
+got = kind.read_all(path)
+same = len(got) == count and all(kind.equal(g, w) for g, w in zip(got, kind.samples(count)))
+report = verify(path)
+print(json.dumps({"writes": writes, "same": same, "verified": report.ok, "checked": report.checked}))
+'''
+
+
+@pytest.mark.parametrize("checksum", [False, True], ids=["plain", "checksums"])
+@pytest.mark.parametrize("kind", kind_params("read-only"))
+def test_reading_and_verifying_any_kind_never_writes(tmp_path, kind, checksum):
+    """Every kind of the catalogue: opening it read-only, reading every sample and verify()
+    open no file for writing, map nothing writable and change no file or time stamp."""
+    k, path = CATALOGUE[kind], tmp_path / "m"
+    options = {"checksum": True} if checksum else {}
+    k.build(path, k.samples(9), **options)
+    before = files_of(path)
+    mtimes = {p: p.stat().st_mtime_ns for p in path.rglob("*")}
+    tests = str(Path(__file__).resolve().parent)
+    done = subprocess.run([sys.executable, "-c", CATALOGUE_CHILD, kind, str(path), tests, "9"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["writes"] == [] and report["same"] and report["verified"], report
+    assert report["checked"] == (9 * len(k.maps) if checksum else 0)
+    assert files_of(path) == before
+    assert {p: p.stat().st_mtime_ns for p in path.rglob("*")} == mtimes

@@ -31,6 +31,8 @@ from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.records import RECORDS_FILE, FieldError, RecordsMmap, check_field_name
 from mmap_ninja.string import StringsMmap
 
+from conftest import require
+
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 import records_crash_child  # noqa: E402
@@ -825,7 +827,8 @@ def test_the_command_runs_as_a_program(tmp_path):
 
 @pytest.fixture
 def image_folder(tmp_path):
-    Image = pytest.importorskip("PIL.Image")
+    require("PIL")
+    from PIL import Image
     rng = np.random.default_rng(1)
     root = tmp_path / "root"
     files = {}

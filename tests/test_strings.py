@@ -14,6 +14,10 @@ import pytest
 
 from mmap_ninja import ReadOnlyMapError, StringsMmap
 
+from conftest import needs
+
+needs_zstd = needs("zstandard")
+
 TEXTS = [
     "hello",
     "",
@@ -53,6 +57,7 @@ def test_from_strings_round_trip(tmp_path):
     assert all(type(s) is str for s in m)
 
 
+@needs_zstd
 @pytest.mark.parametrize("level", [1, 3, 19])
 def test_from_strings_zstd(tmp_path, level):
     m = StringsMmap.from_strings(tmp_path / "s", TEXTS, zstd_level=level)
@@ -62,6 +67,7 @@ def test_from_strings_zstd(tmp_path, level):
     assert list(m) == TEXTS and written(tmp_path / "s") == TEXTS
 
 
+@needs_zstd
 def test_from_strings_zstd_with_a_trained_dictionary(tmp_path):
     strings = corpus() + TEXTS
     m = StringsMmap.from_strings(tmp_path / "s", strings, zstd_level=3, zstd_train_dictionary_size=2048)
@@ -81,6 +87,7 @@ def test_dictionary_size_without_a_level_is_refused(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+@needs_zstd
 def test_too_few_strings_for_a_dictionary_say_so(tmp_path):
     with pytest.raises(ValueError, match="dictionary"):
         StringsMmap.from_strings(tmp_path / "s", ["a", "b"], zstd_level=1, zstd_train_dictionary_size=4096)
@@ -102,6 +109,7 @@ def test_from_strings_empty_list_is_an_empty_map_that_extend_fills(tmp_path):
     assert written(tmp_path / "s") == ["x", "", "ÿ"]
 
 
+@needs_zstd
 def test_empty_zstd_map_compresses_what_is_appended(tmp_path):
     m = StringsMmap.from_strings(tmp_path / "s", [], zstd_level=5)
     m.extend(["compressed later", ""])
@@ -123,6 +131,7 @@ def test_from_generator(tmp_path, batch_size):
     assert list(m) == TEXTS and written(tmp_path / "s") == TEXTS
 
 
+@needs_zstd
 def test_from_generator_zstd_trains_on_the_first_batch(tmp_path):
     strings = corpus(400)
     m = StringsMmap.from_generator(tmp_path / "s", iter(strings), batch_size=250, zstd_level=2, zstd_train_dictionary_size=1024)
@@ -144,6 +153,7 @@ def test_from_generator_verbose(tmp_path, capfd):
     assert capfd.readouterr() == ("", "")
 
 
+@needs_zstd
 def test_from_strings_replaces_an_existing_map(tmp_path):
     StringsMmap.from_strings(tmp_path / "s", corpus(50), zstd_level=3)
     m = StringsMmap.from_strings(tmp_path / "s", ["only"])
@@ -154,7 +164,7 @@ def test_from_strings_replaces_an_existing_map(tmp_path):
 # -- indexing ------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["plain", "zstd"])
+@pytest.fixture(params=["plain", pytest.param("zstd", marks=needs_zstd)])
 def texts(request, tmp_path):
     level = 3 if request.param == "zstd" else None
     return StringsMmap.from_strings(tmp_path / "s", TEXTS, zstd_level=level)
@@ -248,7 +258,7 @@ def test_setitem_read_only(tmp_path):
     assert written(tmp_path / "s") == ["abc"]
 
 
-@pytest.mark.parametrize("level", [None, 3])
+@pytest.mark.parametrize("level", [None, pytest.param(3, marks=needs_zstd)])
 def test_append_and_extend(tmp_path, level):
     m = StringsMmap.from_strings(tmp_path / "s", TEXTS[:3], zstd_level=level)
     m.append(TEXTS[3])
@@ -260,6 +270,7 @@ def test_append_and_extend(tmp_path, level):
     assert written(tmp_path / "s") == TEXTS
 
 
+@needs_zstd
 def test_extend_with_a_dictionary_uses_it(tmp_path):
     strings = corpus(300)
     m = StringsMmap.from_strings(tmp_path / "s", strings[:250], zstd_level=3, zstd_train_dictionary_size=1024)

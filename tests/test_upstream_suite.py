@@ -23,6 +23,8 @@ from mmap_ninja import base, generic
 from mmap_ninja import numpy as np_ninja
 from mmap_ninja.string import StringsMmap
 
+from conftest import require
+
 UPSTREAM_TEST_FILES = ("test_generic.py", "test_numpy.py", "test_ragged.py", "test_string.py")
 UPSTREAM_TEST_COUNT = 52  # what those four files of the 0.9.0 archive hold
 
@@ -47,6 +49,7 @@ def _extract_tests(archive: Path, into: Path) -> Path:
 
 
 def test_upstream_suite_passes_in_full(tmp_path: Path) -> None:
+    require("joblib", "zstandard")  # 0.9.0's own tests import both
     tests = _extract_tests(_archive(), tmp_path / "sdist")
     (tests / "pytest.ini").write_text("[pytest]\n")  # keep pytest from finding any other config
     ours = Path(mmap_ninja.__file__).resolve().parent.parent
@@ -92,7 +95,7 @@ def test_empty_alias_gives_a_writable_zero_map(tmp_path: Path, order: str) -> No
 
 
 def test_overwriting_a_zstd_string_always_raises_and_changes_nothing(tmp_path: Path) -> None:
-    pytest.importorskip("zstandard")
+    require("zstandard")
     m = StringsMmap.from_strings(tmp_path / "z", ["hello", "world"], zstd_level=3)
     before = (tmp_path / "z" / "data.ninja").read_bytes()
     # "other" happens to compress to as many bytes as "hello"; that must not matter

@@ -15,6 +15,7 @@ from .parts import concatenate
 from .ragged import RaggedMmap
 from .records import RecordsMmap
 from .string import StringsMmap
+from .verification import VerifyReport, verify
 from .wrapped import Wrapped
 
 
@@ -35,6 +36,8 @@ __all__ = [
     "RecordsMmap",
     "StringsMmap",
     "Wrapped",
+    "verify",
+    "VerifyReport",
     "open_existing",
     "concatenate",
     "np_from_ndarray",

@@ -423,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true", help="print the report as JSON")
     info.set_defaults(run=_run_info)
 
+    verify = commands.add_parser("verify", parents=[debug], help="read every sample and check it against its checksum",
+                                 description="Check every invariant of the map (or records map) at PATH and, if it was built "
+                                 "with checksum=True, every sample's stored bytes. Never changes the map. Exits 1 if it is damaged.")
+    verify.add_argument("path", metavar="PATH", help="a map directory, or a records map")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.set_defaults(run=lambda args: _verification().run_cli(args.path, args.quiet))
+
     convert = commands.add_parser("convert", parents=[debug], help="turn a folder of files into a map",
                                   description="One sample per file, files sorted by their path relative to SRC_DIR.")
     kinds = convert.add_subparsers(dest="kind", metavar="KIND", required=True)
@@ -454,6 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_megatron_commands(kinds, commands, debug)
     _add_imagefolder_parser(kinds, debug)
 
+    upload = commands.add_parser("upload", parents=[debug], help="copy a map to object storage (needs the remote extra)",
+                                 description="Copy the map at LOCAL_MAP to URL (s3://bucket/prefix), its commit record last, "
+                                 "so that a reader never opens a half-uploaded map. Credentials from the AWS_* variables.")
+    upload.add_argument("local", metavar="LOCAL_MAP", help="a map directory")
+    upload.add_argument("url", metavar="URL", help="where to put it, e.g. s3://bucket/prefix")
+    upload.add_argument("--quiet", action="store_true", help="no progress bar")
+    upload.set_defaults(run=_run_upload)
+
     demo = commands.add_parser("demo", parents=[debug], help="build a text corpus and images, convert them, compare read speed",
                                description="Generate a review-like text corpus and a set of images in a temporary folder, "
                                "convert both, and time reading the files against reading the maps.")
@@ -464,6 +479,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed of the generated data (default %(default)s)")
     demo.set_defaults(run=_run_demo)
     return parser
+
+
+def _run_upload(args: argparse.Namespace) -> int:
+    from .remote import upload
+
+    upload(args.local, args.url, verbose=not args.quiet)
+    return 0
 
 
 _ORDER_NOTE = ("Files are sorted by their path relative to SRC_DIR, folder by folder, by code point; hidden files are "
@@ -477,6 +499,12 @@ def _default_patterns(kind: str) -> Sequence[str]:
     from .convert import DEFAULT_PATTERNS
 
     return DEFAULT_PATTERNS[kind]
+
+
+def _verification():  # type: ignore[no-untyped-def]
+    from . import verification  # imported when used: most commands never need it
+
+    return verification
 
 
 def _one_line(error: BaseException) -> str:

@@ -39,7 +39,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import fs
+from . import checksums, fs
 from .errors import MapFormatError
 from .ondisk import (DATA, DTYPE, ENDS, FLATTENED_SHAPES, KIND, LOCK, OFFSET, ORDER, SHAPE, SHAPES, SHAPES_ARE_FLAT, STARTS,
                      ZSTD_DICT, ZSTD_LEVEL, ArrayHeader, read_array_header, read_kind, read_shape_layout, shape_bytes)
@@ -192,6 +192,7 @@ class SpansWriter:
     def _open_files(self) -> None:
         map_dir = self.dir
         self._data = _ArrayFile(map_dir, self._itemsize, has_shape=self._with_shapes)
+        self._checksums = checksums.Table.open(map_dir, self._data._data, map_dir / DATA)  # None: the map has none
         self._starts = _ArrayFile(map_dir / STARTS, 8)
         self._ends = _ArrayFile(map_dir / ENDS, 8)
         self._lengths: Optional[_ArrayFile] = None
@@ -211,6 +212,8 @@ class SpansWriter:
             self._nested_shapes.close()
         for f in [self._data, self._starts] + self._tables():
             f.close()
+        if self._checksums is not None:
+            self._checksums.close()
 
     def _tables(self) -> List[_ArrayFile]:
         return [t for t in (self._ends, self._lengths, self._flat_shapes) if t is not None]
@@ -224,6 +227,9 @@ class SpansWriter:
                 remove_stale_partials(self.dir)
         try:
             committed = self._starts.rows()
+            if self._checksums is None:  # also those added since this writer opened the map
+                self._checksums = checksums.Table.open(self.dir, self._data._data, self.dir / DATA)
+                self.count = -1 if self._checksums is not None else self.count  # the repair completes them
             if committed != self.count:
                 self.repair(committed)
             yield self
@@ -247,7 +253,18 @@ class SpansWriter:
             table.cut(committed)
         self._starts.cut(committed)
         self._data.cut(self.total)
+        if self._checksums is not None:  # cut a killed append's rows, or add those of samples appended without
+            self._checksums.repair(committed, self._byte_spans)
         self.count = committed
+
+    def _byte_spans(self, first: int, stop: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The byte offsets in data.ninja of committed samples ``first..stop-1`` (for checksums)."""
+        def table(f: _ArrayFile) -> np.ndarray:
+            raw = fs.pread(f._data, 8 * (stop - first), 8 * first)
+            if len(raw) != 8 * (stop - first):
+                raise MapFormatError(f"{f.dir / DATA} is truncated")
+            return np.frombuffer(raw, OFFSET) * self._data.row_bytes
+        return table(self._starts), table(self._ends)
 
     def make_room(self, shapes: Optional[ShapeRecord], published: bool = True, durable: bool = False) -> None:
         """Upgrade the map's shape layout if it cannot record ``shapes`` (see ``shapes.py``).
@@ -302,8 +319,11 @@ class SpansWriter:
         self._data.publish(new_total)
         for table in self._tables():
             table.publish(count + n)
+        if self._checksums is not None:  # read back what was just written: the CRCs of what is on disk
+            self._checksums.append(count, starts * self._data.row_bytes, ends * self._data.row_bytes)
         if durable:  # all the commit vouches for, counts included, durable before it: in one batch
             files = [fd for f in [self._data] + self._tables() for fd in f.descriptors()]
+            files += self._checksums.descriptors() if self._checksums is not None else []
             fs.fsync_all(files + self._starts.descriptors(with_shape=False))
         self._starts.publish(count + n)  # the commit
         if durable:
@@ -321,6 +341,7 @@ class ArrayWriter:
     def __init__(self, array_dir: Path, header: ArrayHeader):
         self.dir = array_dir
         self._file = _ArrayFile(array_dir, math.prod(header.shape[1:]) * header.dtype.itemsize)
+        self._checksums = checksums.Table.open(array_dir, self._file._data, array_dir / DATA)
         self.count = -1
         self._lock = _WriterLock(array_dir)
 
@@ -334,8 +355,13 @@ class ArrayWriter:
             self._lock.acquire()
         try:
             committed = self._file.rows()
+            if self._checksums is None:  # also those added since this writer opened the map
+                self._checksums = checksums.Table.open(self.dir, self._file._data, self.dir / DATA)
+                self.count = -1 if self._checksums is not None else self.count
             if committed != self.count:
                 self._file.cut(committed)
+                if self._checksums is not None:
+                    self._checksums.repair(committed, self._byte_spans)
                 self.count = committed
             yield self
         finally:
@@ -350,15 +376,25 @@ class ArrayWriter:
         else:
             n = len(rows)
             self._file.write(self.count, [np.ascontiguousarray(rows)])
+        if self._checksums is not None:
+            self._checksums.append(self.count, *self._byte_spans(self.count, self.count + n))
         if durable:
             self._file.sync()
+            if self._checksums is not None:
+                fs.fsync_all(self._checksums.descriptors())
         self._file.publish(self.count + n)
         if durable:
             self._file.sync_shape()
         self.count += n
 
+    def _byte_spans(self, first: int, stop: int) -> Tuple[np.ndarray, np.ndarray]:
+        starts = np.arange(first, stop, dtype=np.int64) * self._file.row_bytes
+        return starts, starts + self._file.row_bytes
+
     def close(self) -> None:
         self._file.close()
+        if self._checksums is not None:
+            self._checksums.close()
         self._lock.close()
 
 

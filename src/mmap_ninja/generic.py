@@ -12,7 +12,7 @@ from .errors import MapFormatError
 __all__ = ["open_existing"]
 
 
-def open_existing(out_dir: Union[str, os.PathLike], wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: Optional[str] = None) -> Any:
+def open_existing(out_dir: Union[str, os.PathLike], wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: Optional[str] = None, **remote_options: Any) -> Any:
     """Open the map at ``out_dir``, whichever kind it is: a RaggedMmap, a StringsMmap or an
     ``np.memmap``. With ``wrapper_fn``, samples pass through it when read.
 
@@ -20,6 +20,11 @@ def open_existing(out_dir: Union[str, os.PathLike], wrapper_fn: Optional[Callabl
     ("r+b"; files are opened for writing only when a sample is overwritten), same-shape maps
     are opened read-only ("r").
     """
+    if isinstance(out_dir, str) and "://" in out_dir:
+        from . import remote
+
+        if remote.is_url(out_dir):  # a map in object storage, read-only
+            return remote.open_existing(out_dir, wrapper_fn, mode, **remote_options)
     out_dir = Path(out_dir)
     if not out_dir.exists():
         raise FileNotFoundError(f"there is no map at {out_dir}")

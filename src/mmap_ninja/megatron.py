@@ -9,6 +9,8 @@ and the conversions to and from a RaggedMmap are in ``megatron_write.py``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .megatron_read import FAIRSEQ_DTYPES, MAGIC, MEGATRON_DTYPES, MegatronMap, PathLike, is_corpus
 from .megatron_write import DOCUMENTS, SEQUENCE_MODES, from_ragged, inspect, to_ragged, write
 
@@ -16,6 +18,14 @@ __all__ = ["MegatronMap", "open", "write", "inspect", "to_ragged", "from_ragged"
            "is_corpus", "DOCUMENTS", "SEQUENCE_MODES"]
 
 
-def open(prefix: PathLike) -> MegatronMap:  # noqa: A001 - the module is used as megatron.open
-    """Map the corpus ``prefix.idx`` + ``prefix.bin`` read-only (``prefix`` may also name either file)."""
+def open(prefix: PathLike, **remote_options: Any) -> MegatronMap:  # noqa: A001 - the module is used as megatron.open
+    """Map the corpus ``prefix.idx`` + ``prefix.bin`` read-only (``prefix`` may also name either file).
+
+    A URL prefix (``s3://bucket/corpus``) opens the corpus in object storage (``remote.py``);
+    ``remote_options`` are its ``storage_options``, ``cache_dir`` and ``cache_size``."""
+    if isinstance(prefix, str) and "://" in prefix:
+        from . import remote
+
+        if remote.is_url(prefix):
+            return remote.remote_megatron_class()(prefix, **remote_options)
     return MegatronMap(prefix)

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
-from . import build, layout, parallel, reads
+from . import build, checksums, layout, parallel, reads
 from .build import ArrayEncoder, as_rows
 from .progress import batched, progress
 
@@ -74,8 +74,15 @@ def _memmap_mode(mode: str) -> str:
     raise ValueError(f"unknown mode {mode!r}: use 'r', 'r+' or 'c'")
 
 
-def open_existing(out_dir: PathLike, mode: str = "r") -> np.memmap:
-    """Open the same-shape map at ``out_dir`` as an ``np.memmap`` (``mode`` 'r', 'r+' or 'c')."""
+def open_existing(out_dir: PathLike, mode: str = "r", **remote_options: Any) -> np.memmap:
+    """Open the same-shape map at ``out_dir`` as an ``np.memmap`` (``mode`` 'r', 'r+' or 'c').
+
+    A URL (``s3://bucket/prefix``) opens a read-only ``remote.RemoteArray`` instead."""
+    if isinstance(out_dir, str) and "://" in out_dir:
+        from . import remote
+
+        if remote.is_url(out_dir):
+            return remote.RemoteArray(out_dir, **remote_options)
     out_dir = Path(out_dir)
     mode = _memmap_mode(mode)
     try:
@@ -127,11 +134,16 @@ def _map_dir_of(np_mmap: np.memmap) -> Path:
     return Path(np_mmap.filename).parent
 
 
-def extend_dir(out_dir: PathLike, arr: Any, durable: bool = False) -> None:
-    """Append the samples ``arr[0], arr[1], ...`` to the same-shape map at ``out_dir``, all or none."""
+def extend_dir(out_dir: PathLike, arr: Any, durable: bool = False, checksum: bool = False) -> None:
+    """Append the samples ``arr[0], arr[1], ...`` to the same-shape map at ``out_dir``, all or none.
+
+    A map with checksums gets those of the new rows; ``checksum=True`` first gives checksums
+    to a map that has none (computed from its rows as they are now)."""
     out_dir = Path(out_dir)
     if not out_dir.exists():
         raise FileNotFoundError(f"there is no map at {out_dir}")
+    if checksum and not checksums.has_checksums(out_dir):
+        checksums.add(out_dir)
     header = layout.read_array_header(out_dir)
     if header.order == "F" and len(header.shape) > 1 and header.shape[0] > 0:
         raise ValueError(f"{out_dir} is stored in Fortran order, where samples cannot be appended; rebuild it")
@@ -156,9 +168,12 @@ def append(np_mmap: np.memmap, arr: Any) -> None:
     extend_dir(_map_dir_of(np_mmap), np.asarray(arr)[None])
 
 
-def from_ndarray(out_dir: PathLike, arr: Any, durable: bool = False) -> np.memmap:
-    """Write ``arr`` (axis 0 counts samples) as a new map at ``out_dir`` and open it ('r+')."""
-    build.write(out_dir, ArrayEncoder(), [as_rows(arr, None, None, 0)], durable)
+def from_ndarray(out_dir: PathLike, arr: Any, durable: bool = False, checksum: bool = False) -> np.memmap:
+    """Write ``arr`` (axis 0 counts samples) as a new map at ``out_dir`` and open it ('r+').
+
+    ``checksum=True`` records a CRC-32 of every row, which ``mmap_ninja.verify`` checks."""
+    with checksums.recording(checksum):
+        build.write(out_dir, ArrayEncoder(), [as_rows(arr, None, None, 0)], durable)
     return open_existing(out_dir, mode="r+")
 
 
@@ -170,6 +185,7 @@ def from_generator(
     verbose: bool = False,
     dtype: Any = None,
     durable: bool = False,
+    checksum: bool = False,
 ) -> np.memmap:
     """Write same-shape samples from an iterable, ``batch_size`` at a time, as a new map.
 
@@ -177,7 +193,8 @@ def from_generator(
     the samples yielded. The first batch decides shape and dtype. The map appears at
     ``out_dir`` only once the iterable is exhausted.
     """
-    build.write(out_dir, ArrayEncoder(dtype), batched(progress(sample_generator, verbose, n), batch_size), durable)
+    with checksums.recording(checksum):
+        build.write(out_dir, ArrayEncoder(dtype), batched(progress(sample_generator, verbose, n), batch_size), durable)
     return open_existing(out_dir, mode="r+")
 
 
@@ -189,11 +206,13 @@ def from_indexable(
     verbose: bool = False,
     dtype: Any = None,
     durable: bool = False,
+    checksum: bool = False,
 ) -> np.memmap:
     """Write the same-shape samples ``indexable[0], indexable[1], ...`` as a new map.
 
     ``n_jobs=k`` builds with k worker processes (-1: one per core), byte-identical to the
     serial build (see ``RaggedMmap.from_indexable``).
     """
-    parallel.build_indexable(out_dir, "numpy", indexable, batch_size, n_jobs, verbose, {"dtype": dtype}, durable)
+    with checksums.recording(checksum):
+        parallel.build_indexable(out_dir, "numpy", indexable, batch_size, n_jobs, verbose, {"dtype": dtype}, durable)
     return open_existing(out_dir, mode="r+")

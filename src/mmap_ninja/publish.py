@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional
 
-from . import fs
+from . import checksums, fs
 from .ondisk import read_kind
 
 
@@ -71,6 +71,8 @@ def building(out_dir: Path, durable: bool = False, replaceable: Callable[[Path],
     fs.mkdir(tmp)
     try:
         yield tmp
+        if checksums.requested():  # checksum=True: the map appears with its checksums/
+            checksums.add_tree(tmp)
         if durable:
             sync_tree(tmp)
         publish(tmp, out_dir, durable, check)

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from . import build, layout, parallel
+from . import build, checksums, layout, parallel
 from .build import RaggedEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
@@ -220,20 +220,22 @@ class RaggedMmap(SpansMap):
         for i, arr in checked:
             start, end = self._span(i)
             self._data[start:end] = arr.reshape(-1)
+        checksums.overwrite(self.path, {i: np.ascontiguousarray(arr) for i, arr in checked})
 
-    def append(self, array: Any, durable: bool = False) -> None:
+    def append(self, array: Any, durable: bool = False, checksum: bool = False) -> None:
         """Add one sample at the end (see ``extend``)."""
-        self.extend([array], durable=durable)
+        self.extend([array], durable=durable, checksum=checksum)
 
-    def extend(self, arrays: Iterable[Any], durable: bool = False) -> None:
+    def extend(self, arrays: Iterable[Any], durable: bool = False, checksum: bool = False) -> None:
         """Add samples at the end, all or none.
 
         Each sample is cast to the map's dtype if no value changes, else nothing is written and
         a TypeError/ValueError names it. The new samples become visible to readers at once
         and survive a crash of this process; ``durable=True`` also fsyncs them, to survive a
-        power loss.
+        power loss. A map with checksums gets those of the new samples; ``checksum=True``
+        first gives checksums to a map that has none.
         """
-        self._extend(list(arrays), durable)
+        self._extend(list(arrays), durable, checksum)
 
     def _new_encoder(self) -> RaggedEncoder:
         return RaggedEncoder(self.dtype)
@@ -255,15 +257,18 @@ class RaggedMmap(SpansMap):
         mode: str = "r+",
         wrapper_fn: Optional[Callable[[np.ndarray], Any]] = None,
         durable: bool = False,
+        checksum: bool = False,
         **legacy_keys: str,
     ) -> "RaggedMmap":
         """Write ``lists`` (arrays or nested lists of numbers) as a new map at ``out_dir``.
 
         Without ``dtype``, numpy's promotion rules over all samples decide it. An existing map
         at ``out_dir`` is replaced once the new one is complete; other files are never touched.
+        ``checksum=True`` records a CRC-32 of every sample, which ``verify()`` checks.
         """
         _check_legacy_keys(legacy_keys)
-        build.write(out_dir, RaggedEncoder(dtype), [list(lists)], durable)
+        with checksums.recording(checksum):
+            build.write(out_dir, RaggedEncoder(dtype), [list(lists)], durable)
         return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)
 
     @classmethod
@@ -278,6 +283,7 @@ class RaggedMmap(SpansMap):
         wrapper_fn: Optional[Callable[[np.ndarray], Any]] = None,
         durable: bool = False,
         total: Optional[int] = None,
+        checksum: bool = False,
         **legacy_keys: str,
     ) -> "RaggedMmap":
         """Write samples from an iterable, ``batch_size`` at a time, as a new map at ``out_dir``.
@@ -288,7 +294,8 @@ class RaggedMmap(SpansMap):
         ``total`` when given).
         """
         _check_legacy_keys(legacy_keys)
-        build.write(out_dir, RaggedEncoder(dtype), batched(progress(sample_generator, verbose, total), batch_size), durable)
+        with checksums.recording(checksum):
+            build.write(out_dir, RaggedEncoder(dtype), batched(progress(sample_generator, verbose, total), batch_size), durable)
         return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)
 
     @classmethod
@@ -308,13 +315,14 @@ class RaggedMmap(SpansMap):
         processes (-1: one per core), each writing parts of contiguous index ranges that are
         then merged: the map is byte-identical to the serial build. The dataset must then be
         picklable. ``kwargs`` are ``from_generator``'s (``dtype``, ``mode``, ``wrapper_fn``,
-        ``durable``).
+        ``durable``, ``checksum``).
         """
         _check_legacy_keys({k: kwargs.pop(k) for k in list(kwargs) if k.endswith("_key")})
         mode, wrapper_fn = kwargs.pop("mode", "r+"), kwargs.pop("wrapper_fn", None)
-        durable = kwargs.pop("durable", False)
+        durable, checksum = kwargs.pop("durable", False), kwargs.pop("checksum", False)
         options = {"dtype": kwargs.pop("dtype", None)}
         if kwargs:
             raise TypeError(f"unexpected argument {next(iter(kwargs))}")
-        parallel.build_indexable(out_dir, "ragged", indexable, batch_size, n_jobs, verbose, options, durable)
+        with checksums.recording(checksum):
+            parallel.build_indexable(out_dir, "ragged", indexable, batch_size, n_jobs, verbose, options, durable)
         return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)

@@ -51,7 +51,7 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
-from . import fs, layout, parts
+from . import checksums, fs, layout, parts
 from . import numpy as np_ninja
 from .errors import MapFormatError
 from .indexing import positions
@@ -296,6 +296,12 @@ def read_records_file(path: PathLike) -> RecordsInfo:
         raise MapFormatError(f"{path} holds no records map: {RECORDS_FILE} is missing") from None
     except IsADirectoryError:
         raise MapFormatError(f"{file} is a directory, not a file") from None
+    return parse_records_file(raw, file)
+
+
+def parse_records_file(raw: bytes, file: Any) -> RecordsInfo:
+    """Check and read the content of a ``records.json`` (``file`` names it in errors; a
+    remote map reads the bytes from object storage)."""
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
@@ -524,6 +530,15 @@ class RecordsMmap:
     samples may be overwritten in place. Pickles by reference to ``out_dir``.
     """
 
+    def __new__(cls, out_dir: Any = None, *args: Any, **kwargs: Any) -> "RecordsMmap":
+        # a URL (s3://...) opens the read-only remote variant (remote.py)
+        if isinstance(out_dir, str) and "://" in out_dir and not getattr(cls, "_remote", False):
+            from . import remote
+
+            if remote.is_url(out_dir):
+                cls = remote.remote_records_class()
+        return super().__new__(cls)
+
     def __init__(self, out_dir: PathLike, mode: str = "r"):
         self.path = Path(out_dir)
         self.mode = mode
@@ -633,17 +648,19 @@ class RecordsMmap:
 
     # -- writing -------------------------------------------------------------------------
 
-    def append(self, record: Mapping, durable: bool = False) -> None:
+    def append(self, record: Mapping, durable: bool = False, checksum: bool = False) -> None:
         """Add one record at the end (see ``extend``)."""
-        self.extend([record], durable=durable)
+        self.extend([record], durable=durable, checksum=checksum)
 
-    def extend(self, records: Iterable[Mapping], durable: bool = False) -> None:
+    def extend(self, records: Iterable[Mapping], durable: bool = False, checksum: bool = False) -> None:
         """Add records at the end: to every field, all or none, committed together.
 
         A record with a missing or an extra field raises KeyError; a value its field cannot
         hold without changing it (a str in an array field, a float in an int field, another
         shape in a same-shape field) raises TypeError/ValueError. The message names the
-        record and the field, and nothing is written. ``durable=True`` also fsyncs.
+        record and the field, and nothing is written. ``durable=True`` also fsyncs. Fields
+        with checksums get those of the new values; ``checksum=True`` first gives checksums
+        to the fields that have none.
         """
         records = list(records)
         if not records:
@@ -658,6 +675,8 @@ class RecordsMmap:
             columns = _columns(records, names, count)
             converted = {n: convert_column(n, specs[n], columns[n], count) for n in names}
             del columns
+            if checksum:
+                self._add_checksums()
             self._repair(count)
             info = self._info._replace(count=count + len(records))
             try:
@@ -670,6 +689,23 @@ class RecordsMmap:
             for n in names:  # ragged and strings maps see their new samples; memmaps are reopened
                 if self._kinds[n] == "numpy":
                     self._maps[n] = _open_field(self.path / n, "numpy", self.mode)
+
+    def _add_checksums(self) -> None:
+        """Give every field without checksums a table of them (under the dataset's lock)."""
+        for n in self._kinds:
+            if not checksums.has_checksums(self.path / n):
+                checksums.add(self.path / n)
+                writer = getattr(self._maps.get(n), "_writer", None)
+                if writer is not None:  # opened before the table existed: it would not keep it
+                    writer.close()
+                    self._maps[n]._writer = None
+
+    def verify(self, verbose: bool = False) -> "Any":
+        """Check every field's invariants and, where recorded, every value's checksum
+        (see ``mmap_ninja.verify``). Reads only; ``report.ok`` says if it is sound."""
+        from .verification import verify
+
+        return verify(self.path, verbose)
 
     def _repair(self, count: int) -> None:
         """Cut every field that holds more than ``count`` samples (an interrupted append's tail)."""
@@ -714,7 +750,8 @@ class RecordsMmap:
                 raise ValueError("the map has no records, so the new field's values cannot say what it holds")
             hint = None if kind is None else _parse_schema({name: (kind, dtype)})[name]
             spec = _infer(name, values[:_FIELD_PIECE], 0, hint)
-            with layout.building(self.path / name, durable) as tmp:
+            with checksums.recording(any(checksums.has_checksums(self.path / n) for n in self._kinds)), \
+                    layout.building(self.path / name, durable) as tmp:
                 fs.rmtree(tmp)  # create_field lays the map out in a new directory
                 create_field(tmp, spec)
                 writer = _FieldWriter(tmp.parent, [tmp.name], {tmp.name: spec})
@@ -741,6 +778,7 @@ class RecordsMmap:
         durable: bool = False,
         total: Optional[int] = None,
         classes: Optional[Sequence[str]] = None,
+        checksum: bool = False,
     ) -> "RecordsMmap":
         """Write records (dicts of fields) from an iterable, ``batch_size`` at a time, as a new map.
 
@@ -749,11 +787,12 @@ class RecordsMmap:
         other arrays a ragged field. ``schema`` (``{"label": "numpy", "boxes": ("ragged",
         "float32")}``) fixes kinds and dtypes instead. Memory holds one batch. The map
         appears at ``out_dir`` only once the iterable is exhausted, replacing a records map
-        there. ``classes`` are stored as the names of labels 0, 1, ...
+        there. ``classes`` are stored as the names of labels 0, 1, ... ``checksum=True``
+        records a CRC-32 of every value of every field, which ``verify()`` checks.
         """
         batches = batched(progress(records, verbose, total, desc="records"), batch_size)
         hints = _parse_schema(schema)
-        with layout.building(Path(out_dir), durable, is_records_dir, "a dataset of maps") as tmp:
+        with checksums.recording(checksum), layout.building(Path(out_dir), durable, is_records_dir, "a dataset of maps") as tmp:
             _write_records(tmp, batches, hints, None, durable, classes)
         return cls(out_dir)
 
@@ -768,6 +807,7 @@ class RecordsMmap:
         schema: Optional[Mapping] = None,
         durable: bool = False,
         classes: Optional[Sequence[str]] = None,
+        checksum: bool = False,
     ) -> "RecordsMmap":
         """Write ``indexable[0], indexable[1], ...`` (records) as a new map (see ``from_generator``).
 
@@ -776,7 +816,8 @@ class RecordsMmap:
         then merged field by field. The result is the map a serial build writes. An
         ``indexable`` without ``__len__`` is read serially until its first IndexError.
         """
-        build_records(out_dir, indexable, batch_size, n_jobs, verbose, schema, durable, classes)
+        with checksums.recording(checksum):
+            build_records(out_dir, indexable, batch_size, n_jobs, verbose, schema, durable, classes)
         return cls(out_dir)
 
     # -- the rest --------------------------------------------------------------------------

@@ -12,14 +12,17 @@ import functools
 import operator
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import build, layout, reads
+from . import build, checksums, layout, reads
 from .check import check_offsets
 from .errors import MapFormatError, ReadOnlyMapError
 from .indexing import positions
+
+if TYPE_CHECKING:
+    from .verification import VerifyReport
 
 _EMPTY = memoryview(np.empty(0, np.int64))
 CHUNK_BITS = 12
@@ -40,6 +43,15 @@ class SpansMap:
     """Base of RaggedMmap and StringsMmap: opening, length, refresh, appends, pickling."""
 
     _kind = ""
+
+    def __new__(cls, out_dir: Any = None, *args: Any, **kwargs: Any) -> "SpansMap":
+        # a URL (s3://...) opens the read-only remote variant of the class (remote.py)
+        if isinstance(out_dir, str) and "://" in out_dir and not getattr(cls, "_remote", False):
+            from . import remote
+
+            if remote.is_url(out_dir):
+                cls = remote.remote_class(cls)
+        return super().__new__(cls)
 
     def __init__(self, out_dir: Union[str, os.PathLike], mode: str = "r"):
         self.path = Path(out_dir)
@@ -228,23 +240,39 @@ class SpansMap:
         """The builder's encoder for this map's samples (see build.py)."""
         raise NotImplementedError
 
-    def _extend(self, samples: List[Any], durable: bool) -> None:
-        """Append ``samples`` all or none: each is checked and encoded before any is written."""
+    def _extend(self, samples: List[Any], durable: bool, checksum: bool = False) -> None:
+        """Append ``samples`` all or none: each is checked and encoded before any is written.
+
+        ``checksum=True`` first gives checksums to a map that has none (see ``checksums.py``);
+        a map that has them gets those of the new samples whatever ``checksum`` says."""
         if self._view is None:
             self._load()  # another process may have created the map meanwhile
         if self._view is None:  # the first samples create the map
             if samples:
-                build.write(self.path, self._new_encoder(), [samples], durable)
+                with checksums.recording(checksum):
+                    build.write(self.path, self._new_encoder(), [samples], durable)
                 self._load()
             return
         encoder = self._new_encoder()
         pieces = list(encoder.encode(samples, self._len))
         if not pieces:
             return
+        if checksum and not checksums.has_checksums(self.path):
+            checksums.add(self.path)
+            if self._writer is not None:  # opened before the table existed: it would not keep it
+                self._writer.close()
+                self._writer = None
         writer = self._open_writer()
         with writer.locked():
             encoder.append(writer, pieces[0], durable, published=True)
         self._after_append(writer.count)
+
+    def verify(self, verbose: bool = False) -> "VerifyReport":
+        """Check every invariant of this map and, if it records checksums, every sample's
+        stored bytes (see ``mmap_ninja.verify``). Reads only; ``report.ok`` says if it is sound."""
+        from .verification import verify
+
+        return verify(self.path, verbose)
 
     def _after_append(self, count: int) -> None:
         self._len = count  # the new samples are mapped lazily, on first access

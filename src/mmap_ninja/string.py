@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import build, compression, layout, parallel, reads
+from . import build, checksums, compression, layout, parallel, reads
 from .build import StringsEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
@@ -160,14 +160,18 @@ class StringsMmap(SpansMap):
             checked.append((start, end, raw))
         for start, end, raw in checked:
             self._bytes[start:end] = raw
+        checksums.overwrite(self.path, {i: raw for i, (_, _, raw) in zip(idx, checked)})
 
-    def append(self, string: str, durable: bool = False) -> None:
+    def append(self, string: str, durable: bool = False, checksum: bool = False) -> None:
         """Add one string at the end."""
-        self.extend([string], durable=durable)
+        self.extend([string], durable=durable, checksum=checksum)
 
-    def extend(self, list_of_strings: Iterable[str], verbose: bool = False, durable: bool = False) -> None:
-        """Add strings at the end, all or none; a non-str raises TypeError and writes nothing."""
-        self._extend(list(progress(list_of_strings, verbose)), durable)
+    def extend(self, list_of_strings: Iterable[str], verbose: bool = False, durable: bool = False, checksum: bool = False) -> None:
+        """Add strings at the end, all or none; a non-str raises TypeError and writes nothing.
+
+        A map with checksums gets those of the new strings; ``checksum=True`` first gives
+        checksums to a map that has none."""
+        self._extend(list(progress(list_of_strings, verbose)), durable, checksum)
 
     def _new_encoder(self) -> StringsEncoder:
         return StringsEncoder(self.zstd_level, dictionary=self._zstd_dict)
@@ -184,15 +188,18 @@ class StringsMmap(SpansMap):
         zstd_level: Optional[int] = None,
         zstd_train_dictionary_size: Optional[int] = None,
         durable: bool = False,
+        checksum: bool = False,
         **legacy_keys: str,
     ) -> "StringsMmap":
         """Write ``strings`` as a new map at ``out_dir`` (replacing a map there once complete).
 
         ``zstd_level`` compresses each string on its own; ``zstd_train_dictionary_size`` first
         trains a shared dictionary of that many bytes on the strings (both need ``zstandard``).
+        ``checksum=True`` records a CRC-32 of every string's stored bytes, which ``verify()`` checks.
         """
         strings = list(progress(strings, verbose))
-        build.write(out_dir, StringsEncoder(zstd_level, zstd_train_dictionary_size), [strings], durable)
+        with checksums.recording(checksum):
+            build.write(out_dir, StringsEncoder(zstd_level, zstd_train_dictionary_size), [strings], durable)
         return cls(out_dir, mode=mode, **legacy_keys)
 
     @classmethod
@@ -207,6 +214,7 @@ class StringsMmap(SpansMap):
         zstd_train_dictionary_size: Optional[int] = None,
         durable: bool = False,
         total: Optional[int] = None,
+        checksum: bool = False,
     ) -> "StringsMmap":
         """Write strings from an iterable, ``batch_size`` at a time, as a new map.
 
@@ -214,7 +222,8 @@ class StringsMmap(SpansMap):
         exhausted. A dictionary, if asked for, is trained on the first batch.
         """
         batches = batched(progress(sample_generator, verbose, total), batch_size)
-        build.write(out_dir, StringsEncoder(zstd_level, zstd_train_dictionary_size), batches, durable)
+        with checksums.recording(checksum):
+            build.write(out_dir, StringsEncoder(zstd_level, zstd_train_dictionary_size), batches, durable)
         return cls(out_dir, mode=mode)
 
     @classmethod
@@ -229,6 +238,7 @@ class StringsMmap(SpansMap):
         zstd_level: Optional[int] = None,
         zstd_train_dictionary_size: Optional[int] = None,
         durable: bool = False,
+        checksum: bool = False,
     ) -> "StringsMmap":
         """Write the strings ``indexable[0], indexable[1], ...`` as a new map.
 
@@ -242,5 +252,6 @@ class StringsMmap(SpansMap):
             first = next(build.indexed_batches(indexable, 0, batch_size, batch_size), [])
             list(encoder.encode(first, 0))
             options = {"zstd_level": zstd_level, "zstd_dictionary": encoder.dictionary}
-        parallel.build_indexable(out_dir, "string", indexable, batch_size, n_jobs, verbose, options, durable)
+        with checksums.recording(checksum):
+            parallel.build_indexable(out_dir, "string", indexable, batch_size, n_jobs, verbose, options, durable)
         return cls(out_dir, mode=mode)
