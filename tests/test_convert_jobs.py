@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from mmap_ninja.cli import main
-from mmap_ninja.convert import FileSamples, _read_npy
+from mmap_ninja import Skip
+from mmap_ninja.convert import ConversionError, FileSamples, _read_npy
 from mmap_ninja.ragged import RaggedMmap
 
 from conftest import restore_ctrl_c
@@ -143,18 +144,18 @@ def test_skip_bad_with_jobs_2_and_no_readable_file(tmp_path, capsys):
     assert nothing_left(tmp_path, out)
 
 
-def test_file_samples_pickle_and_note_bad_files_by_index(tmp_path):
+def test_file_samples_pickle_and_skip_bad_files_by_index(tmp_path):
+    """With skip_bad, a bad file is the Skip sentinel (any dataset may return it), naming the file."""
     save_npy(tmp_path / "src", [np.full(2, i, np.int8) for i in range(5)])
     (tmp_path / "src" / "001.npy").write_bytes(b"x")
     (tmp_path / "src" / "002.npy").write_bytes(b"x")
     files = sorted((tmp_path / "src").iterdir())
-    notes = tmp_path / "notes"
-    notes.mkdir()
-    dataset = pickle.loads(pickle.dumps(FileSamples(files, _read_npy, notes)))
-    got = [dataset[i].tolist() for i in range(len(dataset))]
-    assert got == [[0, 0], [3, 3], [3, 3], [3, 3], [4, 4]]  # the next readable file stands in
-    assert sorted(p.name for p in notes.iterdir()) == ["1", "2"]
-    assert str(files[2]) in (notes / "2").read_text()
+    dataset = pickle.loads(pickle.dumps(FileSamples(files, _read_npy, skip_bad=True)))
+    got = [dataset[i] for i in range(len(dataset))]
+    assert [g.tolist() for i, g in enumerate(got) if i not in (1, 2)] == [[0, 0], [3, 3], [4, 4]]
+    assert isinstance(got[1], Skip) and isinstance(got[2], Skip) and str(files[2]) in got[2].reason
+    with pytest.raises(ConversionError, match="001.npy is not a readable"):
+        FileSamples(files, _read_npy)[1]
     with pytest.raises(IndexError):
         dataset[5]
 

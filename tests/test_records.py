@@ -309,14 +309,14 @@ def test_a_ragged_field_of_1d_samples_takes_one_of_more_axes(built):
 
 def test_an_error_in_a_later_field_undoes_the_earlier_ones(built, monkeypatch):
     path, r, records = built
-    real = np_ninja.extend_dir
+    real = layout.ArrayWriter.append  # the writer every append to a same-shape field goes through
 
-    def fail_on_score(out_dir, arr, durable=False):
-        if Path(out_dir).name == "score":
+    def fail_on_score(writer, rows, durable=False, source=None):
+        if Path(writer.dir).name == "score":
             raise OSError(28, "No space left on device")
-        return real(out_dir, arr, durable)
+        return real(writer, rows, durable, source)
 
-    monkeypatch.setattr(np_ninja, "extend_dir", fail_on_score)
+    monkeypatch.setattr(layout.ArrayWriter, "append", fail_on_score)
     with pytest.raises(OSError, match="No space left"):
         r.extend(make_records(3, seed=3, first=40))  # image and label were appended before score
     monkeypatch.undo()

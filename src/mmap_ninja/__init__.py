@@ -13,7 +13,7 @@ from .numpy import from_ndarray as np_from_ndarray
 from .numpy import open_existing as np_open_existing
 from .parts import concatenate
 from .ragged import RaggedMmap
-from .records import RecordsMmap
+from .skip import Skip
 from .string import StringsMmap
 from .verification import VerifyReport, verify
 from .wrapped import Wrapped
@@ -31,11 +31,21 @@ def _version() -> str:
 
 __version__ = _version()
 
+
+def __getattr__(name: str) -> object:
+    # records' machinery (five modules) is imported on first use, not by ``import mmap_ninja``
+    if name == "RecordsMmap":
+        from .records import RecordsMmap
+
+        return RecordsMmap
+    raise AttributeError(f"module 'mmap_ninja' has no attribute {name!r}")
+
 __all__ = [
     "RaggedMmap",
     "RecordsMmap",
     "StringsMmap",
     "Wrapped",
+    "Skip",
     "verify",
     "VerifyReport",
     "open_existing",

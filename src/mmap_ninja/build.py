@@ -1,5 +1,9 @@
 """The one builder: batches of samples -> a map, through a small encoder per kind.
 
+Also what the build engine (``parallel.py``, ``dask.py``) needs of a map of one kind: a
+``MapProduct`` builds a range of a dataset into a part, merges parts in order and creates
+an empty map; ``records_build.RecordsProduct`` does the same for records.
+
 An encoder turns a batch into what the layout's writers take (buffers, element counts and
 shape records for ragged and strings maps; rows for same-shape maps), decides the map's
 layout from the first batch, and lays out the map. ``build_into`` writes into a private
@@ -10,22 +14,21 @@ an existing map use the same encoders.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import compression, fs, layout
-from .parts import Part, name_sample
+from . import compression, fs, kinds, layout
+from .errors import name_sample, renumbered, sample_of, sample_error
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype, prepare_arrays, prepare_strings
 from .shapes import ShapeRecord
+from .skip import Skip
 
 _STRINGS_PIECE = 1024  # strings encoded and written together: memory holds the batch, not also its encoding
 
 
 class RaggedEncoder:
     """Arrays of any shape and one dtype (the first batch's, unless given)."""
-
-    kind = "ragged"
 
     def __init__(self, dtype: Any = None):
         self.dtype = None if dtype is None else np.dtype(dtype)
@@ -56,8 +59,6 @@ class RaggedEncoder:
 
 class StringsEncoder:
     """str samples as UTF-8, optionally zstd-compressed one by one (with a dictionary)."""
-
-    kind = "string"
 
     def __init__(self, zstd_level: Optional[int] = None, train_dictionary_size: Optional[int] = None, dictionary: Optional[bytes] = None):
         if train_dictionary_size is not None and zstd_level is None:
@@ -99,8 +100,6 @@ class StringsEncoder:
 class ArrayEncoder:
     """Samples of one shape and dtype (the first batch's, unless the dtype is given)."""
 
-    kind = "numpy"
-
     def __init__(self, dtype: Any = None, row_shape: Optional[tuple] = None):
         self.dtype = None if dtype is None else np.dtype(dtype)
         self.row_shape = row_shape
@@ -116,7 +115,7 @@ class ArrayEncoder:
                 self.row_shape = arrays[0].shape
             for i, a in enumerate(arrays):
                 if a.shape != self.row_shape:
-                    raise ValueError(f"sample {position + i} has shape {a.shape}, but the map holds samples of shape {self.row_shape}")
+                    raise sample_error(ValueError, position + i, f"has shape {a.shape}, but the map holds samples of shape {self.row_shape}")
             dtype = common_dtype(arrays) if self.dtype is None else self.dtype
             rows = np.stack([cast_losslessly(a, dtype, position + i) for i, a in enumerate(arrays)])
         if self.dtype is None:
@@ -160,12 +159,97 @@ Encoder = Any  # RaggedEncoder | StringsEncoder | ArrayEncoder
 
 
 def encoder_for(kind: str, options: Dict[str, Any]) -> Encoder:
-    """A new encoder of ``kind`` ("ragged", "string", "numpy") with the builder's options."""
-    if kind == "ragged":
-        return RaggedEncoder(options.get("dtype"))
-    if kind == "string":
-        return StringsEncoder(options.get("zstd_level"), options.get("zstd_train_dictionary_size"), options.get("zstd_dictionary"))
-    return ArrayEncoder(options.get("dtype"))
+    """A new encoder of ``kind`` (a name in ``kinds``) with the builder's options."""
+    encoder = kinds.get(kind).encoder
+    if encoder is None:
+        raise ValueError(f"maps of kind {kind!r} are not built from samples one by one")
+    return encoder(options)
+
+
+class _Range(NamedTuple):
+    path: str
+    start: int
+    stop: int  # one past the last sample read
+
+
+class Part(_Range):
+    """A finished part: its map directory and the dataset's index range it holds.
+
+    Unpacks as ``(path, start, stop)``; ``skipped`` lists the (index, reason) of the samples
+    the dataset left out (``Skip``).
+    """
+
+    def __new__(cls, path: str, start: int, stop: int, skipped: Sequence[Tuple[int, str]] = ()) -> "Part":
+        part = super().__new__(cls, path, start, stop)
+        part.skipped = tuple(skipped)
+        return part
+
+    def __reduce__(self) -> tuple:
+        return (Part, (self.path, self.start, self.stop, self.skipped))
+
+    @property
+    def count(self) -> int:
+        """The samples the part holds."""
+        return self.stop - self.start - len(self.skipped)
+
+
+class Batch(list):
+    """A batch of samples read from a dataset, and where they came from.
+
+    ``first`` is the dataset index of its first sample; ``indices`` the index of every
+    sample when some were skipped (None: ``first, first + 1, ...``).
+    """
+
+    first: int = 0
+    indices: Optional[List[int]] = None
+
+    def dataset_index(self, offset: int) -> int:
+        """The dataset index of the batch's sample number ``offset``."""
+        return self.first + offset if self.indices is None else self.indices[offset]
+
+
+class Reading:
+    """What reading a range of a dataset found: where it ended, and the samples skipped."""
+
+    def __init__(self, start: int):
+        self.stop = start  # one past the last index read
+        self.skipped: List[Tuple[int, str]] = []
+
+    def part(self, path: Any, start: int) -> Part:
+        return Part(str(path), start, self.stop, tuple(self.skipped))
+
+
+def indexed_batches(indexable: Any, start: int, stop: int, batch_size: int, reading: Optional[Reading] = None) -> Iterator[Batch]:
+    """Batches of ``indexable[start:stop]``; an IndexError ends it early (no ``__len__``).
+
+    A sample the dataset returns as ``Skip`` is left out and noted in ``reading``; an error
+    the dataset raises names the sample (``errors.name_sample``).
+    """
+    reading = reading if reading is not None else Reading(start)
+    getter = indexable if callable(indexable) and not hasattr(indexable, "__getitem__") else indexable.__getitem__
+    for first in range(start, stop, batch_size):
+        batch = Batch()
+        batch.first = first
+        for i in range(first, min(first + batch_size, stop)):
+            try:
+                sample = getter(i)
+            except IndexError:
+                if batch:
+                    yield batch
+                return
+            except Exception as e:
+                raise name_sample(e, i) from e
+            reading.stop = i + 1
+            if isinstance(sample, Skip):
+                reading.skipped.append((i, sample.reason))
+                if batch.indices is None:
+                    batch.indices = list(range(first, i))
+                continue
+            batch.append(sample)
+            if batch.indices is not None:
+                batch.indices.append(i)
+        yield batch
+        del batch
 
 
 def build_into(
@@ -177,22 +261,27 @@ def build_into(
 ) -> int:
     """Write every batch into the private, empty directory ``map_dir``; returns the sample count.
 
-    ``first_position`` is the dataset index of the first sample (errors name samples by it).
-    Nothing is fsynced here: a durable build syncs the whole directory once, before it is
-    published (``layout.building``).
+    ``first_position`` is the dataset index of the first sample: errors name samples by it,
+    or by the dataset's index when a ``Batch`` says (samples were skipped). Nothing is
+    fsynced here: a durable build syncs the whole directory once, before it is published
+    (``layout.building``).
     """
     writer = None
     position = first_position
     try:
         for batch in batches:
-            for piece in encoder.encode(batch, position, _STRINGS_PIECE):
-                if writer is None:
-                    writer = encoder.create(map_dir, piece)
-                with writer.locked(lock=False):
-                    position += encoder.append(writer, piece, False, published=False)
-                del piece
+            batch_start = position
+            try:
+                for piece in encoder.encode(batch, position, _STRINGS_PIECE):
+                    if writer is None:
+                        writer = encoder.create(map_dir, piece)
+                    with writer.locked(lock=False):
+                        position += encoder.append(writer, piece, False, published=False)
+                    del piece
+            except (TypeError, ValueError) as e:
+                raise in_dataset(e, batch, batch_start) from e.__cause__
             if on_batch is not None:
-                on_batch(len(batch))
+                on_batch(read_count(batch))
             del batch  # hold one batch, not two, while the next is read
         if writer is None:
             encoder.create_empty(map_dir)
@@ -202,33 +291,67 @@ def build_into(
     return position - first_position
 
 
+def read_count(batch: Any) -> int:
+    """How many samples of the dataset a batch stands for (skipped ones included)."""
+    if isinstance(batch, Batch) and batch.indices is not None:
+        return (batch.indices[-1] + 1 if batch.indices else batch.first) - batch.first
+    return len(batch)
+
+
+def in_dataset(error: BaseException, batch: Any, batch_start: int) -> BaseException:
+    """``error`` naming its sample by the dataset's index (the encoder numbered the batch's
+    samples from ``batch_start``, which differs once samples were skipped)."""
+    index = sample_of(error)
+    if index is None or not isinstance(batch, Batch) or not 0 <= index - batch_start < len(batch):
+        return error
+    return renumbered(error, batch.dataset_index(index - batch_start))
+
+
 def write(out_dir: Any, encoder: Encoder, batches: Iterable[Any], durable: bool = False, on_batch: Optional[Callable[[int], None]] = None) -> None:
     """Build a map from batches; it appears at ``out_dir`` only when complete."""
     with layout.building(Path(out_dir), durable) as tmp:
         build_into(tmp, encoder, batches, on_batch)
 
 
-def indexed_batches(indexable: Any, start: int, stop: int, batch_size: int) -> Iterator[List[Any]]:
-    """Batches of ``indexable[start:stop]``; an IndexError ends it early (no ``__len__``)."""
-    getter = indexable if callable(indexable) and not hasattr(indexable, "__getitem__") else indexable.__getitem__
-    for first in range(start, stop, batch_size):
-        batch = []
-        for i in range(first, min(first + batch_size, stop)):
-            try:
-                batch.append(getter(i))
-            except IndexError:
-                if batch:
-                    yield batch
-                return
-            except Exception as e:
-                raise name_sample(e, i) from e
-        yield batch
-        del batch
+class MapProduct:
+    """A map of one kind as the build engine (``parallel.py``, ``dask.py``) builds it.
+
+    The engine's interface, which ``records_build.RecordsProduct`` implements too:
+    ``prepare`` (read what must be read once, before any worker starts), ``build_into`` a
+    directory (a range of the dataset: a part, or the whole map when serial), ``merger``
+    (parts, in order) and ``finish`` (the merged map, or an empty one).
+    """
+
+    replaceable = staticmethod(layout.is_map)  # what layout.building may replace at out_dir
+    what = "a map"
+
+    def __init__(self, kind: str, options: Optional[Dict[str, Any]] = None):
+        self._kind = kinds.get(kind)  # travels to worker processes with the product (see kinds.Kind)
+        self.kind, self.options = self._kind.name, dict(options or {})
+
+    def prepare(self, workdir: Path, indexable: Any, count: Optional[int], batch_size: int) -> Optional[Part]:
+        """Nothing to decide up front: each part's first batch decides its own dtype, and the
+        merge casts the others to the first part's."""
+        return None
+
+    def build_into(self, path: Path, indexable: Any, start: int, stop: int, batch_size: int,
+                   on_batch: Optional[Callable[[int], None]] = None) -> Part:
+        """Build ``indexable[start:stop]`` into the existing, empty directory ``path``."""
+        reading = Reading(start)
+        batches = indexed_batches(indexable, start, stop, batch_size, reading)
+        build_into(path, self._kind.encoder(self.options), batches, on_batch, start)
+        return reading.part(path, start)
+
+    def merger(self, tmp: Path) -> Any:
+        return self._kind.merger(tmp, True)  # one dataset: errors name its samples, not the parts
+
+    def finish(self, tmp: Path, merger: Any) -> None:
+        if not merger.count:  # no samples at all: the serial builder decides what an empty map is
+            self._kind.encoder(self.options).create_empty(tmp)
 
 
-def build_part(part_dir: Path, kind: str, indexable: Any, start: int, stop: int, batch_size: int, options: Dict[str, Any], on_batch: Optional[Callable[[int], None]] = None) -> Part:
-    """See ``parts.build_part``."""
+def build_part(part_dir: Path, product: Any, indexable: Any, start: int, stop: int, batch_size: int,
+               on_batch: Optional[Callable[[int], None]] = None) -> Part:
+    """Build ``indexable[start:stop]`` as a part at ``part_dir`` (a new directory) of ``product``."""
     fs.mkdir(part_dir)  # raises if it exists: a part is always built in a new directory
-    encoder = encoder_for(kind, options)
-    count = build_into(part_dir, encoder, indexed_batches(indexable, start, stop, batch_size), on_batch=on_batch, first_position=start)
-    return Part(str(part_dir), start, start + count)
+    return product.build_into(Path(part_dir), indexable, start, stop, batch_size, on_batch)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 
-from . import check, reads
+from . import check, kinds, reads
 from .errors import MapFormatError
 
 from .check import HEALTHY, NEEDS_REPAIR, UNHEALTHY
@@ -181,7 +181,7 @@ def inspect_records(path: "os.PathLike[str] | str") -> Dict[str, Any]:
         except CommandError as e:
             field = {"path": str(path / name), "kind": None, "samples": None, "health": UNHEALTHY, "problems": [str(e)]}
         field["field"], field["field_kind"] = name, kind
-        if field.get("kind") not in (None, records._DISK_KIND[kind]):
+        if field.get("kind") not in (None, kinds.get(kind).disk):
             field["health"] = UNHEALTHY
             field["problems"] = [f"{records.RECORDS_FILE} lists it as {kind!r}, but it holds a {field['kind']!r} map"] + field["problems"]
         held = field.get("samples")

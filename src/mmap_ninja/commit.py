@@ -257,6 +257,13 @@ class SpansWriter:
             self._checksums.repair(committed, self._byte_spans)
         self.count = committed
 
+    def roll_back(self, count: int) -> None:
+        """Cut the map back to its first ``count`` committed samples (inside ``locked()``):
+        the commit is lowered first (readers see ``count`` from then on), then the files cut."""
+        if self.count > count:
+            self._starts.publish(count)
+            self.repair(count)
+
     def _byte_spans(self, first: int, stop: int) -> Tuple[np.ndarray, np.ndarray]:
         """The byte offsets in data.ninja of committed samples ``first..stop-1`` (for checksums)."""
         def table(f: _ArrayFile) -> np.ndarray:
@@ -367,6 +374,13 @@ class ArrayWriter:
         finally:
             if lock:
                 self._lock.release()
+
+    def roll_back(self, count: int) -> None:
+        """Cut the map back to its first ``count`` rows (inside ``locked()``); the commit, the
+        first 8 bytes of shape.ninja, is lowered first."""
+        if self.count > count:
+            self._file.cut(count)
+            self.count = count
 
     def append(self, rows: Optional[np.ndarray], durable: bool = False, source: Optional[Tuple[Path, int, int]] = None) -> None:
         """Append ``rows``, or with ``source`` = (file, byte offset, row count) copy them from a file."""
@@ -484,8 +498,7 @@ def roll_back(map_dir: Path, count: int) -> None:
                 if array.count < count:
                     raise MapFormatError(f"{map_dir / SHAPE} counts {array.count} samples; cannot roll back to {count}")
                 if array.count > count:
-                    array._file.cut(count)  # the commit is the first 8 bytes of shape.ninja: lowered first
-                    array.count = count
+                    array.roll_back(count)
         finally:
             array.close()
         return
@@ -498,8 +511,7 @@ def roll_back(map_dir: Path, count: int) -> None:
             if spans.count < count:
                 raise MapFormatError(f"{map_dir / STARTS / SHAPE} counts {spans.count} samples; cannot roll back to {count}")
             if spans.count > count:
-                spans._starts.publish(count)  # un-commit first: readers now see `count` samples
-                spans.repair(count)
+                spans.roll_back(count)
     finally:
         spans.close()
 

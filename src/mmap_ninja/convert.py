@@ -11,10 +11,11 @@ Used by ``mmap-ninja convert``; callable from Python too. Every converter
   ``out_dir`` only once every file is in: an interrupted run (Ctrl-C, a bad file, a kill)
   leaves nothing at ``out_dir``;
 - raises :class:`ConversionError` naming the file at fault, or with ``skip_bad`` leaves such
-  files out and returns them in :attr:`ConversionResult.skipped`;
-- with ``n_jobs`` (k worker processes, -1 one per core) has the workers read the files and
-  build parts of the map (the classes' ``from_indexable`` over a :class:`FileSamples`); the
-  map is byte-identical to the one a serial run writes.
+  files out (the dataset returns ``Skip`` for them, as any dataset may) and returns them in
+  :attr:`ConversionResult.skipped`;
+- builds through the one build engine (``parallel.build_indexable`` over a
+  :class:`FileSamples`); with ``n_jobs`` (k worker processes, -1 one per core) the workers
+  read the files and build parts of the map, byte-identical to the one a serial run writes.
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-import uuid
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import fs
-from .progress import progress
+from . import compression
+from .build import MapProduct
+from .errors import sample_of
+from .skip import AllSkippedError, Skip
 
 __all__ = ["convert_text", "convert_images", "convert_npy", "convert_imagefolder", "list_files", "list_imagefolder", "ConversionResult", "ConversionError"]
 
@@ -134,60 +136,19 @@ def _none_readable(count: int) -> ConversionError:
     return ConversionError(f"none of the {count} files could be read; no map was written")
 
 
-def _samples(
-    files: List[Path],
-    read: Callable[[Path], Any],
-    skip_bad: bool,
-    skipped: List[Tuple[Path, str]],
-    sources: List[Path],
-    verbose: bool,
-    desc: str,
-) -> Iterator[Any]:
-    """Read ``files`` in order; a bad one raises, or with ``skip_bad`` is recorded and left out."""
-    for path in progress(files, verbose, total=len(files), desc=desc):
-        try:
-            sample = _read_file(read, path)
-        except ConversionError as e:
-            if not skip_bad:
-                raise
-            skipped.append((path, str(e)))
-            continue
-        sources.append(path)
-        yield sample
-    if not sources:  # raised inside the build, so that no empty map is published
-        raise _none_readable(len(files))
-
-
 class FileSamples:
     """The files of a conversion as a dataset: item ``i`` is ``read(files[i])``.
 
-    Picklable (given a picklable ``read``), so that the workers of ``from_indexable(...,
-    n_jobs=k)`` read the files themselves and only small records cross between processes.
-
-    With ``skipped_dir`` (skip_bad across processes), a file that cannot be read is noted
-    there as a file named by its index, holding why, and a readable file's sample stands in
-    for it (the next one, else the previous one), so the stand-in never brings a dtype or a
-    number of axes the data does not have. The caller then writes the map without the noted
-    indices. The stand-in is a copy of real data, so a bad file costs one extra read, not a
-    second pass over the folder.
+    Picklable (given a picklable ``read``), so that the workers of a parallel build read the
+    files themselves and only small records cross between processes. With ``skip_bad``, a
+    file that cannot be read is ``Skip(why)``: the build leaves it out and reports it by
+    index, serial, parallel or on Dask alike.
     """
 
-    def __init__(self, files: Sequence[PathLike], read: Callable[[Path], Any], skipped_dir: Optional[PathLike] = None):
+    def __init__(self, files: Sequence[PathLike], read: Callable[[Path], Any], skip_bad: bool = False):
         self.files = [str(f) for f in files]
         self.read = read
-        self.skipped_dir = None if skipped_dir is None else str(skipped_dir)
-        self._reset()
-
-    def _reset(self) -> None:
-        self._bad: set = set()  # indices this process found bad (their notes are written)
-        self._standin: Optional[Tuple[int, Any]] = None
-
-    def __getstate__(self) -> Dict[str, Any]:
-        return {"files": self.files, "read": self.read, "skipped_dir": self.skipped_dir}
-
-    def __setstate__(self, state: Dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._reset()
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.files)
@@ -195,60 +156,27 @@ class FileSamples:
     def __getitem__(self, i: int) -> Any:
         if not 0 <= i < len(self.files):
             raise IndexError(f"file {i} of {len(self.files)}")
-        if self.skipped_dir is None:
-            return _read_file(self.read, Path(self.files[i]))
-        if self._standin is not None and (self._standin[0] == i or i in self._bad):
-            return self._standin[1]
         try:
             return _read_file(self.read, Path(self.files[i]))
         except ConversionError as e:
-            self._note(i, e)
-        for j in (*range(i + 1, len(self.files)), *range(i - 1, -1, -1)):
-            if j in self._bad:
-                continue
-            try:
-                self._standin = (j, _read_file(self.read, Path(self.files[j])))
-                return self._standin[1]
-            except ConversionError as e:
-                self._note(j, e)
-        raise _none_readable(len(self.files))
-
-    def _note(self, i: int, error: ConversionError) -> None:
-        self._bad.add(i)
-        Path(str(self.skipped_dir), str(i)).write_text(str(error), encoding="utf-8")
+            if not self.skip_bad:
+                raise
+            return Skip(str(e))
 
 
-class _Kept:
-    """Samples ``keep[0], keep[1], ...`` of a map: a built map without its stand-ins."""
+def _name_file(error: BaseException, files: Sequence[PathLike]) -> ConversionError:
+    """The error of a build as a ConversionError naming the file of the sample it is about.
 
-    def __init__(self, source: Any, keep: List[int]):
-        self.source, self.keep = source, keep
-
-    def __len__(self) -> int:
-        return len(self.keep)
-
-    def __getitem__(self, j: int) -> Any:
-        return self.source[self.keep[j]]
-
-
-def _name_sample(error: Exception, sources: Sequence[PathLike]) -> ConversionError:
-    """The library's "sample N ..." (or "record N ...") error, with N replaced by the file it came from.
-
-    A reader's error re-raised by a worker ("sample N of the dataset raised ConversionError:
-    <file> is not ...") already names the file: then it is given without the prefix. What
-    comes before "sample N" in a parallel build's error names its private parts, which
-    are gone by now: the file says more.
+    A reader's error raised by the dataset already names its file: it is given as it was.
     """
-    message = str(error)
-    match = re.search(r"\b(?:sample|record) (\d+)\b", message)
-    if match and int(match.group(1)) < len(sources):
-        message = message[match.start():]
-        path = str(sources[int(match.group(1))])
-        reraised = re.match(r"sample \d+ of the dataset raised \w+: (.*)$", message, re.DOTALL)
-        if reraised and path in reraised.group(1):
-            return ConversionError(reraised.group(1))
-        return ConversionError(f"{path}: {message}")
-    return ConversionError(message)
+    index = sample_of(error)
+    if index is None or not 0 <= index < len(files):
+        return ConversionError(str(error))
+    path = str(files[index])
+    reason = getattr(error, "reason", None)
+    if reason is not None and path in reason:
+        return ConversionError(reason)
+    return ConversionError(f"{path}: {error}")
 
 
 def _check_out(out_dir: Path, overwrite: bool) -> None:
@@ -256,18 +184,32 @@ def _check_out(out_dir: Path, overwrite: bool) -> None:
         raise ConversionError(f"{out_dir} already exists; pass overwrite=True to replace the map there")
 
 
+def _build(out_dir: Path, product: Any, dataset: Any, files: Sequence[PathLike], batch_size: int, n_jobs: Optional[int],
+           verbose: bool) -> ConversionResult:
+    """Build ``dataset`` (one sample per file) by the build engine, serially or by ``n_jobs`` workers."""
+    from .parallel import build_indexable
+
+    try:
+        skipped = build_indexable(out_dir, product, dataset, batch_size, n_jobs, verbose)
+    except AllSkippedError:
+        raise _none_readable(len(files)) from None
+    except (ConversionError, TypeError, ValueError, KeyError) as e:  # a sample the map cannot store: name its file
+        raise _name_file(e, files) from None
+    return ConversionResult(out_dir, len(files) - len(skipped), [(Path(files[i]), why) for i, why in skipped])
+
+
 def _convert(
     kind: str,
     src_dir: PathLike,
     out_dir: PathLike,
     read: Callable[[Path], Any],
-    build: Callable[[Path, Iterator[Any]], None],
+    product: Any,
+    batch_size: int,
     patterns: Optional[Iterable[str]],
     skip_bad: bool,
     overwrite: bool,
     verbose: bool,
     n_jobs: Optional[int] = None,
-    build_indexable: Optional[Callable[[Path, Any, Optional[int]], None]] = None,
 ) -> ConversionResult:
     out_dir = Path(out_dir)
     _check_out(out_dir, overwrite)
@@ -275,72 +217,7 @@ def _convert(
     if not files:
         wanted = ", ".join(patterns or DEFAULT_PATTERNS[kind])
         raise ConversionError(f"found no files matching {wanted} under {src_dir}")
-    if n_jobs not in (None, 1) and build_indexable is not None:
-        return _convert_by_parts(files, out_dir, read, build_indexable, skip_bad, n_jobs)
-    skipped: List[Tuple[Path, str]] = []
-    sources: List[Path] = []
-    samples = _samples(files, read, skip_bad, skipped, sources, verbose, f"{kind} -> map")
-    try:
-        build(out_dir, samples)
-    except (TypeError, ValueError) as e:  # a sample the map cannot store: name its file
-        raise _name_sample(e, sources) from None
-    return ConversionResult(out_dir, len(sources), skipped)
-
-
-def _convert_by_parts(
-    files: List[Path],
-    out_dir: Path,
-    read: Callable[[Path], Any],
-    build_indexable: Callable[[Path, Any, Optional[int]], None],
-    skip_bad: bool,
-    n_jobs: Optional[int],
-) -> ConversionResult:
-    """The files as a :class:`FileSamples`, built by ``n_jobs`` workers.
-
-    Without ``skip_bad`` the map is built at ``out_dir`` directly. With it, the workers note
-    bad files in a private folder beside ``out_dir`` (named like the library's partial
-    builds, so a killed run's leftovers are cleaned by the next build of ``out_dir``), the
-    map is built there, and published as it is when nothing was noted, or else rewritten to
-    ``out_dir`` without the stand-ins: ``out_dir`` only ever holds the finished map.
-    """
-    if not skip_bad:
-        try:
-            build_indexable(out_dir, FileSamples(files, read), n_jobs)
-        except (ConversionError, TypeError, ValueError) as e:
-            raise _name_sample(e, files) from None
-        return ConversionResult(out_dir, len(files), [])
-    from . import layout
-    from .generic import open_existing
-
-    absolute = out_dir.absolute()
-    fs.makedirs(absolute.parent)
-    scratch = absolute.parent / f".{absolute.name}.partial-{os.getpid()}-convert-{uuid.uuid4().hex[:8]}"
-    notes = scratch / "skipped"
-    try:
-        fs.makedirs(notes)
-        built = scratch / "map"
-        try:
-            build_indexable(built, FileSamples(files, read, notes), n_jobs)
-        except (ConversionError, TypeError, ValueError) as e:
-            if len(list(notes.iterdir())) == len(files):
-                raise _none_readable(len(files)) from None
-            raise _name_sample(e, files) from None
-        bad = sorted(int(p.name) for p in notes.iterdir())
-        skipped = [(files[i], (notes / str(i)).read_text(encoding="utf-8")) for i in bad]
-        if not bad:
-            with layout.building(absolute) as tmp:
-                fs.rmtree(tmp)
-                fs.replace(built, tmp)
-            return ConversionResult(out_dir, len(files), [])
-        gone = set(bad)
-        keep = [i for i in range(len(files)) if i not in gone]
-        try:
-            build_indexable(out_dir, _Kept(open_existing(built, mode="r"), keep), None)
-        except (TypeError, ValueError) as e:
-            raise _name_sample(e, [files[i] for i in keep]) from None
-        return ConversionResult(out_dir, len(keep), skipped)
-    finally:
-        fs.rmtree(scratch)
+    return _build(out_dir, product, FileSamples(files, read, skip_bad), files, batch_size, n_jobs, verbose)
 
 
 def convert_text(
@@ -358,15 +235,10 @@ def convert_text(
 
     ``n_jobs``: worker processes reading the files and building parts (-1: one per core).
     """
-    from .string import StringsMmap
-
-    def build(out: Path, samples: Iterator[Any]) -> None:
-        StringsMmap.from_generator(out, samples, batch_size, zstd_level=zstd_level)
-
-    def build_indexable(out: Path, dataset: Any, jobs: Optional[int]) -> None:
-        StringsMmap.from_indexable(out, dataset, batch_size, n_jobs=jobs, verbose=verbose, zstd_level=zstd_level)
-
-    return _convert("text", src_dir, out_dir, _read_text, build, patterns, skip_bad, overwrite, verbose, n_jobs, build_indexable)
+    if zstd_level is not None:
+        compression.compressor(zstd_level, None)  # say at once if zstandard is missing
+    product = MapProduct("strings", {"zstd_level": zstd_level})
+    return _convert("text", src_dir, out_dir, _read_text, product, batch_size, patterns, skip_bad, overwrite, verbose, n_jobs)
 
 
 def convert_images(
@@ -386,17 +258,8 @@ def convert_images(
     None keeps each file's own mode (then all must share a dtype). ``n_jobs``: worker
     processes decoding and building parts (-1: one per core).
     """
-    from .ragged import RaggedMmap
-
     read = _image_reader(mode)
-
-    def build(out: Path, samples: Iterator[Any]) -> None:
-        RaggedMmap.from_generator(out, samples, batch_size)
-
-    def build_indexable(out: Path, dataset: Any, jobs: Optional[int]) -> None:
-        RaggedMmap.from_indexable(out, dataset, batch_size, n_jobs=jobs, verbose=verbose)
-
-    return _convert("images", src_dir, out_dir, read, build, patterns, skip_bad, overwrite, verbose, n_jobs, build_indexable)
+    return _convert("images", src_dir, out_dir, read, MapProduct("ragged"), batch_size, patterns, skip_bad, overwrite, verbose, n_jobs)
 
 
 def convert_npy(
@@ -416,15 +279,8 @@ def convert_npy(
     that dtype cannot hold exactly stops the run, naming the file. ``n_jobs``: worker
     processes reading the files and building parts (-1: one per core).
     """
-    from .ragged import RaggedMmap
-
-    def build(out: Path, samples: Iterator[Any]) -> None:
-        RaggedMmap.from_generator(out, samples, batch_size, dtype=dtype)
-
-    def build_indexable(out: Path, dataset: Any, jobs: Optional[int]) -> None:
-        RaggedMmap.from_indexable(out, dataset, batch_size, n_jobs=jobs, verbose=verbose, dtype=dtype)
-
-    return _convert("npy", src_dir, out_dir, _read_npy, build, patterns, skip_bad, overwrite, verbose, n_jobs, build_indexable)
+    product = MapProduct("ragged", {"dtype": None if dtype is None else np.dtype(dtype)})
+    return _convert("npy", src_dir, out_dir, _read_npy, product, batch_size, patterns, skip_bad, overwrite, verbose, n_jobs)
 
 
 CONVERTERS = {"text": convert_text, "images": convert_images, "npy": convert_npy}
@@ -473,15 +329,13 @@ class _ImageFolderRecords:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> Any:
-        from .records import SkippedRecord
-
         path, label = self.samples[i]
         try:
             image = _read_file(self._read, path)
         except ConversionError as e:
             if not self.skip_bad:
                 raise
-            return SkippedRecord(str(e))
+            return Skip(str(e))
         return {"image": image, "label": label, "path": path.relative_to(self.root).as_posix()}
 
 
@@ -505,7 +359,8 @@ def convert_imagefolder(
     to take instead of ImageFolder's extensions. ``n_jobs=k`` decodes and writes in ``k``
     processes (-1: one per core). The map appears at ``out_dir`` only when complete.
     """
-    from .records import build_records
+    from .records_build import RecordsProduct
+    from .records_schema import parse_schema
 
     root, out_dir = Path(root), Path(out_dir)
     _check_out(out_dir, overwrite)
@@ -513,20 +368,10 @@ def convert_imagefolder(
     if not samples:
         raise ConversionError(f"found no files matching {', '.join(patterns or IMAGEFOLDER_PATTERNS)} in the class folders of {root}")
     _pillow()  # say at once if Pillow is missing
-    skipped: List[Tuple[int, str]] = []
     schema = {"image": "ragged", "label": ("numpy", "int64"), "path": "strings"}
-    try:
-        build_records(out_dir, _ImageFolderRecords(root, samples, mode, skip_bad), batch_size, n_jobs, verbose, schema,
-                      classes=classes, skipped=skipped)
-    except ConversionError as e:
-        raise ConversionError(re.sub(r"^sample \d+ of the dataset raised ConversionError: ", "", str(e))) from None
-    except (TypeError, ValueError) as e:  # an image the map cannot store: name its file
-        if skipped and len(skipped) == len(samples):
-            raise _none_readable(len(samples)) from None
-        left_out = {i for i, _ in skipped}
-        raise _name_sample(e, [p for i, (p, _) in enumerate(samples) if i not in left_out]) from None
-    return ConversionResult(out_dir, len(samples) - len(skipped), [(samples[i][0], why) for i, why in skipped])
-
+    product = RecordsProduct(parse_schema(schema), classes)
+    dataset = _ImageFolderRecords(root, samples, mode, skip_bad)
+    return _build(out_dir, product, dataset, [p for p, _ in samples], batch_size, n_jobs, verbose)
 
 
 CONVERTERS["imagefolder"] = convert_imagefolder

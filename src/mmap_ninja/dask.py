@@ -20,9 +20,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
-from . import build, fs, layout, merging
+from . import build, fs, kinds, layout, parallel
+from .build import Part
 from .errors import WorkerDiedError
-from .parts import Part, build_part, disk_kind, part_ranges, parts_dir, remove
+from .parts import map_kind, part_ranges, parts_dir, remove
 from .progress import check_batch_size, progress_bar
 
 __all__ = ["from_indexable", "from_bag"]
@@ -89,15 +90,16 @@ def _dataset(indexable: Any) -> Any:
     return indexable
 
 
-def _build_range(pdir: str, kind: str, indexable: Any, start: int, stop: int, batch_size: int) -> Optional[Part]:
+def _build_range(pdir: str, product: Any, indexable: Any, start: int, stop: int, batch_size: int) -> Optional[Part]:
     """One attempt at the part holding samples ``start..stop-1``, in a directory of its own."""
     path = _start_attempt(Path(pdir), f"{start}-{stop}")
     if path is None:
         return None
-    return build_part(path, kind, _Watched(indexable, Path(pdir)), start, stop, batch_size)
+    product = _product(product) if isinstance(product, str) else product
+    return build.build_part(path, product, _Watched(indexable, Path(pdir)), start, stop, batch_size)
 
 
-def _build_partition(pdir: str, kind: str, partition: Iterable[Any], number: int, batch_size: int) -> Optional[Part]:
+def _build_partition(pdir: str, product: Any, partition: Iterable[Any], number: int, batch_size: int) -> Optional[Part]:
     """One attempt at the part holding partition ``number`` of a bag (empty partitions: None)."""
     # A computed bag partition is already in this worker's memory; a list of it is indexable.
     samples = partition if isinstance(partition, list) else list(partition)
@@ -105,7 +107,7 @@ def _build_partition(pdir: str, kind: str, partition: Iterable[Any], number: int
     if path is None or not samples:
         return None
     try:
-        return build_part(path, kind, _Watched(samples, Path(pdir)), 0, len(samples), batch_size)
+        return build.build_part(path, product, _Watched(samples, Path(pdir)), 0, len(samples), batch_size)
     except _Stopped:
         raise
     except Exception as e:
@@ -138,13 +140,19 @@ def _positive(name: str, value: Any) -> int:
     return value
 
 
-def _prepare(out_dir: PathLike, kind: str, batch_size: int) -> Tuple[Any, Path]:
+def _product(kind: str) -> Any:
+    """What the build engine builds for ``kind`` (a name in ``kinds``: a map's, or "records")."""
+    found = kinds.get(kind)
+    return found.product({}) if found.product is not None else build.MapProduct(map_kind(kind))
+
+
+def _prepare(out_dir: PathLike, kind: str, batch_size: int) -> Tuple[Any, Path, Any]:
     distributed = _distributed()
-    disk_kind(kind)
+    product = _product(kind)
     check_batch_size(batch_size)
     out_dir = Path(out_dir).absolute()
-    layout.check_can_build(out_dir)  # fail before the cluster does any work
-    return distributed, out_dir
+    layout.check_can_build(out_dir, product.replaceable, product.what)  # fail before the cluster does any work
+    return distributed, out_dir, product
 
 
 class _Task(NamedTuple):
@@ -154,7 +162,7 @@ class _Task(NamedTuple):
 
 
 def _collect(distributed: Any, client: Any, tasks: List[_Task], submitted: List[Any], pdir: Path, verbose: bool,
-             merger: merging.Merger) -> None:
+             merger: Any, skipped: List[Tuple[int, str]]) -> None:
     """Have the cluster build the parts and merge them in order as they come, while it builds the next.
 
     Parts are submitted in order, two per worker thread at a time, so that they finish
@@ -198,9 +206,7 @@ def _collect(distributed: Any, client: Any, tasks: List[_Task], submitted: List[
                 merged += 1
                 if part is None:  # an empty partition of a bag
                     continue
-                if part.stop > part.start:
-                    merger.add(Path(part.path))
-                remove(part.path)  # frees its disk now: the build needs about one map's room, not two
+                parallel.merge_part(merger, part, skipped)  # frees its disk now: the build needs about one map's room, not two
                 if size is not None and part.stop - part.start < size:
                     return
                 top_up()
@@ -229,31 +235,33 @@ def _stop(distributed: Any, client: Any, futures: Iterable[Any], pdir: Path) -> 
             pass
 
 
-def _run(distributed: Any, client: Any, out_dir: Path, kind: str, verbose: bool,
-         plan: Callable[[Path, str, List[Any]], List[_Task]]) -> Any:
-    """Build the parts ``plan(pdir, build_id, submitted)`` describes on the cluster, merge them, open the map."""
+def _run(distributed: Any, client: Any, out_dir: Path, product: Any, verbose: bool,
+         plan: Callable[[Path, str, List[Any], Any], List[_Task]]) -> Any:
+    """Build the parts ``plan(pdir, build_id, submitted, merger)`` describes on the cluster, merge them, open the map."""
     pdir = parts_dir(out_dir)
     fs.touch(pdir / _LIVE)
     submitted: List[Any] = []  # every future of this build, to stop and forget at the end
+    skipped: List[Tuple[int, str]] = []
     try:
-        with layout.building(out_dir) as tmp:
-            # errors name samples by their position in the map, as a serial build's would
-            merger = merging.Merger(tmp, one_dataset=True)
+        with layout.building(out_dir, False, product.replaceable, product.what) as tmp:
+            # errors name samples by their index in the dataset, as a serial build's would
+            merger = product.merger(tmp)
             try:
-                tasks = plan(pdir, uuid.uuid4().hex[:8], submitted)
-                _collect(distributed, client, tasks, submitted, pdir, verbose, merger)
+                tasks = plan(pdir, uuid.uuid4().hex[:8], submitted, lambda part: parallel.merge_part(merger, part, skipped))
+                _collect(distributed, client, tasks, submitted, pdir, verbose, merger, skipped)
             finally:
                 merger.close()
-            if not merger.count:  # no samples at all: the serial builder decides what an empty map is
-                build.encoder_for(disk_kind(kind), {}).create_empty(tmp)
+            parallel.finish(product, tmp, merger, skipped)
     finally:
         try:
             _stop(distributed, client, submitted, pdir)
         finally:  # also after a second Ctrl-C while waiting
             remove(pdir)
-    from .generic import open_existing
+    return _open(out_dir, product)
 
-    return open_existing(out_dir)
+
+def _open(out_dir: Path, product: Any) -> Any:
+    return kinds.get(product.kind).open(out_dir)
 
 
 def from_indexable(
@@ -267,13 +275,13 @@ def from_indexable(
 ) -> Any:
     """Build ``indexable[0], indexable[1], ...`` as one map at ``out_dir`` on a Dask cluster.
 
-    ``kind`` is "ragged", "strings" or "numpy". The samples are split into ``npartitions``
+    ``kind`` is "ragged", "strings", "numpy" or "records". The samples are split into ``npartitions``
     contiguous ranges (default: four per worker thread), each built as a part by a task; the
     client merges them, in index order, into a map with the same bytes as a serial build.
     ``indexable`` needs ``len()`` and is pickled to the workers once. ``client`` defaults to
     the current Dask client. ``verbose`` shows one bar over the parts. Returns the opened map.
     """
-    distributed, out_dir = _prepare(out_dir, kind, batch_size)
+    distributed, out_dir, product = _prepare(out_dir, kind, batch_size)
     try:
         count = len(indexable)
     except TypeError:
@@ -281,9 +289,16 @@ def from_indexable(
     client = _client(distributed, client)
     if npartitions is None:
         npartitions = 4 * max(1, sum(client.nthreads().values()))
-    ranges = part_ranges(count, batch_size, _positive("npartitions", npartitions))
+    npartitions = _positive("npartitions", npartitions)
 
-    def plan(pdir: Path, build_id: str, submitted: List[Any]) -> List[_Task]:
+    def plan(pdir: Path, build_id: str, submitted: List[Any], merge_first: Callable[[Part], None]) -> List[_Task]:
+        # what must be read once (a records map's first batch) is read here, by the client
+        first = product.prepare(pdir, indexable, count, batch_size)
+        start = 0
+        if first is not None:
+            merge_first(first)
+            start = first.stop
+        ranges = part_ranges(count, batch_size, npartitions, start)
         if not ranges:
             return []
         try:
@@ -294,13 +309,13 @@ def from_indexable(
 
         def part(p: int, a: int, b: int) -> _Task:
             def submit() -> List[Any]:
-                return [client.submit(_build_range, str(pdir), kind, data, a, b, batch_size, key=f"mmap_ninja-part-{build_id}-{p}", priority=-p)]
+                return [client.submit(_build_range, str(pdir), product, data, a, b, batch_size, key=f"mmap_ninja-part-{build_id}-{p}", priority=-p)]
 
             return _Task(submit, f"samples {a} to {b - 1}", b - a)
 
         return [part(p, a, b) for p, (a, b) in enumerate(ranges)]
 
-    return _run(distributed, client, out_dir, kind, verbose, plan)
+    return _run(distributed, client, out_dir, product, verbose, plan)
 
 
 def from_bag(
@@ -314,24 +329,24 @@ def from_bag(
     """Build the samples of a ``dask.bag.Bag`` as one map at ``out_dir``, in partition order.
 
     Each partition becomes a part, built by a task on the worker that computed it; the client
-    merges them. ``kind`` is "ragged", "strings" or "numpy"; ``client`` defaults to the
+    merges them. ``kind`` is "ragged", "strings", "numpy" or "records"; ``client`` defaults to the
     current Dask client; ``verbose`` shows one bar over the partitions. Returns the opened map.
     """
-    distributed, out_dir = _prepare(out_dir, kind, batch_size)
+    distributed, out_dir, product = _prepare(out_dir, kind, batch_size)
     if not hasattr(bag, "to_delayed") or not hasattr(bag, "npartitions"):
         raise TypeError(f"from_bag needs a dask.bag.Bag, got {type(bag).__name__}")
     client = _client(distributed, client)
 
-    def plan(pdir: Path, build_id: str, submitted: List[Any]) -> List[_Task]:
+    def plan(pdir: Path, build_id: str, submitted: List[Any], merge_first: Callable[[Part], None]) -> List[_Task]:
         def part(k: int, partition: Any) -> _Task:
             def submit() -> List[Any]:
                 # computed only now, so that the workers hold the partitions in flight, not the whole bag
                 computed = client.compute(partition, priority=-k)
                 key = f"mmap_ninja-partition-{build_id}-{k}"
-                return [computed, client.submit(_build_partition, str(pdir), kind, computed, k, batch_size, key=key, priority=-k)]
+                return [computed, client.submit(_build_partition, str(pdir), product, computed, k, batch_size, key=key, priority=-k)]
 
             return _Task(submit, f"partition {k} of the bag", None)
 
         return [part(k, partition) for k, partition in enumerate(bag.to_delayed())]
 
-    return _run(distributed, client, out_dir, kind, verbose, plan)
+    return _run(distributed, client, out_dir, product, verbose, plan)

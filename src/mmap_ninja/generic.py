@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from . import layout
+from . import kinds, layout
 from .errors import MapFormatError
 
 __all__ = ["open_existing"]
@@ -28,21 +28,12 @@ def open_existing(out_dir: Union[str, os.PathLike], wrapper_fn: Optional[Callabl
     out_dir = Path(out_dir)
     if not out_dir.exists():
         raise FileNotFoundError(f"there is no map at {out_dir}")
-    kind = layout.read_kind(out_dir)
-    if kind == "ragged":
-        from .ragged import RaggedMmap
-
-        return RaggedMmap(out_dir, wrapper_fn=wrapper_fn, mode=mode or "r+b")
-    if kind == "string":
-        from .string import StringsMmap
-
-        data: Any = StringsMmap(out_dir, mode=mode or "r+b")
-    elif kind == "numpy":
-        from .numpy import open_existing as open_array
-
-        data = open_array(out_dir, mode=mode or "r")
-    else:
+    kind = kinds.by_disk(layout.read_kind(out_dir))
+    if kind is None:
         raise MapFormatError(f"{out_dir} holds no map: {layout.KIND} is missing")
+    if kind.wraps:  # the map applies wrapper_fn itself (a RaggedMmap, as in 0.9.0)
+        return kind.open(out_dir, mode, wrapper_fn=wrapper_fn)
+    data = kind.open(out_dir, mode)
     if wrapper_fn is None:
         return data
     from .wrapped import Wrapped

@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from . import layout, reads
+from . import kinds, layout, reads
 from .check import check_offsets
 from .errors import MapFormatError
 from .progress import progress_bar
@@ -28,9 +28,11 @@ def merge(parts: List[Path], out_dir: Path, verbose: bool = False, durable: bool
     dataset's samples only, as a serial build's would (the parts are private)."""
     if not parts:
         raise ValueError("nothing to merge: no maps were given")
-    total = sum(_count_of(p, _kind_of(p)) for p in parts) if verbose else None
+    _kind_of(parts[0])
+    kind = kinds.on_disk(parts[0])  # the first map's kind merges them all (a Merger for this library's own)
+    total = sum(kinds.on_disk(p).count(p) for p in parts) if verbose else None
     with layout.building(out_dir, durable) as tmp, progress_bar(verbose, total, "merging") as bar:
-        merger = Merger(tmp, one_dataset, bar)
+        merger = kind.merger(tmp, one_dataset, bar)
         try:
             for path in parts:
                 merger.add(path)
@@ -44,6 +46,8 @@ class Merger:
     The first map added decides the dtype (and for strings, the compression); a ragged
     map's shape layout is upgraded in place when a later map needs it (see shapes.py), so
     maps can be added as they become ready, e.g. the parts of a build still running.
+    ``merger(tmp)`` makes the one for the first map's kind (``ArrayMerger``,
+    ``RaggedMerger``, ``StringsMerger``, as registered in ``kinds``).
     """
 
     def __init__(self, tmp: Path, one_dataset: bool = False, bar: Any = None):
@@ -60,43 +64,73 @@ class Merger:
         try:
             kind = _kind_of(path)
             if self._writer is None:
-                self._start(path, kind)
+                self.kind, self._first = kind, path
+                self._start(path)
+                with self._writer.locked(lock=False):
+                    pass  # the writer learns the (empty) map's counts
             elif kind != self.kind:
                 raise MapFormatError(f"map {k} ({path}) is a {kind!r} map, but map 0 ({self._first}) is a {self.kind!r} map: only maps of one kind merge")
-            if kind == "numpy":
-                self.count += _append_rows(self._writer, k, path, self.dtype, self.row_shape, self.count, self._bar)
-            else:
-                if kind == "string" and layout.read_zstd_settings(path) != self._zstd:
-                    raise ValueError(f"map {k} ({path}) is compressed differently from map 0 ({self._first}); such maps cannot be merged")
-                self.count += _append_spans(self._writer, k, path, kind, self.dtype, self.count, self._bar)
+            self.count += self._append(k, path)
         except _PartError as e:
             raise (e.error if self.one_dataset else type(e.error)(f"map {e.k} ({e.path}): {e.error}")) from None
 
-    def _start(self, path: Path, kind: str) -> None:
-        self.kind, self._first = kind, path
-        if kind == "numpy":
-            header = layout.read_array_header(path)
-            self.dtype, self.row_shape = header.dtype, tuple(header.shape[1:])
-            self._writer = layout.ArrayWriter(self.tmp, layout.create_array(self.tmp, self.dtype, self.row_shape))
-        else:
-            first = layout.open_spans(path, kind)
-            self.dtype = first.data.dtype
-            del first
-            if kind == "string":
-                self._zstd = layout.read_zstd_settings(path)
-                layout.create_spans(self.tmp, "string", self.dtype)
-                if self._zstd[0] is not None:
-                    layout.write_zstd_settings(self.tmp, *self._zstd)
-            else:
-                layout.create_spans(self.tmp, "ragged", self.dtype, layout.read_shape_layout(path))
-            self._writer = layout.SpansWriter(self.tmp, self.dtype.itemsize, with_shapes=kind == "ragged")
-        with self._writer.locked(lock=False):
-            pass  # the writer learns the (empty) map's counts
+    def _start(self, path: Path) -> None:
+        """Lay out the merged map like the first one, ``path``, and open its writer."""
+        raise NotImplementedError
+
+    def _append(self, k: int, path: Path) -> int:
+        """Append the samples of map ``k`` at ``path``; returns how many."""
+        raise NotImplementedError
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+class ArrayMerger(Merger):
+    """Merges same-shape maps."""
+
+    def _start(self, path: Path) -> None:
+        header = layout.read_array_header(path)
+        self.dtype, self.row_shape = header.dtype, tuple(header.shape[1:])
+        self._writer = layout.ArrayWriter(self.tmp, layout.create_array(self.tmp, self.dtype, self.row_shape))
+
+    def _append(self, k: int, path: Path) -> int:
+        return _append_rows(self._writer, k, path, self.dtype, self.row_shape, self.count, self._bar)
+
+
+class RaggedMerger(Merger):
+    """Merges ragged maps (their shapes too)."""
+
+    def _start(self, path: Path) -> None:
+        first = layout.open_spans(path, self.kind)
+        self.dtype = first.data.dtype
+        del first
+        layout.create_spans(self.tmp, self.kind, self.dtype, layout.read_shape_layout(path))
+        self._writer = layout.SpansWriter(self.tmp, self.dtype.itemsize, with_shapes=True)
+
+    def _append(self, k: int, path: Path) -> int:
+        return _append_spans(self._writer, k, path, self.kind, self.dtype, self.count, self._bar, with_shapes=True)
+
+
+class StringsMerger(Merger):
+    """Merges strings maps compressed alike (or not at all)."""
+
+    def _start(self, path: Path) -> None:
+        first = layout.open_spans(path, self.kind)
+        self.dtype = first.data.dtype
+        del first
+        self._zstd = layout.read_zstd_settings(path)
+        layout.create_spans(self.tmp, self.kind, self.dtype)
+        if self._zstd[0] is not None:
+            layout.write_zstd_settings(self.tmp, *self._zstd)
+        self._writer = layout.SpansWriter(self.tmp, self.dtype.itemsize, with_shapes=False)
+
+    def _append(self, k: int, path: Path) -> int:
+        if layout.read_zstd_settings(path) != self._zstd:
+            raise ValueError(f"map {k} ({path}) is compressed differently from map 0 ({self._first}); such maps cannot be merged")
+        return _append_spans(self._writer, k, path, self.kind, self.dtype, self.count, self._bar, with_shapes=False)
 
 
 class _PartError(Exception):
@@ -118,11 +152,8 @@ def _kind_of(path: Path) -> str:
     return kind
 
 
-def _count_of(path: Path, kind: str) -> int:
-    return layout.read_array_header(path).shape[0] if kind == "numpy" else layout.committed_count(path)
-
-
-def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dtype: np.dtype, base: int, bar: Any) -> int:
+def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dtype: np.dtype, base: int, bar: Any,
+                  with_shapes: bool) -> int:
     """Append every sample of map ``k`` at ``path``; returns its sample count."""
     view = layout.open_spans(path, kind)
     for c0 in range(0, view.count, _CHUNK):
@@ -131,7 +162,7 @@ def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dty
         before = int(view.ends[c0 - 1]) if c0 else 0
         check_offsets(f"{path / layout.STARTS} or {path / layout.ENDS}", starts, ends, len(view.data), c0, before)
         lengths = ends - starts
-        shapes = _shape_record(view, c0, c1, lengths, path) if kind == "ragged" else None
+        shapes = _shape_record(view, c0, c1, lengths, path) if with_shapes else None
         writer.make_room(shapes, published=False)
         if view.data.dtype == dtype:  # back to back (checked): one copy in the kernel
             writer.append([], lengths, shapes, source=(path / layout.DATA, int(starts[0]) * dtype.itemsize))

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import build, checksums, layout, parallel, reads
 from .build import ArrayEncoder, as_rows
+from .errors import MapFormatError
 from .progress import batched, progress
 
 __all__ = ["open_existing", "from_ndarray", "from_generator", "from_indexable", "extend_dir", "extend", "append", "ArrayMap"]
@@ -74,10 +75,13 @@ def _memmap_mode(mode: str) -> str:
     raise ValueError(f"unknown mode {mode!r}: use 'r', 'r+' or 'c'")
 
 
-def open_existing(out_dir: PathLike, mode: str = "r", **remote_options: Any) -> np.memmap:
+def open_existing(out_dir: PathLike, mode: str = "r", rows: Optional[int] = None, **remote_options: Any) -> np.memmap:
     """Open the same-shape map at ``out_dir`` as an ``np.memmap`` (``mode`` 'r', 'r+' or 'c').
 
-    A URL (``s3://bucket/prefix``) opens a read-only ``remote.RemoteArray`` instead."""
+    ``rows``: map only the first ``rows`` samples (a records field maps the records its
+    dataset committed, never a tail that a writer may cut meanwhile). A URL
+    (``s3://bucket/prefix``) opens a read-only ``remote.RemoteArray`` instead.
+    """
     if isinstance(out_dir, str) and "://" in out_dir:
         from . import remote
 
@@ -86,15 +90,21 @@ def open_existing(out_dir: PathLike, mode: str = "r", **remote_options: Any) -> 
     out_dir = Path(out_dir)
     mode = _memmap_mode(mode)
     try:
-        arr = reads.read_one_version(out_dir, functools.partial(_open_array, mode=mode))
+        arr = reads.read_one_version(out_dir, functools.partial(_open_array, mode=mode, rows=rows))
     except FileNotFoundError:
         raise FileNotFoundError(f"there is no map at {out_dir}") from None
     arr._map_dir, arr._map_mode = str(out_dir), mode
     return arr
 
 
-def _open_array(files: reads.MapFiles, mode: str) -> "ArrayMap":
+def _open_array(files: reads.MapFiles, mode: str, rows: Optional[int] = None) -> "ArrayMap":
     header = layout.read_array_header(files)
+    if rows is not None:
+        if rows > header.shape[0]:
+            raise MapFormatError(f"{files.path / layout.SHAPE} counts {header.shape[0]} samples, the map needs {rows}")
+        if rows < header.shape[0] and header.order == "F" and len(header.shape) > 1:
+            raise MapFormatError(f"{files.path} is in Fortran order and cannot be read in part")
+        header = header._replace(shape=(rows,) + tuple(header.shape[1:]))
     nbytes = math.prod(header.shape) * header.dtype.itemsize
     buffer = files.view(layout.DATA, nbytes, _ACCESS[mode])  # checks the data is long enough
     if nbytes == 0:  # no mapping of an empty file

@@ -95,6 +95,12 @@ LOCK = ".writer.lock"
 COMMIT = f"{STARTS}/{SHAPE}"  # the commit file of a ragged or strings map
 
 KINDS = ("numpy", "ragged", "string")
+_ADDED_KINDS: set = set()  # what type.ninja may also hold: kinds registered in ``kinds`` by users
+
+
+def add_kind(disk: str) -> None:
+    """Let ``type.ninja`` hold ``disk`` (a kind registered in ``kinds``)."""
+    _ADDED_KINDS.add(disk)
 OFFSET = np.dtype("<i8")
 
 Where = Union[MapFiles, PathLike]  # a handle, or a path to take a handle of for one call
@@ -137,7 +143,7 @@ def read_kind(where: Where) -> Optional[str]:
         if not files.exists(KIND):
             return None
         kind = read_text(files, KIND)
-        if kind not in KINDS:
+        if kind not in KINDS and kind not in _ADDED_KINDS:
             raise MapFormatError(f"{files.file(KIND)} names an unknown kind of map: {kind!r}")
         return kind
 

@@ -1,5 +1,11 @@
-"""Parallel builds: worker processes each build parts of contiguous index ranges of a
-dataset, and the caller merges the parts into one map (see ``parts.py``).
+"""The build engine: worker processes each build parts of contiguous index ranges of a
+dataset, and the caller merges the parts, in order as they come, into one map.
+
+What is built is a *product* (``build.MapProduct`` for a map of one kind,
+``records_build.RecordsProduct`` for records): it builds a range into a part, merges parts
+and creates an empty map; the engine (here, and ``dask.py`` on a cluster) only schedules,
+reports progress, handles a dead worker and Ctrl-C, and merges. A serial build is the same
+product building the whole range into the published directory.
 
 Why ``concurrent.futures`` and not joblib: it is the standard library (``n_jobs`` needs no
 extra), the dataset travels to each worker once (the pool's initializer) instead of with
@@ -14,11 +20,13 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
+import signal
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from . import build, layout, merging, parts
-from .errors import WorkerDiedError
+from . import build, layout, parts
+from .errors import WorkerDiedError, renumbered, sample_of
+from .skip import AllSkippedError
 from .progress import check_batch_size, progress_bar
 
 _PARTS_PER_JOB = 4  # more parts than workers: the last ones to finish are short
@@ -40,10 +48,12 @@ def _init_worker(payload: bytes, progress: Any) -> None:
 
 def _dumps(indexable: Any, jobs: int) -> bytes:
     """The dataset pickled for the workers; closures and lambdas by cloudpickle, when installed."""
-    try:
-        return pickle.dumps(indexable)
-    except Exception as e:
-        error = e
+    error: Exception = TypeError("it is defined in __main__, which the workers cannot import")
+    if not _from_unimportable_main(indexable):
+        try:
+            return pickle.dumps(indexable)
+        except Exception as e:
+            error = e
     cloudpickle = _cloudpickle()
     if cloudpickle is not None:
         try:
@@ -57,6 +67,15 @@ def _dumps(indexable: Any, jobs: int) -> bytes:
     ) from None
 
 
+def _from_unimportable_main(indexable: Any) -> bool:
+    """Whether the dataset's class lives in a ``__main__`` that workers cannot import (``python -c``,
+    a notebook, an interactive session): pickle would name it, and the workers would not find it."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    return type(indexable).__module__ == "__main__" and not getattr(main, "__file__", None)
+
+
 def _cloudpickle() -> Any:
     try:
         import cloudpickle
@@ -68,10 +87,10 @@ def _cloudpickle() -> Any:
     return cloudpickle
 
 
-def _build_part(part_dir: str, kind: str, start: int, stop: int, batch_size: int, options: Dict[str, Any]) -> parts.Part:
+def _build_part(part_dir: str, product: Any, start: int, stop: int, batch_size: int) -> parts.Part:
     progress = _WORKER["progress"]
     progress.put(("start", os.getpid(), start, stop))
-    return build.build_part(Path(part_dir), kind, _WORKER["indexable"], start, stop, batch_size, options, on_batch=lambda n: progress.put(("batch", n)))
+    return build.build_part(Path(part_dir), product, _WORKER["indexable"], start, stop, batch_size, on_batch=lambda n: progress.put(("batch", n)))
 
 
 def worker_context() -> Any:
@@ -82,29 +101,30 @@ def worker_context() -> Any:
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
-def _ranges(count: Optional[int], batch_size: int, jobs: int) -> Iterator[Tuple[int, int]]:
-    """The parts' index ranges; without a known count, ranges go on until a part ends short."""
+def _ranges(count: Optional[int], batch_size: int, jobs: int, start: int) -> Iterator[Tuple[int, int]]:
+    """The parts' index ranges from ``start``; without a known count, ranges go on until a part ends short."""
     if count is not None:
-        yield from parts.part_ranges(count, batch_size, jobs * _PARTS_PER_JOB)
+        yield from parts.part_ranges(count, batch_size, jobs * _PARTS_PER_JOB, start)
         return
     size = batch_size * _PARTS_PER_JOB
-    yield from ((a, a + size) for a in itertools.count(0, size))
+    yield from ((a, a + size) for a in itertools.count(start, size))
 
 
 def build_in_parallel(
     out_dir: Path,
-    kind: str,
+    product: Any,
     indexable: Any,
     count: Optional[int],
     batch_size: int,
     jobs: int,
     verbose: bool,
-    options: Dict[str, Any],
     durable: bool = False,
-) -> None:
+) -> List[Tuple[int, str]]:
     """Build ``indexable[0:count]`` with ``jobs`` worker processes and publish it at ``out_dir``.
 
+    ``product`` says what is built (``build.MapProduct``, ``records_build.RecordsProduct``).
     With ``count`` None, the dataset ends at its first IndexError, as in a serial build.
+    Returns the (index, reason) of the samples the dataset skipped (``Skip``).
     """
     # imported here: multiprocessing is slow to import, and absent on some platforms
     from concurrent.futures import ProcessPoolExecutor
@@ -115,16 +135,20 @@ def build_in_parallel(
     workdir = parts.parts_dir(out_dir)
     pool = None
     try:
-        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(payload, progress))
-        with layout.building(Path(out_dir), durable) as tmp, progress_bar(verbose, count, "building") as bar:
+        with layout.building(Path(out_dir), durable, product.replaceable, product.what) as tmp, \
+                progress_bar(verbose, count, "building") as bar:
+            # what must be read once (a records map's first batch) is read here, before the workers start
+            first = product.prepare(workdir, indexable, count, batch_size)
+            if first is not None:
+                bar.update(first.stop - first.start)
+            pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker, initargs=(payload, progress))
             # parts are merged in order as they come, while the workers build the next ones
-            merger = merging.Merger(tmp, one_dataset=True)
+            merger = product.merger(tmp)
             try:
-                _run(pool, merger, workdir, kind, count, batch_size, jobs, options, progress, bar)
+                skipped = _run(pool, merger, workdir, product, first, count, batch_size, jobs, progress, bar)
             finally:
                 merger.close()
-            if not merger.count:  # no samples at all: the serial builder decides what an empty map is
-                build.encoder_for(kind, options).create_empty(tmp)
+            finish(product, tmp, merger, skipped)
             _stop(pool)
     except BaseException:
         if pool is not None:
@@ -133,25 +157,69 @@ def build_in_parallel(
     finally:
         progress.close()
         parts.remove(workdir)
+    return skipped
+
+
+def finish(product: Any, tmp: Path, merger: Any, skipped: List[Tuple[int, str]]) -> None:
+    """Complete the merged map in ``tmp``; a build that skipped every sample publishes nothing."""
+    if not merger.count and skipped:
+        raise AllSkippedError(f"every one of the {len(skipped)} samples of the dataset was skipped; no map was written "
+                              f"(sample {skipped[0][0]}: {skipped[0][1]})")
+    product.finish(tmp, merger)
+
+
+def merge_part(merger: Any, part: parts.Part, skipped: List[Tuple[int, str]]) -> None:
+    """Merge ``part`` (the next in order), then remove it: the build needs about one map's room, not two.
+
+    Errors of the merge name samples by their index in the dataset, also after skipped ones.
+    """
+    before = len(skipped)
+    skipped.extend(part.skipped)
+    if part.count:
+        try:
+            merger.add(Path(part.path))
+        except (TypeError, ValueError) as e:
+            raise _in_dataset(e, skipped, merger.count, before) from e.__cause__
+    parts.remove(part.path)
+
+
+def _in_dataset(error: BaseException, skipped: List[Tuple[int, str]], merged: int, before: int) -> BaseException:
+    """An error of the merge that names a sample by its position in the map, named by its index in the dataset."""
+    position = sample_of(error)
+    if position is None or not skipped:
+        return error
+    index = position
+    for i, _ in skipped:  # in increasing order: each skipped one at or before the sample moves it on
+        if i <= index:
+            index += 1
+    return renumbered(error, index)
 
 
 def _run(
     pool: Any,
-    merger: merging.Merger,
+    merger: Any,
     workdir: Path,
-    kind: str,
+    product: Any,
+    first: Optional[parts.Part],
     count: Optional[int],
     batch_size: int,
     jobs: int,
-    options: Dict[str, Any],
     progress: Any,
     bar: Any,
-) -> None:
+) -> List[Tuple[int, str]]:
     """Keep the workers busy with parts and merge the finished ones in order, until the end."""
     from concurrent.futures import FIRST_COMPLETED, wait
     from concurrent.futures.process import BrokenProcessPool
 
-    ranges = enumerate(_ranges(count, batch_size, jobs))
+    skipped: List[Tuple[int, str]] = []
+    start = 0
+    if first is not None:
+        merge_part(merger, first, skipped)
+        start = first.stop
+        read = first.stop - first.start
+        if (count is not None and start >= count) or read == 0 or read % batch_size:
+            return skipped  # the dataset ended within what was read first
+    ranges = enumerate(_ranges(count, batch_size, jobs, start))
     pending: Dict[Any, int] = {}  # future -> part number
     planned: Dict[int, int] = {}  # part number -> samples asked for
     finished: Dict[int, parts.Part] = {}  # done, not merged yet
@@ -165,7 +233,7 @@ def _run(
             if k is None:
                 break
             try:
-                pending[pool.submit(_build_part, str(workdir / f"{k:06d}"), kind, a, b, batch_size, options)] = k
+                pending[pool.submit(_build_part, str(workdir / f"{k:06d}"), product, a, b, batch_size)] = k
             except BrokenProcessPool:  # a worker died: its failed future says where, below
                 if not pending:
                     raise WorkerDiedError("a worker process died; nothing was written") from None
@@ -183,14 +251,12 @@ def _run(
             if part.stop - part.start < planned[k] and (end is None or k < end):
                 end = k
         while merged in finished and (end is None or merged <= end):
-            part = finished.pop(merged)
-            if part.stop > part.start:
-                merger.add(Path(part.path))
-            parts.remove(part.path)  # frees its disk now: the build needs about one map's room, not two
+            merge_part(merger, finished.pop(merged), skipped)
             merged += 1
         if end is not None and merged > end:
             break
     _drain(progress, bar, running)
+    return skipped
 
 
 def _drain(progress: Any, bar: Any, running: Dict[int, Tuple[int, int]]) -> None:
@@ -217,6 +283,9 @@ def _raise_if_failed(future: Any, running: Dict[int, Tuple[int, int]], processes
         for process in processes.values():
             process.join(timeout=1)  # so that the dead one has its exit code
         dead = [pid for pid, p in processes.items() if p.exitcode not in (None, 0) and pid in running]
+        # once one worker died, the pool stops the others (SIGTERM, or exit code 255 when their
+        # queue broke): those are not what killed the build, unless nothing else died
+        dead = [pid for pid in dead if processes[pid].exitcode not in (-signal.SIGTERM, 255)] or dead
         suspects = dead or list(running)
         where = " or ".join(f"samples {running[pid][0]} to {running[pid][1] - 1}" for pid in suspects)
         codes = ", ".join(f"exit code {processes[pid].exitcode}" for pid in dead) or "its exit code is unknown"
@@ -239,24 +308,36 @@ def _stop(pool: Any) -> None:
 
 def build_indexable(
     out_dir: Any,
-    kind: str,
+    kind: Any,
     indexable: Any,
     batch_size: int,
     n_jobs: Optional[int],
     verbose: bool,
-    options: Dict[str, Any],
+    options: Optional[Dict[str, Any]] = None,
     durable: bool = False,
-) -> None:
-    """``indexable[0], indexable[1], ...`` as a map at ``out_dir``, by ``n_jobs`` processes or serially."""
+) -> List[Tuple[int, str]]:
+    """``indexable[0], indexable[1], ...`` as a map at ``out_dir``, by ``n_jobs`` processes or serially.
+
+    ``kind`` is a map's kind ("ragged", "string", "numpy", with the builder's ``options``) or
+    a product (see ``build.MapProduct``). Returns the (index, reason) of the samples the
+    dataset left out by returning ``Skip``.
+    """
     check_batch_size(batch_size)
+    product = build.MapProduct(kind, options) if isinstance(kind, str) else kind
     jobs = resolve_jobs(n_jobs)
     count = _length(indexable)
     if jobs > 1 and count != 0:
-        build_in_parallel(Path(out_dir), kind, indexable, count, batch_size, jobs, verbose, options, durable)
-        return
-    with progress_bar(verbose, count, "building") as bar:
-        batches = build.indexed_batches(indexable, 0, count if count is not None else 2**62, batch_size)
-        build.write(out_dir, build.encoder_for(kind, options), batches, durable, on_batch=bar.update)
+        return build_in_parallel(Path(out_dir), product, indexable, count, batch_size, jobs, verbose, durable)
+    with layout.building(Path(out_dir), durable, product.replaceable, product.what) as tmp, \
+            progress_bar(verbose, count, "building") as bar:
+        part = product.build_into(tmp, indexable, 0, count if count is not None else 2**62, batch_size, bar.update)
+        if part.skipped and not part.count:
+            finish(product, tmp, _Empty(), list(part.skipped))
+    return list(part.skipped)
+
+
+class _Empty:
+    count = 0
 
 
 def _length(indexable: Any) -> Optional[int]:

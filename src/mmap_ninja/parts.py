@@ -6,7 +6,7 @@ processes here, or by Dask in ``mmap_ninja.dask``) has each worker build parts o
 contiguous index ranges; ``merge`` publishes the parts, in order, as one map at
 ``out_dir`` in one atomic step. The result is byte-identical to a serial build.
 
-Kinds are "ragged", "strings" (also "string") and "numpy".
+Kinds are those of ``kinds`` that build from samples: "ragged", "strings" and "numpy".
 """
 
 from __future__ import annotations
@@ -14,49 +14,43 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from . import fs
+from . import build, fs, kinds, merging
+from .build import Part
 
 __all__ = ["concatenate", "merge", "build_part", "Part", "part_ranges"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-KINDS = {"ragged": "ragged", "strings": "string", "string": "string", "numpy": "numpy"}
-
-
-class Part(NamedTuple):
-    """A finished part: its map directory and the dataset's index range it holds."""
-
-    path: str
-    start: int
-    stop: int  # one past the last sample written
-
-
-def disk_kind(kind: str) -> str:
-    """The kind as ``type.ninja`` spells it, or a ValueError naming the accepted kinds."""
+def map_kind(kind: str) -> str:
+    """The name of ``kind`` if maps of it are built by parts, or a ValueError naming the kinds."""
     try:
-        return KINDS[kind]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown kind of map {kind!r}: use 'ragged', 'strings' or 'numpy'") from None
+        found = kinds.get(kind)
+    except ValueError:
+        found = None
+    if found is None or found.encoder is None:
+        built = [k for k in kinds.names() if kinds.get(k).encoder is not None]
+        raise ValueError(f"unknown kind of map {kind!r}: use {', '.join(map(repr, built))}") from None
+    return found.name
 
 
-def part_ranges(count: int, batch_size: int, nparts: int) -> List[Tuple[int, int]]:
-    """Split ``range(count)`` into at most ``nparts`` contiguous ranges on batch boundaries.
+def part_ranges(count: int, batch_size: int, nparts: int, start: int = 0) -> List[Tuple[int, int]]:
+    """Split ``range(start, count)`` into at most ``nparts`` contiguous ranges on batch boundaries.
 
-    Boundaries fall on multiples of ``batch_size`` so that every part sees the batches a
-    serial build would see (the first batch decides the dtype and layout).
+    Boundaries fall on ``start`` plus multiples of ``batch_size`` so that every part sees
+    the batches a serial build would see (the first batch decides the dtype and layout).
     """
-    if count <= 0:
+    if count <= start:
         return []
-    batches = -(-count // batch_size)
+    batches = -(-(count - start) // batch_size)
     nparts = max(1, min(nparts, batches))
     per, extra = divmod(batches, nparts)
     ranges, first = [], 0
     for p in range(nparts):
         n = per + (p < extra)
-        stop = min(count, (first + n) * batch_size)
-        ranges.append((first * batch_size, stop))
+        stop = min(count, start + (first + n) * batch_size)
+        ranges.append((start + first * batch_size, stop))
         first += n
     return ranges
 
@@ -68,19 +62,6 @@ def parts_dir(out_dir: PathLike) -> Path:
     path = out_dir.parent / f".{out_dir.name}.parts-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     fs.mkdir(path)
     return path
-
-
-def name_sample(error: BaseException, index: int) -> BaseException:
-    """``error`` of the same type with a message that names sample ``index`` of the dataset."""
-    message = f"sample {index} of the dataset raised {type(error).__name__}: {error}"
-    try:
-        named = type(error)(message)
-    except Exception:  # an exception type with another constructor: keep it, add a note
-        if hasattr(error, "add_note"):
-            error.add_note(message)
-        return error
-    named.__cause__ = error
-    return named
 
 
 def build_part(
@@ -96,10 +77,9 @@ def build_part(
 
     ``options`` are the builder's: ``dtype`` for ragged and numpy maps, ``zstd_level`` and
     ``zstd_dictionary`` for strings. A sample that raises is re-raised with its index named.
+    A sample the dataset returns as ``Skip`` is left out and listed in ``Part.skipped``.
     """
-    from . import build
-
-    return build.build_part(Path(part_dir), disk_kind(kind), indexable, start, stop, batch_size, options or {})
+    return build.build_part(Path(part_dir), build.MapProduct(map_kind(kind), options), indexable, start, stop, batch_size)
 
 
 def merge(out_dir: PathLike, parts: Sequence[Union[Part, PathLike]], verbose: bool = False, durable: bool = False) -> None:
@@ -109,8 +89,6 @@ def merge(out_dir: PathLike, parts: Sequence[Union[Part, PathLike]], verbose: bo
     other parts are cast to it when no value changes, else a ValueError names the part and
     the sample.
     """
-    from . import merging
-
     merging.merge([Path(p.path if isinstance(p, Part) else p) for p in parts], Path(out_dir), verbose, durable)
 
 

@@ -469,13 +469,13 @@ class RemoteRecordsMixin:
         self._load()
 
     def _read_info(self) -> Any:
-        from .records import RECORDS_FILE, parse_records_file
+        from .records import RECORDS_FILE, read_records_file
 
         session = Session(str(self.path), self._options["storage_options"])
         files = RemoteMapFiles(URLPath(str(self.path), session))
         if not files.exists(RECORDS_FILE):
             raise MapFormatError(f"{self.path} holds no records map: {RECORDS_FILE} is missing")
-        return parse_records_file(files.read(RECORDS_FILE), self.path / RECORDS_FILE)
+        return read_records_file(files)
 
     def _load(self) -> None:
         from .ragged import RaggedMmap

@@ -11,21 +11,23 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
+from .errors import sample_error
+
 STORABLE_KINDS = "biufc"  # bool, ints, unsigned ints, floats, complex
 
 
 def as_array(sample: Any, position: int) -> np.ndarray:
     """``sample`` as an ndarray of numbers, or a TypeError naming its position."""
     if sample is None:
-        raise TypeError(f"sample {position} is None; a map stores arrays of numbers")
+        raise sample_error(TypeError, position, "is None; a map stores arrays of numbers")
     try:
         arr = np.asarray(sample)
     except ValueError as e:  # nested lists of unequal lengths
-        raise TypeError(f"sample {position} cannot be made into an array: {e}") from None
+        raise sample_error(TypeError, position, f"cannot be made into an array: {e}") from None
     if arr.dtype.kind not in STORABLE_KINDS:
-        raise TypeError(
-            f"sample {position} has dtype {arr.dtype} ({type(sample).__name__}); "
-            "a map stores arrays of numbers or bools (use StringsMmap for text)"
+        raise sample_error(
+            TypeError, position,
+            f"has dtype {arr.dtype} ({type(sample).__name__}); a map stores arrays of numbers or bools (use StringsMmap for text)",
         )
     return arr
 
@@ -44,9 +46,9 @@ def cast_losslessly(arr: np.ndarray, dtype: np.dtype, position: int) -> np.ndarr
     """``arr`` as ``dtype``, or a ValueError/TypeError if a value would change."""
     if arr.dtype == dtype or np.can_cast(arr.dtype, dtype, "safe"):
         return arr.astype(dtype, copy=False)
-    problem = f"sample {position} has dtype {arr.dtype} and the map holds {dtype}"
+    problem = f"has dtype {arr.dtype} and the map holds {dtype}"
     if arr.dtype.kind == "c" and dtype.kind != "c":
-        raise TypeError(f"{problem}: complex values would lose their imaginary part")
+        raise sample_error(TypeError, position, f"{problem}: complex values would lose their imaginary part")
     with np.errstate(all="ignore"):
         out = arr.astype(dtype)
         if arr.dtype.kind in "biu" and dtype.kind in "iu":  # a round trip would hide wrap-around
@@ -57,7 +59,7 @@ def cast_losslessly(arr: np.ndarray, dtype: np.dtype, position: int) -> np.ndarr
         else:
             lossless = np.array_equal(out.astype(arr.dtype), arr, equal_nan=arr.dtype.kind in "fc")
     if not lossless:
-        raise ValueError(f"{problem}, which cannot hold all of its values; convert it explicitly if that is what you want")
+        raise sample_error(ValueError, position, f"{problem}, which cannot hold all of its values; convert it explicitly if that is what you want")
     return out
 
 
@@ -84,7 +86,7 @@ def prepare_strings(strings: Sequence[Any], first_position: int = 0) -> List[byt
     except _NotAString:
         pass
     bad = next(i for i, s in enumerate(strings) if not isinstance(s, str))
-    raise TypeError(f"sample {first_position + bad} is {type(strings[bad]).__name__}, not str; a StringsMmap stores str only")
+    raise sample_error(TypeError, first_position + bad, f"is {type(strings[bad]).__name__}, not str; a StringsMmap stores str only")
 
 
 class _NotAString(Exception):

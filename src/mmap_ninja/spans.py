@@ -43,6 +43,9 @@ class SpansMap:
     """Base of RaggedMmap and StringsMmap: opening, length, refresh, appends, pickling."""
 
     _kind = ""
+    # None: map every committed sample. A number: map no more than that many (a records
+    # field maps only the records its dataset committed: a writer may cut the rest, see records)
+    _limit: Optional[int] = None
 
     def __new__(cls, out_dir: Any = None, *args: Any, **kwargs: Any) -> "SpansMap":
         # a URL (s3://...) opens the read-only remote variant of the class (remote.py)
@@ -90,7 +93,7 @@ class SpansMap:
             return None, None
         if kind != self._kind:
             raise MapFormatError(f"{self.path} holds a {kind!r} map, not a {self._kind!r} map")
-        return layout.open_spans(files, self._kind, writable=writable), self._read_extra(files)
+        return layout.open_spans(files, self._kind, writable=writable, count=self._limit), self._read_extra(files)
 
     def _read_extra(self, files: reads.MapFiles) -> Any:
         """What the subclass reads of the small files, of the same version as the samples."""
