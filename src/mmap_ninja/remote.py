@@ -431,6 +431,10 @@ class RemoteArray:
         self._fetch_rows(rows, what)
         return self._array[key]
 
+    def get_batch(self, indices: Any) -> np.ndarray:
+        """The rows at ``indices`` as one array (as a local same-shape field gives them)."""
+        return self[np.asarray(indices)]
+
     def __iter__(self) -> Iterator[Any]:
         step = max(1, READ_AHEAD // max(self._row, 1))
         for a in range(0, len(self), step):
@@ -497,6 +501,7 @@ class RemoteRecordsMixin:
             maps[name] = m
         self._info, self._count, self._kinds, self._maps = info, info.count, dict(info.fields), maps
         self._specs = None
+        self._stale, self._appender, self._file_identity = False, None, None  # never written to
 
     def refresh(self) -> int:
         """Open the newest upload of the records map; returns its length."""
