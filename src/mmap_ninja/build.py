@@ -18,20 +18,49 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Op
 
 import numpy as np
 
-from . import compression, fs, kinds, layout
+from . import codecs, fs, kinds, layout
 from .errors import name_sample, renumbered, sample_of, sample_error
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype, prepare_arrays, prepare_strings
-from .shapes import ShapeRecord
+from .shapes import LENGTHS, ShapeRecord
 from .skip import Skip
 
 _STRINGS_PIECE = 1024  # strings encoded and written together: memory holds the batch, not also its encoding
 
 
-class RaggedEncoder:
-    """Arrays of any shape and one dtype (the first batch's, unless given)."""
+class ZstdOption:
+    """The ``zstd_level`` / ``zstd_train_dictionary_size`` words of a builder, as a codec.
 
-    def __init__(self, dtype: Any = None):
+    The dictionary, if asked for, is trained on the first batch's samples (their raw bytes).
+    """
+
+    def __init__(self, zstd_level: Optional[int], train_dictionary_size: Optional[int], dictionary: Optional[bytes]):
+        if train_dictionary_size is not None and zstd_level is None:
+            raise ValueError("zstd_train_dictionary_size needs a zstd_level")
+        self.level = zstd_level
+        self._train_size = train_dictionary_size if dictionary is None else None
+        self.codec: Optional[codecs.ZstdCodec] = None
+        if zstd_level is not None and self._train_size is None:
+            self.codec = codecs.ZstdCodec(zstd_level, dictionary)
+
+    def ready(self, first_batch: Callable[[], List[bytes]]) -> Optional[codecs.ZstdCodec]:
+        """The codec, trained on ``first_batch()`` if it still needs its dictionary."""
+        if self._train_size is not None:
+            self.codec = codecs.ZstdCodec.trained(self.level, first_batch(), self._train_size)
+            self._train_size = None
+        return self.codec
+
+
+class RaggedEncoder:
+    """Arrays of any shape and one dtype (the first batch's, unless given), stored raw or
+    zstd-compressed one by one (``zstd_level``, optionally with a dictionary)."""
+
+    def __init__(self, dtype: Any = None, zstd_level: Optional[int] = None, train_dictionary_size: Optional[int] = None, dictionary: Optional[bytes] = None):
         self.dtype = None if dtype is None else np.dtype(dtype)
+        self._zstd = ZstdOption(zstd_level, train_dictionary_size, dictionary)
+
+    @property
+    def codec(self) -> Optional[codecs.ZstdCodec]:
+        return self._zstd.codec
 
     def encode(self, batch: Sequence[Any], position: int, piece: Optional[int] = None) -> List[tuple]:
         arrays = prepare_arrays(batch, self.dtype, position)
@@ -40,20 +69,31 @@ class RaggedEncoder:
         if self.dtype is None:
             self.dtype = arrays[0].dtype
         lengths = np.array([a.size for a in arrays], np.int64)
-        return [(arrays, lengths, ShapeRecord.of(arrays, lengths))]
+        shapes = ShapeRecord.of(arrays, lengths)
+        codec = self._zstd.ready(lambda: [a.tobytes() for a in arrays])
+        if codec is None:
+            return [(arrays, lengths, shapes)]
+        stored = [codec.encode(a.tobytes()) for a in arrays]
+        sizes = np.fromiter((len(b) for b in stored), np.int64, len(stored))
+        return [(stored, sizes, shapes, lengths)]
 
     def create(self, map_dir: Path, first: tuple) -> layout.SpansWriter:
-        layout.create_spans(map_dir, "ragged", self.dtype, first[2].needed_layout())
-        return layout.SpansWriter(map_dir, self.dtype.itemsize, with_shapes=True)
+        return self._create(map_dir, first[2].needed_layout())
+
+    def _create(self, map_dir: Path, shape_layout: Any = LENGTHS) -> layout.SpansWriter:
+        codec = self.codec
+        layout.create_spans(map_dir, "ragged", self.dtype, shape_layout, codec.name if codec else None)
+        codecs.write(map_dir, codec, "ragged")
+        return layout.SpansWriter(map_dir, 1 if codec else self.dtype.itemsize, with_shapes=True)
 
     def create_empty(self, map_dir: Path) -> None:
         if self.dtype is not None:  # else the map stays an empty directory: the first append decides
-            layout.create_spans(map_dir, "ragged", self.dtype)
+            self._create(map_dir).close()
 
     @staticmethod
     def append(writer: layout.SpansWriter, piece: tuple, durable: bool, published: bool) -> int:
         writer.make_room(piece[2], published, durable)
-        writer.append(*piece, durable=durable)
+        writer.append(*piece[:3], durable=durable, counts=piece[3] if len(piece) > 3 else None)
         return len(piece[1])
 
 
@@ -61,31 +101,25 @@ class StringsEncoder:
     """str samples as UTF-8, optionally zstd-compressed one by one (with a dictionary)."""
 
     def __init__(self, zstd_level: Optional[int] = None, train_dictionary_size: Optional[int] = None, dictionary: Optional[bytes] = None):
-        if train_dictionary_size is not None and zstd_level is None:
-            raise ValueError("zstd_train_dictionary_size needs a zstd_level")
         self.zstd_level = zstd_level
-        self._train_size = train_dictionary_size if dictionary is None else None
-        self.dictionary = dictionary
-        self._compress: Optional[Callable[[bytes], bytes]] = None
-        if zstd_level is not None and self._train_size is None:
-            self._compress = compression.compressor(zstd_level, dictionary)
+        self._zstd = ZstdOption(zstd_level, train_dictionary_size, dictionary)
+
+    @property
+    def dictionary(self) -> Optional[bytes]:
+        return self._zstd.codec.dictionary if self._zstd.codec is not None else None
 
     def encode(self, batch: Sequence[Any], position: int, piece: Optional[int] = None) -> Iterator[tuple]:
-        if self._train_size is not None:  # the first batch trains the dictionary
-            self.dictionary = compression.train_dictionary(prepare_strings(batch, position), self._train_size)
-            self._train_size = None
-            self._compress = compression.compressor(self.zstd_level, self.dictionary)
+        codec = self._zstd.ready(lambda: prepare_strings(batch, position))
         piece = piece or max(1, len(batch))
         for first in range(0, len(batch), piece):
             buffers = prepare_strings(batch[first : first + piece], position + first)
-            if self._compress is not None:
-                buffers = [self._compress(b) for b in buffers]
+            if codec is not None:
+                buffers = [codec.encode(b) for b in buffers]
             yield (buffers, np.fromiter((len(b) for b in buffers), np.int64, len(buffers)), None)
 
     def create(self, map_dir: Path, first: Any = None) -> layout.SpansWriter:
         layout.create_spans(map_dir, "string", np.dtype(np.uint8))
-        if self.zstd_level is not None:
-            layout.write_zstd_settings(map_dir, self.zstd_level, self.dictionary)
+        codecs.write(map_dir, self._zstd.codec, "string")
         return layout.SpansWriter(map_dir, 1, with_shapes=False)
 
     def create_empty(self, map_dir: Path) -> None:

@@ -16,6 +16,7 @@ from .check import check_map
 from .kinds import Kind, register
 from .merging import ArrayMerger, RaggedMerger, StringsMerger
 from .ragged import RaggedMmap
+from .images import ImagesField
 from .records_fields import ArrayField, RaggedField, StringsField
 from .string import StringsMmap
 
@@ -38,7 +39,8 @@ def _array_count(path: Path) -> int:
 # sample is overwritten); same-shape maps read-only
 register(Kind(
     "ragged", _spans_opener(RaggedMmap, "r+b"), wraps=True, disk="ragged",
-    encoder=lambda options: RaggedEncoder(options.get("dtype")),
+    encoder=lambda options: RaggedEncoder(options.get("dtype"), options.get("zstd_level"), options.get("zstd_train_dictionary_size"),
+                                          options.get("zstd_dictionary")),
     count=layout.committed_count, merger=RaggedMerger, inspect=check_map, repair=layout.roll_back, field=RaggedField,
 ))
 register(Kind(
@@ -51,6 +53,26 @@ register(Kind(
     "numpy", lambda path, mode=None, count=None: np_ninja.open_existing(path, mode or "r", rows=count), disk="numpy",
     encoder=lambda options: ArrayEncoder(options.get("dtype")),
     count=_array_count, merger=ArrayMerger, inspect=check_map, repair=layout.roll_back, field=ArrayField,
+))
+
+
+def _open_images(path: Path, mode: Optional[str] = None, count: Optional[int] = None, **options: Any) -> Any:
+    from .images import ImagesMmap
+
+    return _spans_opener(ImagesMmap, "r")(path, mode, count, **options)
+
+
+def _images_encoder(options: Dict[str, Any]) -> Any:
+    from .images import ImagesEncoder
+
+    return ImagesEncoder(**options)
+
+
+# images maps (images.py): encoded bytes, read-only by default (images are never overwritten);
+# Pillow is imported only when one is opened or built
+register(Kind(
+    "images", _open_images, disk="images", encoder=_images_encoder,
+    count=layout.committed_count, merger=StringsMerger, inspect=check_map, repair=layout.roll_back, field=ImagesField,
 ))
 
 

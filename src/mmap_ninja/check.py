@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from . import ondisk
+from . import codecs, ondisk
 from .errors import MapFormatError
 from .ondisk import DATA, ENDS, FLATTENED_SHAPES, KIND, OFFSET, SHAPE, SHAPES, STARTS
 from .opening import map_array, open_spans
@@ -156,17 +156,20 @@ def _check_spans_files(files: MapFiles, kind: str, count: int, commit: str, tail
     starts, ends = np.asarray(view.starts), np.asarray(view.ends)
     total = int(ends[-1]) if count else 0
     check_offsets(f"{files.file(STARTS)} or {files.file(ENDS)}", starts, ends, total)
-    if kind == "string":
-        _check_tail(files, DATA, total, f"{count} strings", tails)
+    if kind in ondisk.BYTE_KINDS:
+        _check_tail(files, DATA, total, f"{count} {'strings' if kind == 'string' else 'images'}", tails)
         return None
-    header = ondisk.read_array_header(files, kind="ragged")
+    header = ondisk.read_array_header(files, kind="ragged", coded=True)
     if header.shape[0] > total:
-        tails.append(f"{files.file(SHAPE)} counts {header.shape[0] - total} elements past the committed samples")
-    _check_tail(files, DATA, total * header.dtype.itemsize, f"{count} samples", tails)
+        unit = "bytes" if header.codec else "elements"
+        tails.append(f"{files.file(SHAPE)} counts {header.shape[0] - total} {unit} past the committed samples")
+    _check_tail(files, DATA, total * (1 if header.codec else header.dtype.itemsize), f"{count} samples", tails)
     lengths = ends - starts
     _table_rows(files, FLATTENED_SHAPES, count, commit, 8, tails)
     with files.sub(FLATTENED_SHAPES) as flat_files:
         flattened = map_array(flat_files, ondisk.read_array_header(flat_files), count)
+    if header.codec is not None:  # encoded samples: offsets count stored bytes, flattened_shapes elements
+        return np.asarray(flattened)
     wrong = flattened != lengths
     if wrong.any():
         i = int(np.argmax(wrong))
@@ -179,16 +182,17 @@ def _check_spans_map(files: MapFiles, kind: str, report: Dict[str, Any], tails: 
     commit = str(files.file(ondisk.COMMIT))
     report["samples"] = count
     if kind == "ragged":
-        report["dtype"] = ondisk.read_array_header(files, kind="ragged").dtype.name
+        report["dtype"] = ondisk.read_array_header(files, kind="ragged", coded=True).dtype.name
     lengths = _check_spans_files(files, kind, count, commit, tails)
-    if kind == "string":
-        report["dtype"] = "str (UTF-8)"
+    codec = codecs.read(files, kind)
+    if codec is not None:
+        report["compression"] = codec.describe()
+    if kind in ondisk.BYTE_KINDS:
+        report["dtype"] = "str (UTF-8)" if kind == "string" else "uint8 images, stored encoded"
         view = open_spans(files, kind, count=count)
         stored = np.asarray(view.ends) - np.asarray(view.starts)
-        report["shapes"] = [dict(_shape_group(stored[:, None], 1), unit="bytes per string, as stored")]
-        level, dictionary = ondisk.read_zstd_settings(files)
-        if level is not None:
-            report["compression"] = f"zstd level {level}" + (f", dictionary of {len(dictionary)} bytes" if dictionary else "")
+        unit = "bytes per string, as stored" if kind == "string" else "bytes per image, as stored"
+        report["shapes"] = [dict(_shape_group(stored[:, None], 1), unit=unit)]
         return
     report["shapes"] = _ragged_shapes(files, count, commit, lengths, tails)
 

@@ -19,7 +19,7 @@ from .errors import MapFormatError
 
 from .check import HEALTHY, NEEDS_REPAIR, UNHEALTHY
 
-_KIND_CLASSES = {"numpy": "np_ninja / np.memmap", "ragged": "RaggedMmap", "string": "StringsMmap", "megatron": "Megatron-LM / fairseq corpus, mmap_ninja.megatron"}
+_KIND_CLASSES = {"numpy": "np_ninja / np.memmap", "ragged": "RaggedMmap", "string": "StringsMmap", "images": "ImagesMmap, mmap_ninja.images", "megatron": "Megatron-LM / fairseq corpus, mmap_ninja.megatron"}
 
 
 class CommandError(Exception):
@@ -251,6 +251,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     options: Dict[str, Any] = {}
     if args.kind in ("images", "imagefolder"):
         options["mode"] = None if args.mode == "keep" else args.mode
+        options.update(store=args.store, quality=args.quality, max_side=args.max_side)
     if args.kind == "npy" and args.dtype:
         options["dtype"] = args.dtype
     elif args.kind == "text" and args.zstd_level is not None:
@@ -348,6 +349,14 @@ def _write_options(sub: argparse.ArgumentParser, replaced: str) -> None:
 # --- records: convert imagefolder ----------------------------------------------------------
 
 
+def _add_store_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--store", choices=("raw", "encoded"), default="raw",
+                     help="raw: decoded arrays (fastest reads, largest); encoded: the files' own bytes, decoded on read (default %(default)s)")
+    sub.add_argument("--quality", type=_positive_int, metavar="Q", help="with --store encoded: encode every image again as JPEG at quality Q (1-95)")
+    sub.add_argument("--max-side", type=_positive_int, metavar="N",
+                     help="shrink every image whose longer side exceeds N pixels to N (aspect kept, Lanczos; never enlarged)")
+
+
 def _add_imagefolder_parser(kinds: Any, debug: argparse.ArgumentParser) -> None:
     help_text = "a folder with one subfolder of images per class -> a RecordsMmap of image, label, path (needs Pillow)"
     sub = kinds.add_parser("imagefolder", parents=[debug], help=help_text, description=help_text + ". Classes are the "
@@ -364,6 +373,7 @@ def _add_imagefolder_parser(kinds: Any, debug: argparse.ArgumentParser) -> None:
                      help="image file names to take (repeatable; default: ImageFolder's extensions, " + " ".join(_default_patterns("imagefolder")) + ")")
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_argument("--mode", default="RGB", help="Pillow mode to convert every image to (default RGB: HxWx3; 'keep' keeps each file's own)")
+    _add_store_arguments(sub)
     sub.set_defaults(run=_run_convert)
 
 
@@ -453,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="worker processes reading the files and building parts (default 1; -1: one per core)")
         if kind == "images":
             sub.add_argument("--mode", default="RGB", help="Pillow mode to convert every image to (default RGB: HxWx3; L: HxW; 'keep' keeps each file's own)")
+            _add_store_arguments(sub)
         elif kind == "npy":
             sub.add_argument("--dtype", help="dtype of the map (default: the first batch's); values must fit exactly")
         else:

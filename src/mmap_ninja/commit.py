@@ -41,7 +41,7 @@ import numpy as np
 
 from . import checksums, fs
 from .errors import MapFormatError
-from .ondisk import (DATA, DTYPE, ENDS, FLATTENED_SHAPES, KIND, LOCK, OFFSET, ORDER, SHAPE, SHAPES, SHAPES_ARE_FLAT, STARTS,
+from .ondisk import (BYTE_KINDS, DATA, DTYPE, ENDS, FLATTENED_SHAPES, KIND, LOCK, OFFSET, ORDER, SHAPE, SHAPES, SHAPES_ARE_FLAT, STARTS,
                      ZSTD_DICT, ZSTD_LEVEL, ArrayHeader, read_array_header, read_kind, read_shape_layout, shape_bytes)
 from .opening import open_spans
 from .publish import link_tree, publish, remove_stale_partials, sync_tree
@@ -60,9 +60,10 @@ def write_zstd_settings(map_dir: Path, level: int, dictionary: Optional[bytes]) 
         write_file(map_dir / ZSTD_DICT, dictionary)
 
 
-def write_array_header(array_dir: Path, dtype: np.dtype, shape: Sequence[int], kind: str = "numpy") -> None:
+def write_array_header(array_dir: Path, dtype: np.dtype, shape: Sequence[int], kind: str = "numpy", codec: Optional[str] = None) -> None:
     fs.mkdir(array_dir, exist_ok=True)
-    write_file(array_dir / DTYPE, np.dtype(dtype).name.encode("ascii"))
+    name = np.dtype(dtype).name
+    write_file(array_dir / DTYPE, (name if codec is None else f"{codec}:{name}").encode("ascii"))
     write_file(array_dir / SHAPE, shape_bytes(shape))
     write_file(array_dir / ORDER, b"C")
     write_file(array_dir / KIND, kind.encode("ascii"))
@@ -293,9 +294,12 @@ class SpansWriter:
         shapes: Optional[ShapeRecord],
         durable: bool = False,
         source: Optional[Tuple[Path, int]] = None,
+        counts: Optional[Sequence[int]] = None,
     ) -> None:
-        """Append samples given as byte buffers, their element counts and their shapes.
+        """Append samples given as byte buffers, their stored sizes and their shapes.
 
+        ``lengths`` are the sizes of the samples in data.ninja (in its items), which are also
+        their element counts unless ``counts`` gives those (encoded samples, see codecs.py).
         ``source`` = (file, byte offset) copies the samples' bytes from that file instead of
         taking ``buffers``. Call inside ``locked()``, after ``make_room(shapes)``.
         """
@@ -315,7 +319,7 @@ class SpansWriter:
         self._starts.write(count, [starts])
         self._ends.write(count, [ends])
         if self._lengths is not None:
-            self._lengths.write(count, [lengths])
+            self._lengths.write(count, [lengths if counts is None else np.asarray(counts, OFFSET)])
         if self.shape_layout is not None:
             if shapes is None or len(shapes.ndims) != n or not self.shape_layout.holds(shapes):
                 raise ValueError(f"{self.dir}: the shapes of {n} new samples do not fit its layout ({self.shape_layout})")
@@ -415,14 +419,18 @@ class ArrayWriter:
 # --- creating maps ------------------------------------------------------------------------
 
 
-def create_spans(map_dir: Path, kind: str, dtype: np.dtype, shape_layout: ShapeLayout = LENGTHS) -> None:
-    """Lay out an empty ragged or strings map in an existing, empty directory."""
+def create_spans(map_dir: Path, kind: str, dtype: np.dtype, shape_layout: ShapeLayout = LENGTHS, codec: Optional[str] = None) -> None:
+    """Lay out an empty ragged, strings or images map in an existing, empty directory.
+
+    ``codec`` names the codec of a ragged map of encoded samples (its record is written by
+    ``codecs.write``).
+    """
     for table in (STARTS, ENDS):
         write_array_header(map_dir / table, OFFSET, (0,))
-    if kind == "string":
+    if kind in BYTE_KINDS:
         fs.touch(map_dir / DATA)
     else:
-        write_array_header(map_dir, dtype, (0,), kind="ragged")
+        write_array_header(map_dir, dtype, (0,), kind="ragged", codec=codec)
         write_array_header(map_dir / FLATTENED_SHAPES, OFFSET, (0,))
         _create_shapes(map_dir, shape_layout)
     write_file(map_dir / KIND, kind.encode("ascii"))  # last: a directory without it is no map
@@ -446,7 +454,7 @@ def upgrade_to_nested(map_dir: Path, count: int, published: bool, durable: bool 
     the upgraded one, never a mix; both are mmap_ninja 0.9.0 maps. Call under the writer lock.
     """
     view = open_spans(map_dir, "ragged", count=count)
-    record = ShapeRecord.from_table(view.shapes, view.ends - view.starts)
+    record = ShapeRecord.from_table(view.shapes, view.element_counts(0, count))
     del view
     target = map_dir
     if published:
@@ -469,6 +477,14 @@ def upgrade_to_nested(map_dir: Path, count: int, published: bool, durable: bool 
         if published:
             fs.rmtree(target)
         raise
+
+
+def spans_itemsize(map_dir: Path, kind: str) -> int:
+    """The size of one item of a spans map's data.ninja: its dtype's for raw ragged maps, else 1."""
+    if kind != "ragged":
+        return 1
+    header = read_array_header(map_dir, kind="ragged", coded=True)
+    return 1 if header.codec is not None else header.dtype.itemsize
 
 
 def create_array(array_dir: Path, dtype: np.dtype, row_shape: Sequence[int]) -> ArrayHeader:
@@ -504,8 +520,7 @@ def roll_back(map_dir: Path, count: int) -> None:
         return
     if kind is None:
         raise MapFormatError(f"{map_dir} holds no map: {KIND} is missing")
-    itemsize = read_array_header(map_dir, kind="ragged").dtype.itemsize if kind == "ragged" else 1
-    spans = SpansWriter(map_dir, itemsize, with_shapes=kind == "ragged")
+    spans = SpansWriter(map_dir, spans_itemsize(map_dir, kind), with_shapes=kind == "ragged")
     try:
         with spans.locked():
             if spans.count < count:

@@ -1,4 +1,6 @@
-"""Per-string zstd compression (the optional ``zstandard`` package, imported on first use)."""
+"""zstd, one frame per sample (the optional ``zstandard`` package, imported on first use).
+
+The functions ``codecs.ZstdCodec`` is made of; maps use the codec, not these."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ def _zstandard():  # type: ignore[no-untyped-def]
     try:
         import zstandard
     except ImportError:
-        raise ImportError("this map is zstd-compressed, which needs zstandard: pip install 'mmap_ninja[zstd]'") from None
+        raise ImportError("zstd compression needs zstandard: pip install 'mmap_ninja[zstd]'") from None
     return zstandard
 
 
@@ -31,5 +33,5 @@ def train_dictionary(samples: List[bytes], size: int) -> bytes:
     try:
         return zstd.train_dictionary(size, samples).as_bytes()
     except zstd.ZstdError as e:
-        raise ValueError(f"could not train a zstd dictionary of {size} bytes on {len(samples)} strings ({e}); "
-                         "use more strings or a smaller zstd_train_dictionary_size") from None
+        raise ValueError(f"could not train a zstd dictionary of {size} bytes on {len(samples)} samples ({e}); "
+                         "use more samples or a smaller zstd_train_dictionary_size") from None

@@ -88,14 +88,25 @@ def _pillow() -> Any:
     return Image
 
 
+def _shrunk(image: Any, max_side: Optional[int]) -> Any:
+    """``image`` resized so that its longer side is ``max_side`` (aspect kept, Lanczos, as
+    FFCV's ``max_resolution``); never enlarged."""
+    width, height = image.size
+    if max_side is None or max(width, height) <= max_side:
+        return image
+    scale = max_side / max(width, height)
+    return image.resize((max(1, round(width * scale)), max(1, round(height * scale))), _pillow().LANCZOS)
+
+
 class _ImageReader:
-    """Decodes an image file to an HxW(xC) array (converted to ``mode`` unless None).
+    """Decodes an image file to an HxW(xC) array (converted to ``mode`` unless None, and
+    shrunk to ``max_side`` when given).
 
     A class rather than a closure so that worker processes (n_jobs) can be sent it.
     """
 
-    def __init__(self, mode: Optional[str]):
-        self.mode = mode
+    def __init__(self, mode: Optional[str], max_side: Optional[int] = None):
+        self.mode, self.max_side = mode, max_side
 
     def __call__(self, path: Path) -> np.ndarray:
         Image = _pillow()
@@ -103,15 +114,56 @@ class _ImageReader:
             with Image.open(path) as image:
                 if self.mode is not None and image.mode != self.mode:
                     image = image.convert(self.mode)
-                return np.asarray(image)
+                return np.asarray(_shrunk(image, self.max_side))
         except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for unreadable images
             raise ConversionError(f"{path} is not a readable image ({e})") from None
 
 
-def _image_reader(mode: Optional[str]) -> Callable[[Path], np.ndarray]:
+def _image_reader(mode: Optional[str], max_side: Optional[int] = None) -> Callable[[Path], np.ndarray]:
     """A function that decodes an image file to an HxW(xC) array (converted to ``mode`` unless None)."""
     _pillow()  # fail now, naming the extra, rather than at the first file
-    return _ImageReader(mode)
+    return _ImageReader(mode, max_side)
+
+
+class _EncodedReader:
+    """An image file as the bytes an images map stores: the file's own bytes, checked to
+    decode; or, with ``quality`` or ``max_side``, decoded (shrunk) and encoded again as JPEG."""
+
+    def __init__(self, mode: str, quality: Optional[int], max_side: Optional[int]):
+        from .images import ImageCodec
+
+        self.codec = ImageCodec(mode, "jpeg", quality or 90)
+        self.reencode = quality is not None or max_side is not None
+        self.max_side = max_side
+
+    def __call__(self, path: Path) -> bytes:
+        import io
+
+        data = path.read_bytes()
+        try:
+            if not self.reencode:
+                try:
+                    return self.codec.checked(data, str(path))
+                except ValueError as e:  # names the file already
+                    raise ConversionError(str(e)) from None
+            with _pillow().open(io.BytesIO(data)) as image:
+                image = _shrunk(image.convert(self.codec.mode), self.max_side)
+                return self.codec.checked(self.codec.encode(np.asarray(image)), str(path))
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ConversionError(f"{path} is not a readable image ({e})") from None
+
+
+def _check_store(store: str, quality: Optional[int], max_side: Optional[int], mode: Optional[str]) -> None:
+    if store not in ("raw", "encoded"):
+        raise ValueError(f"store must be 'raw' or 'encoded', got {store!r}")
+    if quality is not None and store != "encoded":
+        raise ValueError("quality is for store='encoded' (raw images are stored as decoded)")
+    if quality is not None and (isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 95):
+        raise ValueError(f"quality must be an int from 1 to 95, got {quality!r}")
+    if max_side is not None and (isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 1):
+        raise ValueError(f"max_side must be a positive int, got {max_side!r}")
+    if store == "encoded" and mode not in ("RGB", "L"):
+        raise ValueError(f"store='encoded' keeps images as RGB or L, not mode={mode!r}")
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -251,15 +303,26 @@ def convert_images(
     verbose: bool = False,
     mode: Optional[str] = "RGB",
     n_jobs: Optional[int] = None,
+    store: str = "raw",
+    quality: Optional[int] = None,
+    max_side: Optional[int] = None,
 ) -> ConversionResult:
     """One HxWxC uint8 array per image file (a RaggedMmap), decoded with Pillow.
 
     ``mode`` is the Pillow mode every image is converted to ("RGB": HxWx3; "L": HxW);
     None keeps each file's own mode (then all must share a dtype). ``n_jobs``: worker
-    processes decoding and building parts (-1: one per core).
+    processes decoding and building parts (-1: one per core). ``max_side`` shrinks every
+    image whose longer side exceeds it (aspect kept, Lanczos), never enlarges one.
+    ``store="encoded"`` writes an ImagesMmap of the files' own bytes instead (each checked to
+    decode), or with ``quality`` (or ``max_side``) the images encoded again as JPEG.
     """
-    read = _image_reader(mode)
-    return _convert("images", src_dir, out_dir, read, MapProduct("ragged"), batch_size, patterns, skip_bad, overwrite, verbose, n_jobs)
+    _check_store(store, quality, max_side, mode)
+    if store == "encoded":
+        read: Any = _EncodedReader(mode, quality, max_side)
+        product = MapProduct("images", {"mode": mode})
+    else:
+        read, product = _image_reader(mode, max_side), MapProduct("ragged")
+    return _convert("images", src_dir, out_dir, read, product, batch_size, patterns, skip_bad, overwrite, verbose, n_jobs)
 
 
 def convert_npy(
@@ -321,9 +384,9 @@ def list_imagefolder(root: PathLike, patterns: Optional[Iterable[str]] = None) -
 class _ImageFolderRecords:
     """The records of an image folder, by index (picklable, for worker processes)."""
 
-    def __init__(self, root: Path, samples: List[Tuple[Path, int]], mode: Optional[str], skip_bad: bool):
+    def __init__(self, root: Path, samples: List[Tuple[Path, int]], mode: Optional[str], skip_bad: bool, read: Any = None):
         self.root, self.samples, self.skip_bad = root, samples, skip_bad
-        self._read = _image_reader(mode)
+        self._read = read or _image_reader(mode)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -349,6 +412,9 @@ def convert_imagefolder(
     verbose: bool = False,
     mode: Optional[str] = "RGB",
     n_jobs: Optional[int] = None,
+    store: str = "raw",
+    quality: Optional[int] = None,
+    max_side: Optional[int] = None,
 ) -> ConversionResult:
     """An image folder (one subfolder per class) as a RecordsMmap with three fields.
 
@@ -358,6 +424,9 @@ def convert_imagefolder(
     the file's path relative to ``root``, with "/". ``patterns`` are globs of the file names
     to take instead of ImageFolder's extensions. ``n_jobs=k`` decodes and writes in ``k``
     processes (-1: one per core). The map appears at ``out_dir`` only when complete.
+    ``max_side``, ``store`` and ``quality`` are ``convert_images``'s; with ``store="encoded"``
+    the ``image`` field is an image field (``schema={"image": "image"}``: RGB, stored encoded,
+    decoded on read).
     """
     from .records_build import RecordsProduct
     from .records_schema import parse_schema
@@ -368,9 +437,13 @@ def convert_imagefolder(
     if not samples:
         raise ConversionError(f"found no files matching {', '.join(patterns or IMAGEFOLDER_PATTERNS)} in the class folders of {root}")
     _pillow()  # say at once if Pillow is missing
-    schema = {"image": "ragged", "label": ("numpy", "int64"), "path": "strings"}
+    _check_store(store, quality, max_side, mode)
+    if store == "encoded" and mode != "RGB":
+        raise ValueError("an image field holds RGB images: store='encoded' needs mode='RGB'")
+    schema = {"image": "image" if store == "encoded" else "ragged", "label": ("numpy", "int64"), "path": "strings"}
     product = RecordsProduct(parse_schema(schema), classes)
-    dataset = _ImageFolderRecords(root, samples, mode, skip_bad)
+    read = _EncodedReader(mode, quality, max_side) if store == "encoded" else _image_reader(mode, max_side)
+    dataset = _ImageFolderRecords(root, samples, mode, skip_bad, read)
     return _build(out_dir, product, dataset, [p for p, _ in samples], batch_size, n_jobs, verbose)
 
 

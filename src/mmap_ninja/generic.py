@@ -13,8 +13,8 @@ __all__ = ["open_existing"]
 
 
 def open_existing(out_dir: Union[str, os.PathLike], wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: Optional[str] = None, **remote_options: Any) -> Any:
-    """Open the map at ``out_dir``, whichever kind it is: a RaggedMmap, a StringsMmap or an
-    ``np.memmap``. With ``wrapper_fn``, samples pass through it when read.
+    """Open the map at ``out_dir``, whichever kind it is: a RaggedMmap, a StringsMmap, an
+    ImagesMmap or an ``np.memmap``. With ``wrapper_fn``, samples pass through it when read.
 
     Without ``mode``, as in mmap_ninja 0.9.0: ragged and strings maps allow overwriting samples
     ("r+b"; files are opened for writing only when a sample is overwritten), same-shape maps

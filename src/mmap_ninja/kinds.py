@@ -28,7 +28,7 @@ from . import layout, ondisk
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-_ALIASES = {"string": "strings", "same-shape": "numpy", "array": "numpy", "str": "strings"}
+_ALIASES = {"string": "strings", "same-shape": "numpy", "array": "numpy", "str": "strings", "image": "images"}
 _BUILTINS = "mmap_ninja.builtin_kinds"  # imported by name on the first lookup: no import cycle
 
 

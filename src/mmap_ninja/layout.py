@@ -15,9 +15,9 @@ from typing import Tuple
 
 from . import ondisk
 
-from .commit import (ArrayWriter, SpansWriter, create_array, create_spans, hold_writer_lock, roll_back, upgrade_to_nested,
-                     write_array_header, write_file, write_zstd_settings)
-from .ondisk import (COMMIT, DATA, DTYPE, ENDS, FLATTENED_SHAPES, KIND, KINDS, LOCK, OFFSET, ORDER, SHAPE, SHAPES,
+from .commit import (ArrayWriter, SpansWriter, create_array, create_spans, hold_writer_lock, roll_back, spans_itemsize,
+                     upgrade_to_nested, write_array_header, write_file, write_zstd_settings)
+from .ondisk import (BYTE_KINDS, COMMIT, DATA, DTYPE, ENDS, FLATTENED_SHAPES, KIND, KINDS, LOCK, OFFSET, ORDER, SHAPE, SHAPES,
                      SHAPES_ARE_FLAT, STARTS, ZSTD_DICT, ZSTD_LEVEL, ArrayHeader, committed_count, expect_kind, read_array_header,
                      read_dtype, read_flat_flag, read_kind, read_shape_layout, read_zstd_settings)
 from .opening import SpansView, map_array, open_spans
@@ -34,9 +34,9 @@ def read_shape(path: "PathLike") -> Tuple[int, ...]:
         return ondisk.read_shape(files, path.name)
 
 __all__ = [
-    "ArrayWriter", "SpansWriter", "create_array", "create_spans", "hold_writer_lock", "roll_back", "upgrade_to_nested",
+    "ArrayWriter", "SpansWriter", "create_array", "create_spans", "hold_writer_lock", "roll_back", "spans_itemsize", "upgrade_to_nested",
     "write_array_header", "write_file", "write_zstd_settings", "COMMIT", "DATA", "DTYPE", "ENDS", "FLATTENED_SHAPES", "KIND",
-    "KINDS", "LOCK", "OFFSET", "ORDER", "SHAPE", "SHAPES", "SHAPES_ARE_FLAT", "STARTS", "ZSTD_DICT", "ZSTD_LEVEL",
+    "KINDS", "LOCK", "OFFSET", "ORDER", "SHAPE", "SHAPES", "SHAPES_ARE_FLAT", "STARTS", "ZSTD_DICT", "ZSTD_LEVEL", "BYTE_KINDS",
     "ArrayHeader", "committed_count", "expect_kind", "read_array_header", "read_dtype", "read_flat_flag", "read_kind",
     "read_shape", "read_shape_layout", "read_zstd_settings", "SpansView", "map_array", "open_spans", "building",
     "check_can_build", "is_map",

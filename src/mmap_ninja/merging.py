@@ -13,7 +13,7 @@ from typing import Any, List, Optional
 
 import numpy as np
 
-from . import kinds, layout, reads
+from . import codecs, kinds, layout, reads
 from .check import check_offsets
 from .errors import MapFormatError
 from .progress import progress_bar
@@ -100,37 +100,40 @@ class ArrayMerger(Merger):
         return _append_rows(self._writer, k, path, self.dtype, self.row_shape, self.count, self._bar)
 
 
-class RaggedMerger(Merger):
+class _SpansMerger(Merger):
+    """Merges maps of spans whose samples are encoded alike, or not at all (codecs.py)."""
+
+    with_shapes = False
+
+    def _start(self, path: Path) -> None:
+        first = layout.open_spans(path, self.kind)
+        self.dtype, self._stored = first.dtype, first.data.dtype  # they differ for encoded samples
+        del first
+        self._codec = codecs.read(path, self.kind)
+        if self.with_shapes:
+            layout.create_spans(self.tmp, self.kind, self.dtype, layout.read_shape_layout(path), self._codec.name if self._codec else None)
+        else:
+            layout.create_spans(self.tmp, self.kind, self.dtype)
+        codecs.write(self.tmp, self._codec, self.kind)
+        self._writer = layout.SpansWriter(self.tmp, self._stored.itemsize, with_shapes=self.with_shapes)
+
+    def _append(self, k: int, path: Path) -> int:
+        codec = codecs.read(path, self.kind)
+        if not (codec.same_as(self._codec) if codec is not None else self._codec is None):
+            raise ValueError(f"map {k} ({path}) is compressed differently from map 0 ({self._first}); such maps cannot be merged")
+        if codec is not None and layout.open_spans(path, self.kind).dtype != self.dtype:
+            raise ValueError(f"map {k} ({path}) holds encoded samples of another dtype than map 0 ({self._first}); such maps cannot be merged")
+        return _append_spans(self._writer, k, path, self.kind, self._stored, self.count, self._bar, with_shapes=self.with_shapes)
+
+
+class RaggedMerger(_SpansMerger):
     """Merges ragged maps (their shapes too)."""
 
-    def _start(self, path: Path) -> None:
-        first = layout.open_spans(path, self.kind)
-        self.dtype = first.data.dtype
-        del first
-        layout.create_spans(self.tmp, self.kind, self.dtype, layout.read_shape_layout(path))
-        self._writer = layout.SpansWriter(self.tmp, self.dtype.itemsize, with_shapes=True)
-
-    def _append(self, k: int, path: Path) -> int:
-        return _append_spans(self._writer, k, path, self.kind, self.dtype, self.count, self._bar, with_shapes=True)
+    with_shapes = True
 
 
-class StringsMerger(Merger):
-    """Merges strings maps compressed alike (or not at all)."""
-
-    def _start(self, path: Path) -> None:
-        first = layout.open_spans(path, self.kind)
-        self.dtype = first.data.dtype
-        del first
-        self._zstd = layout.read_zstd_settings(path)
-        layout.create_spans(self.tmp, self.kind, self.dtype)
-        if self._zstd[0] is not None:
-            layout.write_zstd_settings(self.tmp, *self._zstd)
-        self._writer = layout.SpansWriter(self.tmp, self.dtype.itemsize, with_shapes=False)
-
-    def _append(self, k: int, path: Path) -> int:
-        if layout.read_zstd_settings(path) != self._zstd:
-            raise ValueError(f"map {k} ({path}) is compressed differently from map 0 ({self._first}); such maps cannot be merged")
-        return _append_spans(self._writer, k, path, self.kind, self.dtype, self.count, self._bar, with_shapes=False)
+class StringsMerger(_SpansMerger):
+    """Merges strings maps, or images maps (bytes, with the codec record of map 0)."""
 
 
 class _PartError(Exception):
@@ -162,13 +165,14 @@ def _append_spans(writer: layout.SpansWriter, k: int, path: Path, kind: str, dty
         before = int(view.ends[c0 - 1]) if c0 else 0
         check_offsets(f"{path / layout.STARTS} or {path / layout.ENDS}", starts, ends, len(view.data), c0, before)
         lengths = ends - starts
-        shapes = _shape_record(view, c0, c1, lengths, path) if with_shapes else None
+        counts = view.counts[c0:c1] if view.counts is not None else None  # encoded samples: element counts
+        shapes = _shape_record(view, c0, c1, lengths if counts is None else counts, path) if with_shapes else None
         writer.make_room(shapes, published=False)
         if view.data.dtype == dtype:  # back to back (checked): one copy in the kernel
-            writer.append([], lengths, shapes, source=(path / layout.DATA, int(starts[0]) * dtype.itemsize))
+            writer.append([], lengths, shapes, source=(path / layout.DATA, int(starts[0]) * dtype.itemsize), counts=counts)
         else:
             data = view.data[int(starts[0]) : int(ends[-1])]
-            writer.append([_cast(data, dtype, k, path, base + c0, lengths)], lengths, shapes)
+            writer.append([_cast(data, dtype, k, path, base + c0, lengths)], lengths, shapes, counts=counts)
         bar.update(c1 - c0)
     return view.count
 

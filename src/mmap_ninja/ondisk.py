@@ -58,6 +58,19 @@ samples flattened (C order) and concatenated, and beside it::
     zstd_level.ninja   optional, ASCII int: every string is a zstd frame
     zstd_dict.ninja    optional: the zstd dictionary the frames were made with
 
+*Images map* (``type.ninja`` = ``images``; not in 0.9.0): a strings map whose samples are
+encoded images (JPEG, PNG) instead of UTF-8, with the codec record below (``codec.ninja`` =
+``image``). mmap_ninja 0.9.0 refuses the kind; its ``StringsMmap`` opened on one fails to
+decode JPEG or PNG bytes as UTF-8.
+
+*Encoded samples* (``codecs.py``; not in 0.9.0, except zstd strings above): a map whose
+samples pass through a codec records it in ``codec.ninja`` (the codec's name) and the codec's
+own files. Its ``starts/``/``ends/`` then count *stored bytes*, not elements; the element
+counts of a ragged map are in ``flattened_shapes/`` (which this library then needs) and its
+shapes in ``shapes/``. A ragged map's data directory then holds bytes and its ``dtype.ninja``
+reads ``CODEC:DTYPE`` (e.g. ``zstd:int32``), which numpy refuses as a dtype: mmap_ninja 0.9.0
+fails to open such a map instead of reading stored bytes as elements.
+
 Invariants (what every writer makes true, and what readers check)
 ------------------------------------------------------------------
 Samples lie back to back: ``starts[0] == 0``, ``starts[i] == ends[i - 1]``, every length
@@ -94,7 +107,8 @@ ZSTD_DICT = "zstd_dict.ninja"
 LOCK = ".writer.lock"
 COMMIT = f"{STARTS}/{SHAPE}"  # the commit file of a ragged or strings map
 
-KINDS = ("numpy", "ragged", "string")
+KINDS = ("numpy", "ragged", "string", "images")
+BYTE_KINDS = ("string", "images")  # spans maps whose data.ninja is bare bytes, without header files
 _ADDED_KINDS: set = set()  # what type.ninja may also hold: kinds registered in ``kinds`` by users
 
 
@@ -196,20 +210,29 @@ class ArrayHeader(NamedTuple):
     dtype: np.dtype
     shape: Tuple[int, ...]
     order: str
+    codec: Optional[str] = None  # a ragged map of encoded samples: its codec's name; dtype is then the samples'
 
 
-def read_array_header(where: Where, kind: str = "numpy") -> ArrayHeader:
-    """Dtype, shape and order of an array directory, checked against each other."""
+def read_array_header(where: Where, kind: str = "numpy", coded: bool = False) -> ArrayHeader:
+    """Dtype, shape and order of an array directory, checked against each other.
+
+    ``coded``: the data directory of a ragged map may read ``CODEC:DTYPE`` (encoded samples).
+    """
     with handle(where) as files:
         expect_kind(files, kind)
-        dtype = read_dtype(files)
+        codec, text = None, read_text(files, DTYPE)
+        if coded and ":" in text:
+            codec, text = text.split(":", 1)
+            if not codec:
+                raise MapFormatError(f"{files.file(DTYPE)} names no codec before ':'")
+        dtype = parse_dtype(text, files.file(DTYPE))
         shape = read_shape(files)
         order = read_text(files, ORDER)
         if order not in ("C", "F"):
             raise MapFormatError(f"{files.file(ORDER)} holds {order!r}, not 'C' or 'F'")
         if not shape:
             raise MapFormatError(f"{files.file(SHAPE)} is empty: a map needs a sample axis")
-        return ArrayHeader(dtype, shape, order)
+        return ArrayHeader(dtype, shape, order, codec)
 
 
 def read_shapes_header(where: Where) -> Tuple[ShapeLayout, Optional[ArrayHeader]]:

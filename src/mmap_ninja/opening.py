@@ -17,7 +17,7 @@ from typing import NamedTuple, Optional, Union
 import numpy as np
 
 from .errors import MapFormatError
-from .ondisk import (DATA, ENDS, OFFSET, SHAPE, SHAPES, STARTS, ArrayHeader, Where, committed_count, expect_kind, handle,
+from .ondisk import (BYTE_KINDS, DATA, ENDS, FLATTENED_SHAPES, OFFSET, SHAPE, SHAPES, STARTS, ArrayHeader, Where, committed_count, expect_kind, handle,
                      read_array_header, read_shapes_header)
 from .reads import Buffer, MapFiles, read_one_version
 
@@ -49,6 +49,15 @@ class SpansView(NamedTuple):
     shapes: Union[None, np.ndarray, "SpansView"]  # None for strings; (count, k) when flat
     buffer: Buffer  # the raw data mapping (strings decode from it)
     version: object = None  # the version of the map these views belong to (reads.MapFiles.version)
+    codec: Optional[str] = None  # a ragged map of encoded samples: data holds their stored bytes
+    dtype: Optional[np.dtype] = None  # the samples' dtype (that of data unless coded)
+    counts: Optional[np.ndarray] = None  # coded ragged maps: element count of each sample
+
+    def element_counts(self, c0: int, c1: int) -> np.ndarray:
+        """Element counts of samples ``c0..c1-1`` (their spans, unless the samples are coded)."""
+        if self.counts is not None:
+            return self.counts[c0:c1]
+        return self.ends[c0:c1] - self.starts[c0:c1]
 
 
 def _offsets(files: MapFiles, name: str, count: int) -> np.ndarray:
@@ -80,15 +89,20 @@ def open_spans(where: Where, kind: str, writable: bool = False, count: Optional[
         raise MapFormatError(f"{files.file(STARTS)}: sample 0 starts at {starts[0]}, not 0")
     if total < 0:
         raise MapFormatError(f"{files.file(ENDS)}: sample {count - 1} ends at {total}, a negative offset")
-    if kind == "string":
+    if kind in BYTE_KINDS:
         buffer = files.view(DATA, total, "w" if writable else "r")
         data = np.frombuffer(buffer, np.uint8, total)
         data.flags.writeable = writable
-        return SpansView(count, data, starts, ends, None, buffer, files.version())
-    header = read_array_header(files, kind="ragged")
+        return SpansView(count, data, starts, ends, None, buffer, files.version(), dtype=data.dtype)
+    header = read_array_header(files, kind="ragged", coded=True)
     if len(header.shape) != 1 or header.shape[0] < total:
         raise MapFormatError(f"{files.file(SHAPE)} holds {header.shape}, the samples need {total} elements")
-    data = map_array(files, header, total, writable)
+    counts = None
+    if header.codec is not None:  # stored bytes; the element counts are in flattened_shapes/
+        data = map_array(files, header._replace(dtype=np.dtype(np.uint8)), total, writable)
+        counts = _offsets(files, FLATTENED_SHAPES, count)
+    else:
+        data = map_array(files, header, total, writable)
     _, table_header = read_shapes_header(files)
     with files.sub(SHAPES) as shapes_files:
         if table_header is not None:
@@ -97,7 +111,7 @@ def open_spans(where: Where, kind: str, writable: bool = False, count: Optional[
             shapes = open_spans(shapes_files, "ragged", count=count) if count else _empty_shapes(shapes_files)
             if shapes.data.dtype != OFFSET:
                 raise MapFormatError(f"{shapes_files.path} should hold int64 shapes, found {shapes.data.dtype.name}")
-    return SpansView(count, data, starts, ends, shapes, data, files.version())
+    return SpansView(count, data, starts, ends, shapes, data, files.version(), header.codec, header.dtype, counts)
 
 
 def _empty_shapes(files: MapFiles) -> SpansView:

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from . import build, checksums, layout, parallel
+from . import build, checksums, codecs, layout, parallel
 from .build import RaggedEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
@@ -32,6 +32,8 @@ class RaggedMmap(SpansMap):
     and boolean masks give lists. A path with no map yet is an empty map that ``append`` and
     ``extend`` fill. With ``wrapper_fn``, every sample read is passed through it (after a copy
     when ``copy_before_wrapper_fn``). ``mode="r+"`` allows overwriting samples in place.
+    A map built with ``zstd_level`` stores each sample zstd-compressed on its own: ``m[i]``
+    then decompresses one sample into a new (writable) array.
     """
 
     _kind = "ragged"
@@ -51,7 +53,15 @@ class RaggedMmap(SpansMap):
 
     def _install(self, view: Optional[layout.SpansView], extra: Any) -> None:
         self._data = view.data if view else np.empty(0)
-        self.dtype: Optional[np.dtype] = view.data.dtype if view else None
+        self.dtype: Optional[np.dtype] = view.dtype if view else None
+        self._codec: Optional[codecs.Codec] = None
+        if view is not None and view.codec is not None:
+            self._codec = extra
+            if self._codec is None or self._codec.name != view.codec:
+                raise MapFormatError(f"{self.path / layout.DTYPE} says its samples are {view.codec!r}-encoded, but {codecs.CODEC} disagrees")
+            self._decode_bytes = self._codec.decoder() if isinstance(self._codec, codecs.ZstdCodec) else self._codec.decode
+            self._counts = memoryview(view.counts)
+            self._stored = memoryview(view.data)
         shapes = view.shapes if view else None
         self._shape_width = 1
         if isinstance(shapes, np.ndarray):
@@ -66,12 +76,17 @@ class RaggedMmap(SpansMap):
             # the shape tuples' own lengths (their ndims), to check the tuples' offsets against
             ndims = shapes.shapes if isinstance(shapes.shapes, np.ndarray) and shapes.shapes.shape[1:] == (1,) else None
             self._shape_ndims = memoryview(ndims.reshape(-1)) if ndims is not None else None
-        # the fast path serves 1-D samples of a flat map with no wrapper, while all samples are mapped
-        self._fast = view is not None and self._shape_width == 1 and self.wrapper_fn is None
+        # the fast path serves 1-D raw samples of a flat map with no wrapper, while all samples are mapped
+        self._fast = view is not None and self._shape_width == 1 and self.wrapper_fn is None and self._codec is None
+        # the same for encoded samples: one decompression, checked against the recorded length
+        self._coded_fast = view is not None and self._shape_width == 1 and self.wrapper_fn is None and self._codec is not None
+
+    def _read_extra(self, files: Any) -> Any:
+        return codecs.read(files, self._kind)
 
     def _after_append(self, count: int) -> None:
         super()._after_append(count)
-        self._fast = False  # until the new samples are mapped; _load() sets it again
+        self._fast = self._coded_fast = False  # until the new samples are mapped; _load() sets them again
 
     # -- reading -------------------------------------------------------------------------
 
@@ -87,6 +102,22 @@ class RaggedMmap(SpansMap):
                     # sample, or files that disagree) takes the slow path, which says which
                     if self._flat_shapes[item] == end - start and 0 <= start <= end <= self._total:
                         return self._data[start:end]
+            elif self._coded_fast and item > 0:
+                try:  # raises IndexError for the last sample and past the end: the slow path serves those
+                    start, end, before, after = self._starts[item], self._ends[item], self._ends[item - 1], self._starts[item + 1]
+                except IndexError:
+                    pass
+                else:
+                    # back to back with its neighbours, and as many elements as recorded: else the
+                    # slow path says what is wrong
+                    if start == before and start <= end == after <= self._total:
+                        try:
+                            sample = np.frombuffer(self._decode_bytes(self._stored[start:end]), self.dtype)
+                        except Exception:
+                            pass
+                        else:
+                            if len(sample) == self._flat_shapes[item] == self._counts[item]:
+                                return sample
             elif -self._n <= item < self._n == self._len:  # after an append, -1 is a new sample
                 sample = self._sample(item + self._n if item < 0 else item)
                 return sample if self.wrapper_fn is None else self._wrap(sample)
@@ -96,7 +127,8 @@ class RaggedMmap(SpansMap):
 
     def _sample(self, i: int) -> np.ndarray:
         start, end = self._span(i)
-        flat = self._data[start:end]
+        flat = self._data[start:end] if self._codec is None else self._decoded(i, start, end)
+        end, start = len(flat), 0  # from here on, spans count elements
         width = self._shape_width
         if width == 1:
             row = self._flat_shapes[i]
@@ -122,6 +154,17 @@ class RaggedMmap(SpansMap):
         except ValueError:
             raise MapFormatError(f"{self.path / layout.SHAPES}: sample {i} has {end - start} elements but shape {shape}") from None
 
+    def _decoded(self, i: int, start: int, end: int) -> np.ndarray:
+        """The elements of encoded sample ``i`` (stored at ``start:end``), decoded into a new array."""
+        try:
+            raw = self._decode_bytes(self._stored[start:end])
+        except Exception as e:  # a frame that does not decompress
+            raise MapFormatError(f"{self.path / layout.DATA}: sample {i} cannot be decoded ({e})") from None
+        count = int(self._counts[i])
+        if len(raw) != count * self.dtype.itemsize:
+            raise MapFormatError(f"{self.path / layout.DATA}: sample {i} decodes to {len(raw)} bytes, its {count} elements need {count * self.dtype.itemsize}")
+        return np.frombuffer(raw, self.dtype, count)  # read-only: encoded samples are never overwritten in place
+
     def _wrap(self, sample: np.ndarray) -> Any:
         if self.wrapper_fn is None:
             return sample
@@ -130,6 +173,8 @@ class RaggedMmap(SpansMap):
     def get_batch(self, indices: Any) -> List[Any]:
         """The samples at ``indices`` (a slice, list, integer array or boolean mask), in order."""
         idx = self._batch_positions(indices)
+        if self._codec is not None:
+            return [self._wrap(self._sample(i)) for i in idx.tolist()]
         shapes = self._batch_shapes(idx) if self._shape_width != 1 and len(idx) else None
         if shapes is None and (self._shape_width != 1 or self._view is None):
             return [self._wrap(self._sample(i)) for i in idx.tolist()]
@@ -177,6 +222,15 @@ class RaggedMmap(SpansMap):
         if self._shape_width != 1:
             raise ValueError("padded() needs a map of 1-D samples; this one holds multi-axis samples")
         idx = self._batch_positions(indices)
+        if self._codec is not None:  # decoded one by one, then padded as below
+            samples = [self._sample(i).reshape(-1) for i in idx.tolist()]
+            lengths = np.array([len(s) for s in samples], np.int64)
+            if max_len is not None:
+                lengths = np.minimum(lengths, max_len)
+            out = np.full((len(idx), int(lengths.max()) if len(lengths) else 0), pad_value, dtype=self.dtype or np.float64)
+            for row, (sample, n) in enumerate(zip(samples, lengths.tolist())):
+                out[row, :n] = sample[:n]
+            return out, lengths
         starts, ends = self._batch_spans(idx)
         lengths = ends - starts
         if len(idx):  # what m[i] checks: the recorded length (0 with one element: a 0-d sample)
@@ -201,6 +255,8 @@ class RaggedMmap(SpansMap):
         Every value is checked before any is written. Not crash-atomic: a process killed
         during the write can leave a sample half old, half new.
         """
+        if self._codec is not None:
+            raise ValueError(f"{self.path} stores its samples {self._codec.describe()}: they cannot be overwritten in place; rebuild the map instead")
         self._check_writable()
         if isinstance(key, (int, np.integer)):
             pairs = [(self._position(key), value)]
@@ -238,10 +294,18 @@ class RaggedMmap(SpansMap):
         self._extend(list(arrays), durable, checksum)
 
     def _new_encoder(self) -> RaggedEncoder:
+        codec = self._codec
+        if isinstance(codec, codecs.ZstdCodec):  # appends compress with the map's level and dictionary
+            return RaggedEncoder(self.dtype, codec.level, dictionary=codec.dictionary)
         return RaggedEncoder(self.dtype)
 
+    @property
+    def zstd_level(self) -> Optional[int]:
+        """The zstd level the samples are compressed with, or None if they are stored raw."""
+        return self._codec.level if isinstance(self._codec, codecs.ZstdCodec) else None
+
     def _itemsize(self) -> int:
-        return self.dtype.itemsize if self.dtype is not None else 1
+        return self.dtype.itemsize if self.dtype is not None and self._codec is None else 1
 
     def _reopen_kwargs(self) -> dict:
         return {"mode": self.mode, "wrapper_fn": self.wrapper_fn, "copy_before_wrapper_fn": self.copy_before_wrapper_fn}
@@ -258,6 +322,8 @@ class RaggedMmap(SpansMap):
         wrapper_fn: Optional[Callable[[np.ndarray], Any]] = None,
         durable: bool = False,
         checksum: bool = False,
+        zstd_level: Optional[int] = None,
+        zstd_train_dictionary_size: Optional[int] = None,
         **legacy_keys: str,
     ) -> "RaggedMmap":
         """Write ``lists`` (arrays or nested lists of numbers) as a new map at ``out_dir``.
@@ -265,10 +331,14 @@ class RaggedMmap(SpansMap):
         Without ``dtype``, numpy's promotion rules over all samples decide it. An existing map
         at ``out_dir`` is replaced once the new one is complete; other files are never touched.
         ``checksum=True`` records a CRC-32 of every sample, which ``verify()`` checks.
+        ``zstd_level`` compresses each sample on its own (``m[i]`` stays one lookup and one
+        decompression); ``zstd_train_dictionary_size`` first trains a shared dictionary of that
+        many bytes on the samples (both need ``zstandard``). mmap_ninja 0.9.0 cannot read such
+        a map, and refuses to open it.
         """
         _check_legacy_keys(legacy_keys)
         with checksums.recording(checksum):
-            build.write(out_dir, RaggedEncoder(dtype), [list(lists)], durable)
+            build.write(out_dir, RaggedEncoder(dtype, zstd_level, zstd_train_dictionary_size), [list(lists)], durable)
         return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)
 
     @classmethod
@@ -284,6 +354,8 @@ class RaggedMmap(SpansMap):
         durable: bool = False,
         total: Optional[int] = None,
         checksum: bool = False,
+        zstd_level: Optional[int] = None,
+        zstd_train_dictionary_size: Optional[int] = None,
         **legacy_keys: str,
     ) -> "RaggedMmap":
         """Write samples from an iterable, ``batch_size`` at a time, as a new map at ``out_dir``.
@@ -291,11 +363,13 @@ class RaggedMmap(SpansMap):
         Memory stays bounded by one batch. The first batch decides the dtype (unless given).
         The map appears at ``out_dir`` only once the iterable is exhausted; if it raises or the
         process dies, nothing is left at ``out_dir``. ``verbose`` shows a progress bar (with
-        ``total`` when given).
+        ``total`` when given). ``zstd_level`` and ``zstd_train_dictionary_size`` are
+        ``from_lists``'s; a dictionary is trained on the first batch.
         """
         _check_legacy_keys(legacy_keys)
+        encoder = RaggedEncoder(dtype, zstd_level, zstd_train_dictionary_size)
         with checksums.recording(checksum):
-            build.write(out_dir, RaggedEncoder(dtype), batched(progress(sample_generator, verbose, total), batch_size), durable)
+            build.write(out_dir, encoder, batched(progress(sample_generator, verbose, total), batch_size), durable)
         return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)
 
     @classmethod
@@ -315,14 +389,22 @@ class RaggedMmap(SpansMap):
         processes (-1: one per core), each writing parts of contiguous index ranges that are
         then merged: the map is byte-identical to the serial build. The dataset must then be
         picklable. ``kwargs`` are ``from_generator``'s (``dtype``, ``mode``, ``wrapper_fn``,
-        ``durable``, ``checksum``).
+        ``durable``, ``checksum``, ``zstd_level``, ``zstd_train_dictionary_size``; a dictionary
+        is trained on the first batch, before the workers start).
         """
         _check_legacy_keys({k: kwargs.pop(k) for k in list(kwargs) if k.endswith("_key")})
         mode, wrapper_fn = kwargs.pop("mode", "r+"), kwargs.pop("wrapper_fn", None)
         durable, checksum = kwargs.pop("durable", False), kwargs.pop("checksum", False)
         options = {"dtype": kwargs.pop("dtype", None)}
+        zstd_level, train_size = kwargs.pop("zstd_level", None), kwargs.pop("zstd_train_dictionary_size", None)
         if kwargs:
             raise TypeError(f"unexpected argument {next(iter(kwargs))}")
+        encoder = RaggedEncoder(options["dtype"], zstd_level, train_size)  # checks the options
+        options.update(zstd_level=zstd_level, zstd_train_dictionary_size=train_size)
+        if train_size is not None and parallel.resolve_jobs(n_jobs) > 1:  # one dictionary for every part
+            first = next(build.indexed_batches(indexable, 0, batch_size, batch_size), [])
+            encoder.encode(first, 0)
+            options = {"dtype": options["dtype"], "zstd_level": zstd_level, "zstd_dictionary": encoder.codec.dictionary if encoder.codec else None}
         with checksums.recording(checksum):
             parallel.build_indexable(out_dir, "ragged", indexable, batch_size, n_jobs, verbose, options, durable)
         return cls(out_dir, wrapper_fn=wrapper_fn, mode=mode)

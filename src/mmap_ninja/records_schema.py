@@ -17,7 +17,7 @@ from .errors import sample_error, sample_of
 from .samples import STORABLE_KINDS, as_array, cast_losslessly, common_dtype
 
 RECORDS_FILE = "records.json"
-KINDS = ("ragged", "strings", "numpy")
+KINDS = ("ragged", "strings", "numpy", "images")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 _BAD_CHARACTERS = set('/\\:*?"<>|')
 

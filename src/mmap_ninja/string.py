@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import build, checksums, compression, layout, parallel, reads
+from . import build, checksums, codecs, layout, parallel, reads
 from .build import StringsEncoder
 from .errors import MapFormatError
 from .progress import batched, progress
@@ -36,13 +36,18 @@ class StringsMmap(SpansMap):
         super().__init__(out_dir, mode)
 
     def _read_extra(self, files: reads.MapFiles) -> Any:
-        return layout.read_zstd_settings(files)
+        codec = codecs.read(files, self._kind)
+        if codec is not None and not isinstance(codec, codecs.ZstdCodec):
+            raise MapFormatError(f"{files.file(codecs.CODEC)}: a strings map cannot hold {codec.name!r} samples")
+        return codec
 
     def _install(self, view: Optional[layout.SpansView], extra: Any) -> None:
         self._buffer = view.buffer if view else b""  # slicing an mmap gives bytes, the fastest to decode
         self._bytes = memoryview(self._buffer)
-        self.zstd_level, self._zstd_dict = extra if view else (None, None)
-        self._decompress = compression.decompressor(self._zstd_dict) if self.zstd_level is not None else None
+        codec = extra if view else None
+        self._codec: Optional[codecs.ZstdCodec] = codec
+        self.zstd_level = codec.level if codec is not None else None
+        self._decompress = codec.decoder() if codec is not None else None
         # the fast path serves uncompressed strings, while all strings are mapped
         self._plain = view is not None and self._decompress is None
         self._ascii_probe = 0  # runs until _consecutive next checks for an all-ASCII run
@@ -174,7 +179,8 @@ class StringsMmap(SpansMap):
         self._extend(list(progress(list_of_strings, verbose)), durable, checksum)
 
     def _new_encoder(self) -> StringsEncoder:
-        return StringsEncoder(self.zstd_level, dictionary=self._zstd_dict)
+        codec = self._codec
+        return StringsEncoder(codec.level, dictionary=codec.dictionary) if codec is not None else StringsEncoder()
 
     # -- building ------------------------------------------------------------------------
 
