@@ -52,7 +52,23 @@ def documented_modules() -> List[str]:
 
 def missing_optional_imports() -> List[str]:
     """The optional dependencies that are not installed here (autodoc stands in for them)."""
-    return [name for name in OPTIONAL_IMPORTS if importlib.util.find_spec(name) is None]
+    missing = [name for name in OPTIONAL_IMPORTS if importlib.util.find_spec(name) is None]
+    if missing:
+        _let_stand_ins_take_items()
+    return missing
+
+
+def _let_stand_ins_take_items() -> None:
+    """``mmap_ninja.torch`` registers its collate in PyTorch's ``default_collate_fn_map`` at
+    import (``map[torch.Tensor] = ...``); autodoc's stand-in for a missing torch has no
+    ``__setitem__``, so the module would not import for the reference. Give it one that
+    ignores the item: only the docs build without torch uses stand-ins."""
+    try:
+        from sphinx.ext.autodoc.mock import _MockObject
+    except ImportError:  # no Sphinx, no stand-ins
+        return
+    if not hasattr(_MockObject, "__setitem__"):
+        _MockObject.__setitem__ = lambda self, key, value: None
 
 
 def _own_members(cls: type) -> Iterator[tuple]:
