@@ -381,3 +381,88 @@ def test_items_a_collate_never_stacks_are_freed_without_the_garbage_collector(tm
             assert all(r() is None for r in refs), f"copy={copy}: items kept alive by a reference cycle"
         finally:
             gc.enable()
+
+
+def test_a_user_collate_gets_the_items_dataset_i_gives(tmp_path):
+    """A batch is built lazily for PadCollate's sake, yet a collate function of one's own sees
+    a list of exactly the items ``dataset[i]`` gives: same types, dtypes, shapes and values."""
+    import copy
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from mmap_ninja.torch import MapDataset
+
+    rng = np.random.default_rng(3)
+    images, labels = image_maps(tmp_path)
+    RaggedMmap.from_lists(tmp_path / "tokens", [rng.integers(0, 9, i % 4).astype(np.int32) for i in range(12)])
+    StringsMmap.from_strings(tmp_path / "texts", [f"t{i}" for i in range(12)])
+    zipped = MapDataset(*(tmp_path / n for n in ("images", "labels", "tokens", "texts")))
+    order = [[5, 0, 11], [2, 2], [7]]
+    seen = []
+    for batch, idx in zip(DataLoader(zipped, batch_sampler=order, collate_fn=lambda b: (seen.append(b), b)[1]), order):
+        assert isinstance(batch, list) and len(batch) == len(idx) and bool(batch)
+        for got, i in zip(batch, idx):
+            want = zipped[i]
+            assert type(got) is tuple and len(got) == len(want)
+            for g, w in zip(got, want):
+                assert type(g) is type(w)
+                if isinstance(w, torch.Tensor):
+                    assert g.dtype == w.dtype and g.shape == w.shape and torch.equal(g, w)
+                else:
+                    assert g == w
+        assert type(copy.copy(batch)) is list and copy.copy(batch) == list(batch)  # copies as the plain list it is
+    assert seen[0][0][3] == "t5" and [t for *_, t in seen[1]] == ["t2", "t2"]
+    # one map alone: the list's memory holds the items, for C code that reads it directly
+    alone = DataLoader(MapDataset(tmp_path / "images"), batch_size=4, collate_fn=torch.stack)
+    np.testing.assert_array_equal(next(iter(alone)).numpy(), images[:4])
+    texts = DataLoader(MapDataset(tmp_path / "texts"), batch_size=3, collate_fn=",".join)
+    assert next(iter(texts)) == "t0,t1,t2"
+    # items save and pickle as any tensors do (what the default collate recognises is not on them)
+    import io
+    import pickle
+
+    for copy_ in (True, False):
+        items = list(MapDataset(tmp_path / "images", tmp_path / "labels", copy=copy_).__getitems__([4, 1]))
+        buffer = io.BytesIO()
+        torch.save(items, buffer)
+        buffer.seek(0)
+        for loaded in (torch.load(buffer), pickle.loads(pickle.dumps(items))):
+            assert all(torch.equal(a, b) for got, want in zip(loaded, items) for a, b in zip(got, want))
+    # built on first use, also when that use is a change
+    lazy = zipped.__getitems__([1, 0])
+    lazy.append("x")
+    assert len(lazy) == 3 and int(lazy[1][1]) == labels[0] and lazy[2] == "x"
+
+
+def test_pad_collate_through_a_dataloader_builds_no_items(tmp_path, monkeypatch):
+    """Tokens and labels through PadCollate: everything comes straight from the maps, not one
+    per-sample tensor is made (every item is made by MapDataset._column: counted)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from mmap_ninja import torch as ninja_torch
+    from mmap_ninja.torch import MapDataset, PadCollate
+
+    rng = np.random.default_rng(5)
+    tokens = [rng.integers(1, 99, rng.integers(0, 9)).astype(np.int32) for _ in range(20)]
+    RaggedMmap.from_lists(tmp_path / "tokens", tokens)
+    np_ninja.from_ndarray(tmp_path / "labels", np.arange(20, dtype=np.int64))
+    RecordsMmap.from_generator(tmp_path / "recs", iter([{"tokens": t, "label": i} for i, t in enumerate(tokens)]), batch_size=8)
+    calls = []
+    real = ninja_torch.MapDataset._column
+    monkeypatch.setattr(ninja_torch.MapDataset, "_column", lambda self, *a: (calls.append(a), real(self, *a))[1])
+    for dataset in (MapDataset(tmp_path / "tokens", tmp_path / "labels"), MapDataset(tmp_path / "recs")):
+        seen = []
+        for batch in DataLoader(dataset, batch_size=6, shuffle=True, collate_fn=PadCollate(pad_value=-1)):
+            (padded, lengths), labels = (batch["tokens"], batch["label"]) if isinstance(batch, dict) else batch
+            for row, n, i in zip(padded, lengths.tolist(), labels.tolist()):
+                assert row[:n].tolist() == tokens[i].tolist() and (row[n:] == -1).all()
+            seen += labels.tolist()
+        assert sorted(seen) == list(range(20))
+    assert calls == []
+    # the same batches built item by item (as any other collate gets them) give the same result
+    dataset = MapDataset(tmp_path / "tokens", tmp_path / "labels")
+    fast = PadCollate()(dataset.__getitems__([3, 1]))
+    slow = PadCollate()(list(dataset.__getitems__([3, 1])))
+    assert calls and torch.equal(fast[0][0], slow[0][0]) and torch.equal(fast[1], slow[1])

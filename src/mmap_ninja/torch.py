@@ -22,6 +22,12 @@ for extending ``default_collate``; every other batch of tensors is stacked as be
 collate function of your own gets what it always got: a list of items, each a writable
 tensor of its own (here, a row of the gathered batch).
 
+``__getitems__`` returns a :class:`MapBatch`: a list that also carries the dataset and the
+indices. Its items, when they are tuples or dicts, are built on first use, so that
+``PadCollate`` can pad and stack the fields it reads from the maps without any per-sample
+tensor (it builds items only for the fields it cannot read itself, such as strings). Any
+other collate function touches the list and gets every item, as ``dataset[i]`` gives it.
+
 Which calls copy
 ----------------
 - ``copy=True`` (the default): every tensor handed out is new memory: ``dataset[i]`` copies
@@ -45,7 +51,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -118,14 +123,34 @@ def _batch_indexable(source: Any) -> bool:
 
 # --- gathering a batch into one tensor ---------------------------------------------------------
 
-_GATHERED = "_mmap_ninja_gathered"  # on the first row of a gathered batch: (batch tensor, its rows)
-_SHARED = "_mmap_ninja_shared"  # on the first zero-copy item of a same-shape field: all its items
+_GATHERED = "gathered"  # the first row of a gathered batch: (batch tensor, its rows)
+_SHARED = "shared"  # the first zero-copy item of a same-shape field: all its items
+
+# What the default collate recognises, by the id of the first item. Kept beside the tensors,
+# not in their attributes, so that an item pickles (torch.save) as any tensor does; an entry
+# goes when its item does (weak reference callback).
+_MARKS: Dict[int, Tuple[str, Any, Any]] = {}
 
 
-def _empty_batch(shape: Tuple[int, ...], dtype: np.dtype) -> "torch.Tensor":
-    """A new tensor for a batch; in a DataLoader worker, in shared memory (as
-    ``default_collate`` allocates there), so that sending it to the main process copies nothing."""
-    if get_worker_info() is None:  # numpy's allocator asks for huge pages: fewer page faults
+def _mark(first: "torch.Tensor", kind: str, value: Any) -> None:
+    key = id(first)
+    _MARKS[key] = (kind, value, weakref.ref(first, lambda _ref, key=key: _MARKS.pop(key, None)))
+
+
+def _marked(first: Any, kind: str) -> Any:
+    """What ``first`` was marked with as ``kind``, or None."""
+    entry = _MARKS.get(id(first))
+    if entry is None or entry[0] != kind or entry[2]() is not first:
+        return None
+    return entry[1]
+
+
+def _empty_batch(shape: Tuple[int, ...], dtype: np.dtype, crosses: bool = True) -> "torch.Tensor":
+    """A new tensor for a batch; in a DataLoader worker, when it ``crosses`` to the main
+    process, in shared memory (as ``default_collate`` allocates there), so that sending it
+    copies nothing. A batch that a transform will replace never crosses: new shared memory
+    costs several times the gather (its pages are zeroed and faulted in one by one)."""
+    if not crosses or get_worker_info() is None:  # numpy's allocator asks for huge pages: fewer page faults
         return torch.from_numpy(np.empty(shape, dtype))
     torch_dtype = torch.from_numpy(np.empty(0, dtype)).dtype
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
@@ -137,7 +162,7 @@ def _rows_of(batch: "torch.Tensor") -> List["torch.Tensor"]:
     """The rows of a freshly gathered batch, marked so that the default collate returns ``batch``."""
     rows = batch.unbind(0)
     if rows:  # weakly: a row that held the others strongly would be a cycle only the collector frees
-        setattr(rows[0], _GATHERED, (batch, [weakref.ref(r) for r in rows]))
+        _mark(rows[0], _GATHERED, (batch, [weakref.ref(r) for r in rows]))
     return list(rows)
 
 
@@ -165,16 +190,16 @@ def _shared_items(samples: Sequence[Any]) -> List[Any]:
     small dtypes) into a new batch tensor, in shared memory in a worker."""
     items = [to_tensor(s, False) for s in samples]
     if _same_shape(samples):
-        setattr(items[0], _SHARED, [weakref.ref(t) for t in items])
+        _mark(items[0], _SHARED, [weakref.ref(t) for t in items])
     return items
 
 
-def _tensors(samples: List[Any], copy: bool) -> List[Any]:
+def _tensors(samples: List[Any], copy: bool, crosses: bool = True) -> List[Any]:
     """The items of one field of a batch, from its samples as the map gave them."""
     if not copy:
         return _shared_items(samples)
     if _same_shape(samples):
-        batch = _empty_batch((len(samples),) + samples[0].shape, samples[0].dtype)
+        batch = _empty_batch((len(samples),) + samples[0].shape, samples[0].dtype, crosses)
         np.stack(samples, out=batch.numpy())
         return _rows_of(batch)
     if _ragged_1d(samples):  # one copy into one buffer, cut into views in one call
@@ -186,13 +211,13 @@ def _tensors(samples: List[Any], copy: bool) -> List[Any]:
 def _collate_tensors(batch: Sequence[Any], *, collate_fn_map: Optional[Dict] = None) -> Any:
     """``default_collate`` of tensors: the rows of a batch ``MapDataset`` gathered, all of them
     in order, give that batch (once); anything else is stacked by PyTorch's own function."""
-    gathered = getattr(batch[0], _GATHERED, None)
+    gathered = _marked(batch[0], _GATHERED)
     if gathered is not None:
         whole, rows = gathered
         if len(batch) == len(rows) and all(a is row() for a, row in zip(batch, rows)):
-            delattr(batch[0], _GATHERED)  # a second collate of the same rows stacks a copy
+            _MARKS.pop(id(batch[0]), None)  # a second collate of the same rows stacks a copy
             return whole
-    shared = getattr(batch[0], _SHARED, None)
+    shared = _marked(batch[0], _SHARED)
     if shared is not None and len(batch) == len(shared) and all(a is item() for a, item in zip(batch, shared)):
         arrays = [t.numpy() for t in batch]
         whole = _empty_batch((len(arrays),) + arrays[0].shape, arrays[0].dtype)
@@ -212,39 +237,87 @@ def _positions(indices: Sequence[Any], length: int) -> List[int]:
     if idx.dtype.kind not in "iu" and not (idx.size == 0 or idx.dtype == object and all(isinstance(i, (int, np.integer)) for i in idx.tolist())):
         raise TypeError(f"MapDataset indices must be integers, not {idx.dtype}")
     idx = idx.astype(np.int64, copy=False).reshape(-1)
-    if idx.size and not (-length <= idx.min() and idx.max() < length):
+    if not idx.size:
+        return []
+    low, high = int(idx.min()), int(idx.max())
+    if not (-length <= low and high < length):
         bad = int(idx[(idx < -length) | (idx >= length)][0])
         raise IndexError(f"index {bad} is out of range for a dataset of {length} items")
-    return np.where(idx < 0, idx + length, idx).tolist()
-
-
-def _padded_by_the_caller(frame: Any) -> bool:
-    """Whether the batch being read goes straight to a ``PadCollate``: the caller is a
-    DataLoader fetcher (PyTorch's ``_MapDatasetFetcher.fetch`` calls ``__getitems__`` and
-    hands the result to its ``collate_fn``) whose collate function is exactly ``PadCollate``.
-    Then the ragged 1-D fields it pads from the map need no per-sample tensors at all. Any
-    other caller, or a PyTorch whose fetcher looks different, gets every item as usual."""
-    fetcher = frame.f_locals.get("self") if frame is not None and frame.f_code.co_name == "fetch" else None
-    return type(getattr(fetcher, "collate_fn", None)) is PadCollate and getattr(fetcher, "dataset", None) is not None
-
-
-def _pads_from_map(source: Any) -> bool:
-    """Whether ``PadCollate`` pads this map's samples straight from it (1-D samples only)."""
-    if isinstance(source, MegatronMap):
-        return True
-    return isinstance(source, RaggedMmap) and source.wrapper_fn is None and getattr(source, "_shape_width", 0) == 1
+    return (np.where(idx < 0, idx + length, idx) if low < 0 else idx).tolist()
 
 
 class MapBatch(list):
-    """The items of one batch, as ``MapDataset`` reads them for a DataLoader.
+    """The items of one batch, as ``MapDataset.__getitems__`` reads them for a DataLoader.
 
-    A plain list of items to every collate function; ``pad_collate`` also uses where they
-    came from (``maps`` and ``indices``) to pad ragged samples straight from the map.
+    To every collate function it is a list of the items ``dataset[i]`` gives (same types,
+    same values). When the items are tuples or dicts (zipped maps, records) and there is no
+    transform, they are built on first use, all at once: :class:`PadCollate` reads the
+    fields it pads or stacks straight from the maps (``maps`` and ``indices``) and builds
+    items only for the fields it cannot (``column``). Items that are plain tensors or
+    strings (one map alone) are built at once, because C code such as ``torch.stack`` or
+    ``str.join`` reads a list's memory without asking it for its items.
     """
 
-    maps: Tuple[Any, ...] = ()
-    indices: List[int] = []
-    transformed = False
+    def __init__(self, dataset: "MapDataset", indices: List[int], items: Optional[List[Any]] = None):
+        super().__init__(() if items is None else items)
+        self.dataset = dataset
+        self.indices = indices
+        self._pending = items is None  # items not built yet: the list's memory is empty
+
+    @property
+    def maps(self) -> Tuple[Any, ...]:
+        return self.dataset.maps
+
+    @property
+    def transformed(self) -> bool:
+        return self.dataset.transform is not None
+
+    def _build(self) -> None:
+        if self._pending:
+            items = self.dataset._items(self.indices)
+            list.extend(self, items)
+            self._pending = False
+
+    def column(self, field: int) -> List[Any]:
+        """The items of one field (of one map of the zip), built from the map when the items
+        are not; for a single map, the items themselves."""
+        if len(self.maps) == 1:
+            self._build()
+            return list(list.__iter__(self))
+        if not self._pending:
+            return [item[field] for item in list.__iter__(self)]
+        return self.dataset._column(self.maps[field], self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices) if self._pending else list.__len__(self)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+    def __reduce_ex__(self, protocol: Any) -> Any:  # pickled (or copied) as the plain list it is
+        self._build()
+        return list, (list(list.__iter__(self)),)
+
+
+def _building(name: str) -> Callable[..., Any]:
+    """``list.<name>``, after the batch's items are built."""
+    method = getattr(list, name)
+
+    def call(self: MapBatch, *args: Any, **kwargs: Any) -> Any:
+        self._build()
+        return method(self, *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = method.__doc__
+    return call
+
+
+for _name in ("__getitem__", "__iter__", "__reversed__", "__contains__", "__eq__", "__ne__", "__lt__", "__le__",
+              "__gt__", "__ge__", "__add__", "__mul__", "__rmul__", "__iadd__", "__imul__", "__setitem__",
+              "__delitem__", "__repr__", "append", "extend", "insert", "pop", "remove", "clear", "index", "count",
+              "copy", "sort", "reverse"):
+    setattr(MapBatch, _name, _building(_name))
+MapBatch.__hash__ = None  # type: ignore[assignment]  # a list: unhashable
 
 
 class MapDataset(Dataset):
@@ -281,34 +354,35 @@ class MapDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> MapBatch:
         """The items at ``indices`` (what a DataLoader asks for per batch): each map read once,
-        same-shape fields gathered into one batch tensor (see the module docstring)."""
+        same-shape fields gathered into one batch tensor (see the module docstring). The
+        result is a :class:`MapBatch`: a list of those items, built on first use when they
+        are tuples or dicts."""
         indices = _positions(indices, len(self))
-        lean = self.transform is None and _padded_by_the_caller(sys._getframe(1))
-        columns = [self._column(m, indices, lean) for m in self.maps]
+        lazy = self.transform is None and (len(self.maps) > 1 or isinstance(self.maps[0], RecordsMmap))
+        return MapBatch(self, indices, None if lazy else self._items(indices))
+
+    def _items(self, indices: List[int]) -> List[Any]:
+        """The items at ``indices`` (checked positions), every map read once."""
+        crosses = self.transform is None  # else the transform's outputs are what a collate batches
+        columns = [self._column(m, indices, crosses) for m in self.maps]
         items = columns[0] if len(columns) == 1 else list(zip(*columns))
         if self.transform is not None:
             items = [self.transform(item) for item in items]
-        batch = MapBatch(items)
-        batch.maps, batch.indices, batch.transformed = self.maps, indices, self.transform is not None
-        return batch
+        return items
 
-    def _column(self, source: Any, indices: List[int], lean: bool = False) -> List[Any]:
-        if lean and (_pads_from_map(source) or _gathers_from_map(source)):
-            return [None] * len(indices)  # PadCollate reads these from the map itself
+    def _column(self, source: Any, indices: List[int], crosses: bool = True) -> List[Any]:
+        """The items of one map at ``indices``: each sample once, as a tensor (or str, or dict)."""
         if isinstance(source, RecordsMmap):
             names = list(source.fields)
-            alone = lean and len(self.maps) == 1  # PadCollate pads a record's fields only when it comes alone
-            fields = [self._column(source[name], indices, alone) for name in names]
+            fields = [self._column(source[name], indices, crosses) for name in names]
             return [dict(zip(names, values)) for values in zip(*fields)]
-        if isinstance(source, np.ndarray) and source.ndim and source.dtype.kind in _NUMERIC:
+        if _gathers_from_map(source):
             plain = source.view(np.ndarray)
             if not self.copy:
                 return _shared_items([plain[i : i + 1].reshape(plain.shape[1:]) for i in indices])
-            batch = _empty_batch((len(indices),) + plain.shape[1:], plain.dtype)
-            np.take(plain, indices, axis=0, out=batch.numpy())
-            return _rows_of(batch)
+            return _rows_of(_gather(source, indices, crosses))
         samples = source[indices] if _batch_indexable(source) else [source[i] for i in indices]
-        return _tensors(list(samples), self.copy)
+        return _tensors(list(samples), self.copy, crosses)
 
     def __repr__(self) -> str:
         maps = ", ".join(repr(m) if isinstance(m, (SpansMap, Wrapped)) else type(m).__name__ for m in self.maps)
@@ -345,15 +419,12 @@ def _gathers_from_map(source: Any) -> bool:
     return isinstance(source, np.ndarray) and source.ndim > 0 and source.dtype.kind in _NUMERIC
 
 
-def _stack(source: Any, batch: Any, column: Sequence[Any]) -> Any:
-    """``default_collate`` of a column, or, where ``MapDataset`` left it to the collate
-    (``None`` items), the same-shape samples gathered from the map into one tensor."""
-    if column and column[0] is None:
-        plain = source.view(np.ndarray)
-        out = _empty_batch((len(batch.indices),) + plain.shape[1:], plain.dtype)
-        np.take(plain, batch.indices, axis=0, out=out.numpy())
-        return out
-    return default_collate(list(column))
+def _gather(source: np.ndarray, indices: List[int], crosses: bool = True) -> "torch.Tensor":
+    """Samples ``indices`` of a numeric numpy map gathered straight into one new tensor."""
+    plain = source.view(np.ndarray)
+    out = _empty_batch((len(indices),) + plain.shape[1:], plain.dtype, crosses)
+    np.take(plain, indices, axis=0, out=out.numpy())
+    return out
 
 
 class PadCollate:
@@ -374,67 +445,92 @@ class PadCollate:
     def __call__(self, batch: Sequence[Any]) -> Any:
         if not len(batch):
             raise ValueError("cannot collate an empty batch")
+        if isinstance(batch, MapBatch) and not batch.transformed:
+            return self._from_maps(batch)
         if isinstance(batch[0], dict):
-            return self._collate_records(batch)
+            return self._collate_records(batch, ([item[name] for item in batch] for name in batch[0]))
         zipped = isinstance(batch[0], (tuple, list))
         columns = list(zip(*batch)) if zipped else [list(batch)]
-        sources: Sequence[Any] = ()
-        if isinstance(batch, MapBatch) and not batch.transformed and len(batch.maps) == len(columns):
-            sources = batch.maps
-        out = []
-        for field, column in enumerate(columns):
-            source = sources[field] if sources else None
-            if source is not None and _is_ragged_1d(source):
-                out.append(self._from_map(source, batch.indices, column))  # type: ignore[attr-defined]
-            elif source is None and all(isinstance(s, torch.Tensor) and s.dim() == 1 for s in column):
-                out.append(_pad_tensors(column, self.pad_value, self.max_len))
-            elif source is not None and isinstance(source, SpansMap) and not isinstance(source, RaggedMmap):
-                out.append(list(column))  # strings
-            else:
-                out.append(_stack(source, batch, column))
+        out = [self._collate_items(column) for column in columns]
         return tuple(out) if zipped else out[0]
 
-    def _from_map(self, source: Any, indices: List[int], column: Sequence[Any]) -> Tuple["torch.Tensor", "torch.Tensor"]:
+    def _from_maps(self, batch: MapBatch) -> Any:
+        """A batch that ``MapDataset`` read: each field from its map, items only where needed."""
+        maps = batch.maps
+        if len(maps) == 1 and isinstance(maps[0], RecordsMmap):
+            source = maps[0]
+            columns = (_LazyColumn(batch.dataset, source[name], batch.indices) for name in source.fields)
+            return self._collate_records(batch, columns, source)
+        out = [self._field(source, batch, k) for k, source in enumerate(maps)]
+        return tuple(out) if len(maps) > 1 else out[0]
+
+    def _field(self, source: Any, batch: MapBatch, field: int) -> Any:
+        if _is_ragged_1d(source):
+            return self._padded(source, batch.indices, lambda: batch.column(field))
+        if _gathers_from_map(source):
+            return _gather(source, batch.indices)
+        if isinstance(source, SpansMap) and not isinstance(source, RaggedMmap):
+            return list(batch.column(field))  # strings
+        return default_collate(batch.column(field))  # labels and the like
+
+    def _collate_items(self, column: Sequence[Any]) -> Any:
+        """Items of one field: 1-D tensors padded, strings as a list, anything else
+        through ``default_collate``."""
+        if all(isinstance(s, torch.Tensor) and s.dim() == 1 for s in column):
+            return _pad_tensors(column, self.pad_value, self.max_len)
+        if all(isinstance(s, str) for s in column):
+            return list(column)
+        return default_collate(list(column))
+
+    def _padded(self, source: Any, indices: List[int], items: Callable[[], Sequence[Any]], as_list: bool = False) -> Any:
+        """Samples of a ragged map padded straight from it; a map of multi-axis samples is
+        stacked when they have one shape (from ``items()``); otherwise they are a list with
+        ``as_list`` (a field of a record), an error naming the sample without."""
         try:
             padded, lengths = source.padded(indices, pad_value=self.pad_value, max_len=self.max_len)
-        except ValueError:  # a map of multi-axis samples: stacked when they have one shape
+        except ValueError:  # samples with several axes
+            column = list(items())
             if all(isinstance(v, torch.Tensor) and v.dim() > 1 and v.shape == column[0].shape for v in column):
-                return default_collate(list(column))
-            return _pad_tensors(column, self.pad_value, self.max_len)
+                return default_collate(column)
+            return column if as_list else _pad_tensors(column, self.pad_value, self.max_len)
         # both are new arrays, so the tensors share them without a copy or a warning
         return torch.from_numpy(padded), torch.from_numpy(np.asarray(lengths, np.int64))
 
-    def _collate_records(self, batch: Sequence[Any]) -> Dict[str, Any]:
+    def _collate_records(self, batch: Sequence[Any], columns: Any, source: Optional[RecordsMmap] = None) -> Dict[str, Any]:
         """Records (dicts) as one dict: ragged 1-D fields padded, same-shape fields stacked,
-        strings and multi-axis ragged fields as lists."""
-        source = None
-        if isinstance(batch, MapBatch) and not batch.transformed and len(batch.maps) == 1 and isinstance(batch.maps[0], RecordsMmap):
-            source = batch.maps[0]
+        strings and multi-axis ragged fields as lists. With ``source``, fields are read from it."""
+        names = list(source.fields) if source is not None else list(batch[0])
         out: Dict[str, Any] = {}
-        for name in batch[0]:
-            column = [item[name] for item in batch]
+        for name, column in zip(names, columns):
             kind = source.fields.get(name) if source is not None else None
             if kind == "ragged":
-                try:
-                    padded, lengths = source[name].padded(batch.indices, pad_value=self.pad_value, max_len=self.max_len)
-                except ValueError:  # samples with several axes: they cannot share one tensor
-                    out[name] = list(column)
-                else:
-                    out[name] = (torch.from_numpy(padded), torch.from_numpy(np.asarray(lengths, np.int64)))
+                out[name] = self._padded(source[name], batch.indices, column, as_list=True)  # type: ignore[attr-defined]
             elif kind == "numpy":
-                out[name] = _stack(source[name], batch, column)
-            elif kind == "strings" or all(isinstance(v, str) for v in column):
-                out[name] = list(column)
-            elif all(isinstance(v, torch.Tensor) and v.dim() == 1 for v in column):
-                out[name] = _pad_tensors(column, self.pad_value, self.max_len)
-            elif all(isinstance(v, torch.Tensor) and v.shape == column[0].shape for v in column):
-                out[name] = default_collate(column)
+                out[name] = _gather(source[name], batch.indices)  # type: ignore[attr-defined]
             else:
-                out[name] = list(column)
+                values = column() if callable(column) else column
+                if kind == "strings" or all(isinstance(v, str) for v in values):
+                    out[name] = list(values)
+                elif all(isinstance(v, torch.Tensor) and v.dim() == 1 for v in values):
+                    out[name] = _pad_tensors(values, self.pad_value, self.max_len)
+                elif all(isinstance(v, torch.Tensor) and v.shape == values[0].shape for v in values):
+                    out[name] = default_collate(values)
+                else:
+                    out[name] = list(values)
         return out
 
     def __repr__(self) -> str:
         return f"PadCollate(pad_value={self.pad_value!r}, max_len={self.max_len!r})"
+
+
+class _LazyColumn:
+    """The items of one field of a map, read only when called."""
+
+    def __init__(self, dataset: MapDataset, source: Any, indices: List[int]):
+        self.dataset, self.source, self.indices = dataset, source, indices
+
+    def __call__(self) -> List[Any]:
+        return self.dataset._column(self.source, self.indices)
 
 
 def pad_collate(batch: Sequence[Any]) -> Any:
