@@ -37,9 +37,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 REPO_SRC = REPO / "src"
 UPSTREAM_VERSION = "0.9.0"
-DEFAULT_UPSTREAM = Path("/work/venv-upstream/bin/python")
 HF_VERSION = "5.2.0"
-DEFAULT_HF = Path("/work/venv-hf/bin/python")
 
 sys.path.insert(0, str(HERE))
 import workloads as wl  # noqa: E402  (numpy only; safe under either interpreter)
@@ -592,14 +590,14 @@ def _peer_python(what: str, candidates: Sequence[Optional[str]], cache_dir: Path
 
 def find_upstream(requested: Optional[str], cache_dir: Path) -> Optional[str]:
     """An interpreter that has mmap_ninja 0.9.0, or None (then only ours is measured)."""
-    candidates = [requested, os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON"), str(DEFAULT_UPSTREAM) if DEFAULT_UPSTREAM.exists() else None]
+    candidates = [requested, os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON")]  # else a virtualenv of its own, cached
     return _peer_python(f"mmap_ninja {UPSTREAM_VERSION}", candidates, cache_dir, f"venv-mmap_ninja-{UPSTREAM_VERSION}",
                         [f"mmap_ninja=={UPSTREAM_VERSION}", "zstandard"])
 
 
 def find_hf(requested: Optional[str], cache_dir: Path) -> Optional[str]:
     """An interpreter that has Hugging Face datasets, or None (then its column stays empty)."""
-    candidates = [requested, os.environ.get("MMAP_NINJA_HF_PYTHON"), str(DEFAULT_HF) if DEFAULT_HF.exists() else None]
+    candidates = [requested, os.environ.get("MMAP_NINJA_HF_PYTHON")]  # else a virtualenv of its own, cached
     return _peer_python(f"HF datasets {HF_VERSION}", candidates, cache_dir, f"venv-datasets-{HF_VERSION}",
                         [f"datasets=={HF_VERSION}", f"numpy=={np.__version__}"])
 
@@ -995,11 +993,11 @@ def main() -> None:
                         help="where generated data and maps are cached between runs (default: %(default)s)")
     parser.add_argument("--upstream-python", default=None,
                         help="python of a virtualenv with mmap_ninja==0.9.0 (default: $MMAP_NINJA_UPSTREAM_PYTHON, "
-                             f"else {DEFAULT_UPSTREAM} if present, else one created in the cache dir)")
+                             f"else one created once in the cache dir)")
     parser.add_argument("--no-upstream", action="store_true", help="measure ours only")
     parser.add_argument("--hf-python", default=None,
                         help=f"python of a virtualenv with datasets=={HF_VERSION} (default: $MMAP_NINJA_HF_PYTHON, "
-                             f"else {DEFAULT_HF} if present, else one created in the cache dir)")
+                             "else one created once in the cache dir)")
     parser.add_argument("--no-hf", action="store_true", help="leave out the HF datasets column")
     parser.add_argument("--repetitions", type=int, default=5, help="repetitions per workload in a full run (best is kept)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")

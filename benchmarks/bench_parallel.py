@@ -185,7 +185,7 @@ def run_main(args: argparse.Namespace) -> None:
 
 def find_upstream(requested: Optional[str], cache_dir: Path) -> Optional[str]:
     """A python with mmap_ninja 0.9.0, joblib and Pillow (created once in ``cache_dir`` if need be)."""
-    candidates = [requested, os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON"), str(bench.DEFAULT_UPSTREAM)]
+    candidates = [requested, os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON")]
     check = f"import mmap_ninja, joblib, PIL; assert mmap_ninja.__version__ == {UPSTREAM!r}"
     for python in filter(None, candidates):
         if Path(python).exists():

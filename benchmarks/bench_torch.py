@@ -37,7 +37,7 @@ from mmap_ninja import numpy as np_ninja  # noqa: E402
 from mmap_ninja.ragged import RaggedMmap  # noqa: E402
 from mmap_ninja.torch import MapDataset, PadCollate  # noqa: E402
 
-UPSTREAM_PYTHON = os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON", "/work/venv-upstream/bin/python")
+UPSTREAM_PYTHON = os.environ.get("MMAP_NINJA_UPSTREAM_PYTHON", "")  # no default path: the column says how to fill it
 SHAPE = (224, 224, 3)
 BATCH = 64
 CROP = 200
@@ -309,7 +309,7 @@ def main():
     # 0.9.0 in a child process: its package first on sys.path, numpy and torch from here
     upstream = None
     site = subprocess.run([UPSTREAM_PYTHON, "-c", "import mmap_ninja, os; print(os.path.dirname(os.path.dirname(mmap_ninja.__file__)))"],
-                          capture_output=True, text=True) if Path(UPSTREAM_PYTHON).exists() else None
+                          capture_output=True, text=True) if UPSTREAM_PYTHON and Path(UPSTREAM_PYTHON).exists() else None
     if site is not None and site.returncode == 0:
         only = work / "upstream_path"
         shutil.rmtree(only, ignore_errors=True)
@@ -325,7 +325,7 @@ def main():
         else:
             print(f"  0.9.0 failed: {done.stderr[-500:]}")
     else:
-        print(f"  0.9.0 skipped: no interpreter with mmap_ninja 0.9.0 at {UPSTREAM_PYTHON} (set MMAP_NINJA_UPSTREAM_PYTHON)")
+        print(f"  0.9.0 skipped: no interpreter with mmap_ninja 0.9.0 at {UPSTREAM_PYTHON or '(none given)'} (set MMAP_NINJA_UPSTREAM_PYTHON)")
 
     try:
         import datasets  # noqa: F401

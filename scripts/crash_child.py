@@ -25,10 +25,20 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
-KINDS = ("ragged_flat", "ragged_multi", "strings", "strings_zstd", "numpy")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))  # also under python -I
+from kind_names import KINDS as ALL_KINDS  # noqa: E402  (the names of tests/conftest.py's catalogue)
+
+# Left out here, with the reason; every other kind of the catalogue is appended to and killed.
+NOT_HERE = {
+    "records": "a records map is several maps committed together: scripts/records_crash_stress.py kills its writers",
+    "megatron": "a Megatron corpus is written once, never appended to (tests/test_megatron.py kills its writes)",
+}
+KINDS = tuple(k for k in ALL_KINDS if k not in NOT_HERE)
 
 # numpy dtype of every sample of a kind (None: str samples)
-SAMPLE_DTYPE = {"ragged_flat": "int32", "ragged_multi": "uint8", "strings": None, "strings_zstd": None, "numpy": "float64"}
+SAMPLE_DTYPE = {"ragged_flat": "int32", "ragged_nested": "uint8", "strings": None, "strings_zstd": None, "numpy": "float64"}
+if set(SAMPLE_DTYPE) != set(KINDS):  # a kind new to the catalogue needs batches here, or a reason in NOT_HERE
+    raise RuntimeError(f"crash_child.py makes batches for {sorted(SAMPLE_DTYPE)}, not for {sorted(set(KINDS) - set(SAMPLE_DTYPE))}")
 
 ZSTD_LEVEL = 3
 NUMPY_ROW_SHAPE = (6, 5)
@@ -56,7 +66,7 @@ def make_batch(kind: str, seed: int, number: int) -> Batch:
             else:
                 samples.append(rng.integers(-(2**31), 2**31, int(rng.integers(1, 300)), dtype=np.int32))
         return samples
-    if kind == "ragged_multi":  # images and masks: 2-D and 3-D samples, hence nested shapes/
+    if kind == "ragged_nested":  # images and masks: 2-D and 3-D samples, hence nested shapes/
         samples = []
         for _ in range(int(rng.integers(1, 16))):
             h, w = (int(x) for x in rng.integers(1, 16, 2))

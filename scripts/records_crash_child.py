@@ -33,7 +33,7 @@ FIELDS = ("image", "tokens", "label", "box", "caption")
 SCHEMA = {"image": ("ragged", "uint8"), "tokens": ("ragged", "int32"), "label": ("numpy", "int64"),
           "box": ("numpy", "float32"), "caption": "strings"}
 # the kinds of crash_stress.layout_problems and of its 0.9.0 peer, per field
-CRASH_KIND = {"image": "ragged_multi", "tokens": "ragged_flat", "label": "numpy", "box": "numpy", "caption": "strings"}
+CRASH_KIND = {"image": "ragged_nested", "tokens": "ragged_flat", "label": "numpy", "box": "numpy", "caption": "strings"}
 DTYPE = {"image": "uint8", "tokens": "int32", "label": "int64", "box": "float32", "caption": None}
 _TEXT = "abcdefghij klmnop éß漢字🙂\n"
 

@@ -8,7 +8,10 @@ small map, which samples it holds, and how to open, extend and read it. The guar
 (crash, bad input, read-only, concurrency, pickling, memory, interop, checksums) take their
 kinds from ``kind_params()``, so that a new kind or codec added here is covered by every
 guarantee at once. A test that cannot cover a kind yet names it in the entry's ``not_in``
-with the reason, which pytest prints as a skip.
+with the reason, which pytest prints as a skip. The names, one spelling per kind, live in
+``tests/kind_names.py`` (checked against the catalogue at import), which the crash scripts
+in ``scripts/`` import too. A test with a per-kind table (test_integrity's ``RACE_AFTER``,
+test_memory's big maps, test_interop's ``LAYOUT``) fails until a new kind has its row.
 
 Optional packages
 -----------------
@@ -152,6 +155,7 @@ class Kind:
     needs: Tuple[str, ...] = ()  # optional packages (module names)
     maps: Tuple[str, ...] = ("",)  # the maps inside (a records map's fields), relative to its path
     not_in: Dict[str, str] = field(default_factory=dict)  # guarantee test -> why not covered yet
+    verifiable: bool = True  # mmap_ninja.verify() checks a map of this kind
 
     def samples(self, count: int, first: int = 0) -> List[Any]:
         """Samples ``first .. first+count-1``."""
@@ -263,6 +267,38 @@ def _records_extend(path: Path, samples: List[Any], handle: Any = None) -> None:
     (handle if handle is not None else _records_open(path, True)).extend(samples)
 
 
+MEGATRON_PREFIX = "corpus"  # a Megatron corpus is PREFIX.idx + PREFIX.bin: the catalogue keeps it in a folder of its own
+
+
+def _megatron_build(path: Path, samples: List[Any], **options: Any) -> None:
+    from mmap_ninja import megatron
+
+    if options:  # the format is Megatron-LM's: nowhere to record a checksum (guarantees that need one name it in not_in)
+        raise TypeError(f"a Megatron corpus takes no options {sorted(options)}")
+    Path(path).mkdir(parents=True, exist_ok=True)  # over an existing corpus, write replaces it whole
+    megatron.write(Path(path) / MEGATRON_PREFIX, samples, dtype=np.uint16).close()
+
+
+def _megatron_open(path: Path, writable: bool) -> Any:
+    from mmap_ninja import megatron
+
+    return megatron.open(Path(path) / MEGATRON_PREFIX)  # read-only whatever ``writable`` asks: a corpus is written once
+
+
+def _megatron_extend(path: Path, samples: List[Any], handle: Any = None) -> None:
+    raise NotImplementedError("a Megatron corpus is written once (megatron.write), never appended to")
+
+
+_WRITTEN_ONCE = "a Megatron corpus is written once (megatron.write replaces it whole), never appended to"
+MEGATRON_NOT_IN = {
+    "concurrency": _WRITTEN_ONCE + "; test_integrity races a rewrite against an open instead",
+    "crash": _WRITTEN_ONCE + "; the rewrite's crash safety (the .idx renamed in last) is in test_megatron",
+    "checksums": "Megatron-LM's format has no place for checksums; an open checks the .idx against the .bin instead",
+    "interop": "mmap_ninja 0.9.0 has no Megatron corpora (test_megatron checks Megatron-LM's own reader reads ours)",
+    "bad input": "a corpus has no data.ninja; test_megatron cuts its .idx and .bin and checks the error names the corpus",
+}
+
+
 CATALOGUE: Dict[str, Kind] = {
     k.name: k
     for k in [
@@ -271,23 +307,33 @@ CATALOGUE: Dict[str, Kind] = {
         Kind("strings", lambda i: f"sample {i} " + "é漢" * (i % 5), _strings_build(None), _strings_open, _strings_extend),
         Kind("strings_zstd", lambda i: f"zstd sample {i} " + "abc" * (i % 7), _strings_build(3), _strings_open, _strings_extend, needs=("zstandard",)),
         Kind("numpy", lambda i: np.full((3, 2), float(i)), _numpy_build, _numpy_open, _numpy_extend),
-        Kind("records", _records_sample, _records_build, _records_open, _records_extend, maps=RECORD_FIELDS),
+        Kind("records", _records_sample, _records_build, _records_open, _records_extend, maps=RECORD_FIELDS,
+             not_in={"interop": "mmap_ninja 0.9.0 has no records maps; each field is a map of 0.9.0's layout, crossed as its own kind"}),
+        Kind("megatron", lambda i: (np.arange(i % 29 + 1) * 7 + i).astype(np.uint16), _megatron_build, _megatron_open, _megatron_extend,
+             not_in=MEGATRON_NOT_IN, verifiable=False),
     ]
 }
+
+
+from kind_names import KINDS  # noqa: E402  (the names, importable by the scripts without pytest)
+
+if tuple(CATALOGUE) != KINDS:  # one list of kinds, one spelling each
+    raise RuntimeError(f"tests/kind_names.py lists {KINDS}, the catalogue {tuple(CATALOGUE)}: keep them the same")
 
 
 def kind_params(guarantee: str, names: Optional[Sequence[str]] = None) -> List[Any]:
     """The kinds of the catalogue as pytest params for the guarantee test ``guarantee``.
 
-    ``names`` narrows them (a test about one layout); a kind whose packages are missing, or
-    that names ``guarantee`` in ``not_in``, is skipped with the reason.
+    ``names`` narrows them (a test about one layout); a kind whose packages are missing is
+    skipped with the reason. A kind that names ``guarantee`` in ``not_in`` is left out (the
+    reason stays in the catalogue), so that a skip always means a package to install.
     """
     params = []
     for name in names if names is not None else list(CATALOGUE):
         kind = CATALOGUE[name]
-        marks = [needs(*kind.needs)] if kind.needs else []
         if guarantee in kind.not_in:
-            marks.append(pytest.mark.skip(reason=f"{name}: {kind.not_in[guarantee]}"))
+            continue
+        marks = [needs(*kind.needs)] if kind.needs else []
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 

@@ -1,6 +1,8 @@
 """Maps cross between this library and the released mmap_ninja 0.9.0, in both directions.
 
-For every kind of map and a matrix of edge cases:
+For every kind of map of the catalogue that 0.9.0 has (``conftest.py``; records maps and
+Megatron corpora say why not there) and a matrix of edge cases, each case filed under the
+catalogue's kind it makes, plus the catalogue's own samples of each kind:
 - we write, 0.9.0 reads;                 - 0.9.0 writes, we read;
 - we write, 0.9.0 appends, we read;      - 0.9.0 writes, we append, 0.9.0 reads;
 - we write, 0.9.0 appends, we append, 0.9.0 reads.
@@ -28,7 +30,7 @@ import pytest
 from mmap_ninja import RaggedMmap, StringsMmap, generic
 from mmap_ninja import numpy as np_ninja
 
-from conftest import missing, needs, upstream_missing, upstream_python
+from conftest import CATALOGUE, missing, needs, upstream_missing, upstream_python
 
 
 UPSTREAM_PYTHON = upstream_python()
@@ -188,9 +190,9 @@ EMPTY: Dict[str, EmptyCase] = {
     # writes every file, then fails to map the zero-byte data.ninja when it opens the map
     "strings-only-empty": EmptyCase("strings", {"op": "write_strings", "strings": ["", ""]}, ["", ""], ["abc"]),
     # numpy pads the zero-byte data.ninja to one byte, beyond what the offsets cover
-    "ragged-only-empty": EmptyCase("ragged", {"op": "write_ragged", "samples": EMPTY_FLOATS}, EMPTY_FLOATS, [np.arange(2.0)]),
+    "ragged-only-empty": EmptyCase("ragged_flat", {"op": "write_ragged", "samples": EMPTY_FLOATS}, EMPTY_FLOATS, [np.arange(2.0)]),
     # constructing a map on a new path makes an empty directory
-    "ragged-opened": EmptyCase("ragged", {"op": "open_only", "kind": "ragged"}, [], [np.arange(3)]),
+    "ragged-opened": EmptyCase("ragged_flat", {"op": "open_only", "kind": "ragged"}, [], [np.arange(3)]),
     "strings-opened": EmptyCase("strings", {"op": "open_only", "kind": "string"}, [], ["é"]),
 }
 
@@ -237,7 +239,12 @@ class PeerResults:
         return result
 
 
+# The class of 0.9.0 (and ours) that writes each kind of the catalogue that 0.9.0 has.
+LAYOUT = {"ragged_flat": "ragged", "ragged_nested": "ragged", "strings": "strings", "strings_zstd": "strings", "numpy": "numpy"}
+
+
 def write_ours(kind: str, path: Path, case: Any) -> None:
+    kind = LAYOUT[kind]
     if kind == "ragged":
         if case.batch_size:
             RaggedMmap.from_generator(path, iter(case.samples), batch_size=case.batch_size)
@@ -250,6 +257,7 @@ def write_ours(kind: str, path: Path, case: Any) -> None:
 
 
 def append_ours(kind: str, path: Path, items: Any) -> None:
+    kind = LAYOUT[kind]
     if kind == "ragged":
         RaggedMmap(path).extend(items)
     elif kind == "strings":
@@ -260,6 +268,7 @@ def append_ours(kind: str, path: Path, items: Any) -> None:
 
 
 def add_upstream_write(job: Job, op_id: str, kind: str, path: Path, case: Any) -> None:
+    kind = LAYOUT[kind]
     if kind == "ragged":
         job.add(op_id, "write_ragged", path, samples=[job.key(s) for s in case.samples], batch_size=case.batch_size)
     elif kind == "strings":
@@ -269,6 +278,7 @@ def add_upstream_write(job: Job, op_id: str, kind: str, path: Path, case: Any) -
 
 
 def add_upstream_append(job: Job, op_id: str, kind: str, path: Path, items: Any) -> None:
+    kind = LAYOUT[kind]
     if kind == "ragged":
         job.add(op_id, "extend_ragged", path, samples=[job.key(s) for s in items])
     elif kind == "strings":
@@ -277,13 +287,39 @@ def add_upstream_append(job: Job, op_id: str, kind: str, path: Path, items: Any)
         job.add(op_id, "extend_numpy", path, array=job.key(items))
 
 
-CASES = {"ragged": RAGGED, "strings": STRINGS, "numpy": NUMPY}
+def kind_of(layout: str, case: Any) -> str:
+    """The catalogue's kind a case of a layout makes (a ragged map of samples not all 1-D has nested shapes)."""
+    if layout == "ragged":
+        return "ragged_flat" if all(np.ndim(s) == 1 for s in [*case.samples, *case.more, *case.again]) else "ragged_nested"
+    if layout == "strings":
+        return "strings_zstd" if case.zstd_level is not None else "strings"
+    return "numpy"
+
+
+def catalogue_case(kind: str) -> Any:
+    """The catalogue's own samples of ``kind`` as a case: 9 written, 3 more, then 2 again."""
+    k, layout = CATALOGUE[kind], LAYOUT[kind]
+    first, more, again = k.samples(9), k.samples(3, 9), k.samples(2, 12)
+    if layout == "ragged":
+        return RaggedCase(first, more, again)
+    if layout == "strings":
+        return StringsCase(first, more, again, zstd_level=3 if kind == "strings_zstd" else None)
+    return NumpyCase(np.stack(first), np.stack(more), np.stack(again))
+
+
+# Every kind of the catalogue crosses, or says in its not_in why 0.9.0 has no such map.
+CROSSING = [name for name, k in CATALOGUE.items() if "interop" not in k.not_in]
+assert sorted(CROSSING) == sorted(LAYOUT), f"name 0.9.0's class of {sorted(set(CROSSING) - set(LAYOUT))} in LAYOUT, or 'interop' in its not_in"
+CASES: Dict[str, Dict[str, Any]] = {kind: {"catalogue": catalogue_case(kind)} for kind in CROSSING}
+for layout, cases in (("ragged", RAGGED), ("strings", STRINGS), ("numpy", NUMPY)):
+    for case_name, case in cases.items():
+        CASES[kind_of(layout, case)][case_name] = case
 ALL = [(kind, name) for kind, cases in CASES.items() for name in cases]
 
 
 def needs_of(kind: str, name: str) -> tuple:
-    """The optional packages our side needs for a case: zstandard for the compressed strings."""
-    return ("zstandard",) if kind == "strings" and STRINGS[name].zstd_level is not None else ()
+    """The optional packages our side needs for a case: its kind's (zstandard for the compressed strings)."""
+    return CATALOGUE[kind].needs
 
 
 # The cases this interpreter can build and read; the others skip with the reason (see params()).
@@ -302,7 +338,7 @@ def upstream_writes(kind: str, name: str) -> bool:
 def appendable_by_us(kind: str, name: str) -> bool:
     """Fortran-order multi-axis maps (only 0.9.0 writes them) take no appends: ours refuses,
     and 0.9.0 appends rows as if the file were in C order."""
-    return not (kind == "numpy" and NUMPY[name].order == "F")
+    return not (kind == "numpy" and CASES[kind][name].order == "F")
 
 
 class Exchange:
@@ -394,6 +430,7 @@ def exchange(tmp_path_factory) -> Exchange:
 def expected_items(kind: str, name: str, *parts: str) -> Any:
     """The samples of a case, followed by the named appended parts ("more", "again")."""
     case = CASES[kind][name]
+    kind = LAYOUT[kind]
     if kind == "ragged":
         return list(case.samples) + [s for p in parts for s in getattr(case, p)]
     if kind == "strings":
@@ -421,6 +458,7 @@ def check_upstream_sample(results: PeerResults, got: Dict[str, str], expected: n
 def check_upstream_read(results: PeerResults, op_id: str, kind: str, expected: Any) -> None:
     """What 0.9.0 read (one by one and all at once) is exactly ``expected``."""
     got = results.get(op_id)
+    kind = LAYOUT[kind]
     assert got["kind"] == {"ragged": "ragged", "strings": "string", "numpy": "numpy"}[kind]
     assert got["len"] == len(expected)
     if kind == "ragged":
@@ -445,6 +483,7 @@ def check_upstream_read(results: PeerResults, op_id: str, kind: str, expected: A
 def check_ours_read(kind: str, path: Path, expected: Any) -> None:
     """What this library reads at ``path`` (by its class and by generic.open_existing) is ``expected``."""
     is_map = (path / "type.ninja").exists()  # else an empty directory: a map only to the classes
+    kind = LAYOUT[kind]
     if kind == "ragged":
         for m in (RaggedMmap(path), generic.open_existing(path)) if is_map else (RaggedMmap(path),):
             assert isinstance(m, RaggedMmap) and len(m) == len(expected)

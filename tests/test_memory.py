@@ -12,7 +12,8 @@ with MemoryError rather than merely measure badly. The child checksums every sam
 reads, so it cannot pass without reading the data.
 
 mmap_ninja 0.9.0 also maps its files, but its StringsMmap maps the whole data file
-writable and its pickles copy data; these tests pin the property for every kind of map.
+writable and its pickles copy data; these tests pin the property for every kind of map of
+the catalogue (``conftest.py``), each opened as the catalogue opens it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import pytest
 from mmap_ninja import numpy as np_ninja
 from mmap_ninja.ragged import RaggedMmap
 from mmap_ninja.string import StringsMmap
+
+from conftest import MEGATRON_PREFIX, kind_params
 
 MB = 1 << 20
 
@@ -56,7 +59,7 @@ before_anon, before_file = status("RssAnon"), status("RssFile")
 if kind == "numpy":
     m = np_ninja.open_existing(path)
     first = np.array(m[0][:4])
-elif kind == "ragged":
+elif kind == "ragged_flat":
     m = RaggedMmap(path)
     first = np.array(m[0])
 else:
@@ -68,19 +71,25 @@ print(json.dumps({"anon": status("RssAnon") - before_anon, "file": status("RssFi
 '''
 
 ITERATE_CHILD = CHILD_PRELUDE + r'''
-kind, path, headroom = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if kind == "numpy":
-    m = np_ninja.open_existing(path)
-elif kind.startswith("ragged"):
-    m = RaggedMmap(path)
-else:
-    m = StringsMmap(path, mode="rb")
+kind_name, path, headroom, tests = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, tests)
+from conftest import CATALOGUE  # opens the map as every guarantee test does
+m = CATALOGUE[kind_name].open(path, False)
+
+def value(sample):
+    """What the test sums for a sample: every element, a string's bytes and last character."""
+    if isinstance(sample, dict):
+        return sum(value(v) for v in sample.values())
+    if isinstance(sample, str):
+        return len(sample.encode()) + ord(sample[-1])
+    return int(np.asarray(sample).sum(dtype=np.int64))
+
 # from here on, the process may allocate at most `headroom` more bytes of heap/anonymous memory
 resource.setrlimit(resource.RLIMIT_DATA, (status("VmData") + headroom, resource.RLIM_INFINITY))
 baseline = status("RssAnon")
 peak, checksum, count = 0, 0, 0
 for sample in m:
-    checksum += len(sample.encode()) + ord(sample[-1]) if isinstance(sample, str) else int(sample.sum(dtype=np.int64))
+    checksum += value(sample)
     count += 1
     if count % 256 == 0:
         peak = max(peak, status("RssAnon") - baseline)
@@ -121,7 +130,7 @@ def _grow_sparse(kind: str, path: Path, big_bytes: int) -> None:
     ends[-1] = start + elements
     ends.tofile(path / "ends" / "data.ninja")
     os.truncate(data, (start + elements) * itemsize)
-    if kind == "ragged":
+    if kind == "ragged_flat":
         (path / "shape.ninja").write_bytes(struct.pack("<Q", start + elements))
         for table in ("flattened_shapes", "shapes"):
             values = np.fromfile(path / table / "data.ninja", "<i8")
@@ -129,12 +138,13 @@ def _grow_sparse(kind: str, path: Path, big_bytes: int) -> None:
             values.tofile(path / table / "data.ninja")
 
 
-@pytest.mark.parametrize("kind", ["ragged", "strings", "numpy"])
+# The kinds whose files _grow_sparse knows how to edit by hand (the others share these layouts).
+@pytest.mark.parametrize("kind", kind_params("memory", ["ragged_flat", "strings", "numpy"]))
 def test_opening_a_4gb_map_reads_none_of_it(scratch, kind):
     path = scratch / kind
     if kind == "numpy":
         np_ninja.from_ndarray(path, np.full((1, MB), 7, np.uint8))
-    elif kind == "ragged":
+    elif kind == "ragged_flat":
         RaggedMmap.from_lists(path, [np.arange(3, dtype=np.float32), np.arange(5, dtype=np.float32)])
     else:
         StringsMmap.from_strings(path, ["first", "second"])
@@ -145,7 +155,7 @@ def test_opening_a_4gb_map_reads_none_of_it(scratch, kind):
     assert result["anon"] < 8 * MB and result["file"] < 8 * MB, result
     if kind == "numpy":
         assert result["len"] == 4096 and result["first"] == [7, 7, 7, 7]
-    elif kind == "ragged":
+    elif kind == "ragged_flat":
         assert result["len"] == 2 and result["first"] == [0, 1, 2]
     else:
         assert result["len"] == 2 and result["first"] == "first"
@@ -155,8 +165,14 @@ def test_opening_a_4gb_map_reads_none_of_it(scratch, kind):
 # --- iterating keeps anonymous memory flat -------------------------------------------------------------
 
 
+def _text(i: int) -> str:
+    return "é" * 2048 if i % 2 else "ab" * 2048  # 4 KB of UTF-8
+
+
 def _build_for_iteration(kind: str, path: Path, total_bytes: int) -> int:
-    """A map of about ``total_bytes`` of real (non-sparse) data; returns the child's expected checksum."""
+    """A map of ``kind`` holding about ``total_bytes`` of samples (written batch by batch, not
+    sparse); returns the checksum the child must find. Samples are big, unlike the catalogue's,
+    so that the map outgrows what the child may allocate. Every kind of the catalogue has one."""
     if kind == "ragged_flat":  # samples of 64 KB
         count = total_bytes // (64 << 10)
         RaggedMmap.from_generator(path, (np.full(16384, i % 1000, np.int32) for i in range(count)), batch_size=256)
@@ -165,32 +181,47 @@ def _build_for_iteration(kind: str, path: Path, total_bytes: int) -> int:
         count = total_bytes // (32 << 10)
         RaggedMmap.from_generator(path, (np.full((64, 128, 4), i % 200, np.uint8) for i in range(count)), batch_size=256)
         return sum(32768 * (i % 200) for i in range(count))
-    if kind == "strings":  # strings of 4 KB of UTF-8
+    if kind in ("strings", "strings_zstd"):  # strings of 4 KB of UTF-8 (compressed: far less on disk, as much once read)
         count = total_bytes // 4096
-        texts = ("é" * 2048 if i % 2 else "ab" * 2048 for i in range(count))
-        StringsMmap.from_generator(path, texts, batch_size=1024)
+        StringsMmap.from_generator(path, (_text(i) for i in range(count)), batch_size=1024, zstd_level=3 if kind == "strings_zstd" else None)
         return sum(4096 + ord("é" if i % 2 else "b") for i in range(count))
-    count = total_bytes // (64 << 10)  # rows of 64 KB
-    np_ninja.from_generator(path, (np.full(65536, i % 100, np.uint8) for i in range(count)), batch_size=256)
-    return sum(65536 * (i % 100) for i in range(count))
+    if kind == "numpy":  # rows of 64 KB
+        count = total_bytes // (64 << 10)
+        np_ninja.from_generator(path, (np.full(65536, i % 100, np.uint8) for i in range(count)), batch_size=256)
+        return sum(65536 * (i % 100) for i in range(count))
+    if kind == "records":  # 32 KB images, a label and a 4 KB caption
+        from mmap_ninja import RecordsMmap
+
+        count = total_bytes // (36 << 10)
+        records = ({"image": np.full((64, 128, 4), i % 200, np.uint8), "label": np.int64(i), "caption": _text(i)} for i in range(count))
+        RecordsMmap.from_generator(path, records, batch_size=256, schema={"image": "ragged", "label": "numpy", "caption": "strings"}).close()
+        return sum(32768 * (i % 200) + i + 4096 + ord("é" if i % 2 else "b") for i in range(count))
+    if kind == "megatron":  # sequences of 32768 tokens (64 KB)
+        from mmap_ninja import megatron
+
+        count = total_bytes // (64 << 10)
+        path.mkdir(parents=True)
+        megatron.write(path / MEGATRON_PREFIX, (np.full(32768, i % 1000, np.uint16) for i in range(count)), dtype=np.uint16, batch_size=256).close()
+        return sum(32768 * (i % 1000) for i in range(count))
+    raise AssertionError(f"no big map of kind {kind!r}: add one to _build_for_iteration")
 
 
 def _check_iteration(scratch: Path, kind: str, total_bytes: int) -> None:
     path = scratch / kind
     expected = _build_for_iteration(kind, path, total_bytes)
     headroom = total_bytes // 4  # the process may not allocate even a quarter of the map
-    result = run_child(ITERATE_CHILD, kind, path, headroom)
+    result = run_child(ITERATE_CHILD, kind, path, headroom, Path(__file__).resolve().parent)
     assert result["checksum"] == expected  # every sample was read, and right
     assert result["peak_anon"] < min(32 * MB, headroom), result
     shutil.rmtree(path)
 
 
-@pytest.mark.parametrize("kind", ["ragged_flat", "ragged_nested", "strings", "numpy"])
+@pytest.mark.parametrize("kind", kind_params("memory"))
 def test_iterating_a_map_keeps_anonymous_memory_flat(scratch, kind):
     _check_iteration(scratch, kind, 192 * MB)
 
 
 @pytest.mark.stress
-@pytest.mark.parametrize("kind", ["ragged_flat", "ragged_nested", "strings", "numpy"])
+@pytest.mark.parametrize("kind", kind_params("memory"))
 def test_iterating_a_2gb_map_keeps_anonymous_memory_flat(scratch, kind):
     _check_iteration(scratch, kind, 2048 * MB)

@@ -339,7 +339,7 @@ def test_a_field_holding_more_than_the_count_is_cut_back_by_the_next_writer(buil
     fresh.extend(more)
     assert set(field_lengths(path).values()) == {42}
     check_records(RecordsMmap(path), records + more)
-    for name, kind in (("image", "ragged_multi"), ("caption", "strings"), ("label", "numpy"), ("tokens", "ragged_flat")):
+    for name, kind in (("image", "ragged_nested"), ("caption", "strings"), ("label", "numpy"), ("tokens", "ragged_flat")):
         assert layout_problems(kind, path / name) == []
 
 

@@ -162,7 +162,12 @@ class MegatronMap:
                     time.sleep(0.001)
                     waited += 0.001
                     continue
-                loaded = self._load_from(files, name)
+                try:
+                    loaded = self._load_from(files, name)
+                except MapFormatError:  # the new .bin against the old .idx: a rewrite, not damage, if the .idx went too
+                    if files.file_version(name + ".idx") == before:
+                        raise
+                    continue
                 if files.file_version(name + ".idx") == before:
                     return self._install(*loaded)
             waited = 0.0
