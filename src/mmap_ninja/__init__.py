@@ -18,7 +18,18 @@ from .string import StringsMmap
 from .verification import VerifyReport, verify
 from .wrapped import Wrapped
 
-__version__ = "1.0.0"
+
+def _version() -> str:
+    """The installed distribution's version; pyproject.toml's when running from a source tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mmap_ninja")
+    except PackageNotFoundError:  # not installed (PYTHONPATH=src): keep in step with pyproject.toml (a test checks)
+        return "1.0.0"
+
+
+__version__ = _version()
 
 
 def __getattr__(name: str) -> object:

@@ -33,6 +33,8 @@ from .build import MapProduct
 from .errors import sample_of
 from .skip import AllSkippedError, Skip
 
+__all__ = ["convert_text", "convert_images", "convert_npy", "convert_imagefolder", "list_files", "list_imagefolder", "ConversionResult", "ConversionError"]
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.bmp", "*.gif", "*.tif", "*.tiff", "*.webp")

@@ -26,6 +26,8 @@ from .errors import WorkerDiedError
 from .parts import map_kind, part_ranges, parts_dir, remove
 from .progress import check_batch_size, progress_bar
 
+__all__ = ["from_indexable", "from_bag"]
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 # While this file exists in the parts directory the build is live; tasks stop at their next

@@ -1,5 +1,7 @@
 """Exceptions that mmap_ninja raises beyond Python's built-in ones."""
 
+__all__ = ["MapFormatError", "MapBusyError", "ReadOnlyMapError", "WorkerDiedError"]
+
 
 class MapFormatError(ValueError):
     """A map's files are missing, truncated or do not agree with each other.

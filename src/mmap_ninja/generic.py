@@ -9,6 +9,8 @@ from typing import Any, Callable, Optional, Union
 from . import kinds, layout
 from .errors import MapFormatError
 
+__all__ = ["open_existing"]
+
 
 def open_existing(out_dir: Union[str, os.PathLike], wrapper_fn: Optional[Callable[[Any], Any]] = None, mode: Optional[str] = None, **remote_options: Any) -> Any:
     """Open the map at ``out_dir``, whichever kind it is: a RaggedMmap, a StringsMmap, an

@@ -38,6 +38,8 @@ from .progress import batched, progress
 from .skip import Skip
 from .spans import SpansMap
 
+__all__ = ["ImagesMmap", "pick_decoder", "DECODERS"]
+
 MODE = "image_mode.ninja"
 FORMAT = "image_format.ninja"
 QUALITY = "image_quality.ninja"

@@ -21,6 +21,8 @@ from .build import ArrayEncoder, as_rows
 from .errors import MapFormatError
 from .progress import batched, progress
 
+__all__ = ["open_existing", "from_ndarray", "from_generator", "from_indexable", "extend_dir", "extend", "append", "ArrayMap"]
+
 PathLike = Union[str, os.PathLike]
 
 

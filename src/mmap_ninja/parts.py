@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from . import build, fs, kinds, merging
 from .build import Part
 
+__all__ = ["concatenate", "merge", "build_part", "Part", "part_ranges"]
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 def map_kind(kind: str) -> str:

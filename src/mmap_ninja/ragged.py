@@ -14,6 +14,8 @@ from .progress import batched, progress
 from .samples import as_array, cast_losslessly
 from .spans import SpansMap
 
+__all__ = ["RaggedMmap"]
+
 _LEGACY_KEYS = {"starts_key": "starts", "ends_key": "ends", "shapes_key": "shapes", "flattened_shapes_key": "flattened_shapes"}
 
 

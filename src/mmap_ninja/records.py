@@ -11,14 +11,14 @@ layout, so that ``RaggedMmap(out_dir / "image")``, ``generic.open_existing(out_d
     records.json   {"count":                   N, "format": "mmap_ninja.records", "version": 1,
                     "fields": [{"name": "image", "kind": "ragged"}, ...],
                     "classes": ["cat", "dog"]}          (classes: optional)
-
-``records.json`` is JSON that begins with ``{"count": `` and the count right-aligned in 20
-characters, so that committing records is one positioned write of those 20 bytes, as a
-map's commit is one 8-byte write. (Readers take any JSON; a writer that finds another
-layout rewrites the file whole.)
     <field>/       the field's map: "ragged" (RaggedMmap), "strings" (StringsMmap) or
                    "numpy" (same-shape, np_ninja)
     .writer.lock   the lock that admits one writer at a time
+
+``records.json`` is JSON that begins with ``{"count":``, a space and the count
+right-aligned in 20 characters, so that committing records is one positioned write of
+those 20 bytes, as a map's commit is one 8-byte write. (Readers take any JSON; a writer
+that finds another layout rewrites the file whole.)
 
 Commit
 ------
@@ -72,6 +72,8 @@ from .records_file import (
 )
 from .records_schema import RECORDS_FILE, FieldError, FieldSpec, check_field_name, columns_of, convert_column, infer, parse_schema
 from .skip import Skip
+
+__all__ = ["RecordsMmap", "FieldSpec", "FieldError", "SkippedRecord"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 

@@ -98,9 +98,11 @@ class URLPath(str):
 
     @property
     def name(self) -> str:
+        """The last component of the URL, as ``Path.name``."""
         return self.rsplit("/", 1)[-1]
 
     def absolute(self) -> "URLPath":
+        """The URL itself (a URL is already absolute), as ``Path.absolute``."""
         return self
 
     def __reduce__(self) -> tuple:
@@ -137,6 +139,7 @@ class Client:
 
     @property
     def store(self) -> Any:
+        """The obstore store, made on first use in each process."""
         if self._store is None or self._pid != os.getpid():
             with self._lock:
                 if self._store is None or self._pid != os.getpid():
@@ -182,6 +185,7 @@ class Client:
         return proxy().call(self.bucket_url, self.options, method, args)
 
     def list(self, prefix: str) -> List[Dict[str, Any]]:
+        """obstore's metadata of every object under ``prefix``."""
         if _forked():
             return self._proxied("list", prefix)
         obstore = _obstore()
@@ -191,6 +195,7 @@ class Client:
             raise self.error(f"listing {self.bucket_url}/{prefix}", e) from None
 
     def get(self, key: str, etag: Optional[str] = None) -> bytes:
+        """The object ``key`` (refused if its version is no longer ``etag``, when given)."""
         return self.get_many([key], [etag])[0]
 
     def get_many(self, keys: Sequence[str], etags: Sequence[Optional[str]], ranges: Optional[Sequence[Tuple[int, int]]] = None) -> List[bytes]:
@@ -259,6 +264,7 @@ class Client:
             raise self.error(f"writing {self.bucket_url}/{key}", e) from None
 
     def delete(self, key: str) -> None:
+        """Remove the object ``key``; one already gone is not an error."""
         if _forked():
             return self._proxied("delete", key)
         obstore = _obstore()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+__all__ = ["Skip", "AllSkippedError"]
+
 
 class Skip(NamedTuple):
     """Return ``Skip("why")`` from ``dataset[i]`` to leave sample ``i`` out of the map."""

@@ -14,6 +14,8 @@ from .errors import MapFormatError
 from .progress import batched, progress
 from .spans import CHUNK_BITS, SpansMap
 
+__all__ = ["StringsMmap"]
+
 _CHUNK = 256  # strings decoded together when iterating: large enough to amortise, small enough for the cache
 _ASCII_RETRY = 32  # runs decoded one string at a time before checking again for an all-ASCII run
 

@@ -266,10 +266,12 @@ class MapBatch(list):
 
     @property
     def maps(self) -> Tuple[Any, ...]:
+        """The dataset's maps, which the batch's items were read from."""
         return self.dataset.maps
 
     @property
     def transformed(self) -> bool:
+        """True when the dataset has a ``transform`` (applied to each item)."""
         return self.dataset.transform is not None
 
     def _build(self) -> None:

@@ -43,6 +43,7 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
+        """True when nothing is damaged (``problems`` is empty)."""
         return not self.problems
 
     def __str__(self) -> str:

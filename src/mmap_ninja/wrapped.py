@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Iterator
 
+__all__ = ["Wrapped"]
 
 
 class Wrapped:
