@@ -41,6 +41,7 @@ class Session:
         return f"Session({self.url!r})"
 
     def key(self, rel: str) -> str:
+        """The object key of the map's file ``rel`` (its path relative to the map)."""
         return f"{self.prefix}/{rel}" if self.prefix else rel
 
     def listing(self) -> Tuple[Dict[str, Tuple[int, str]], Dict[str, bytes]]:
@@ -54,6 +55,7 @@ class Session:
         return entries, dict(zip(small, blobs))
 
     def cached(self, rel: str, size: int, etag: str) -> CachedObject:
+        """The map's file ``rel`` (of ``size`` bytes, version ``etag``) read through the local cache."""
         key = self.key(rel)
         client = self.client
 

@@ -181,10 +181,12 @@ class RemoteArray:
 
     @property
     def ndim(self) -> int:
+        """The number of axes, as ``np.ndarray.ndim``."""
         return len(self.shape)
 
     @property
     def size(self) -> int:
+        """The number of elements, as ``np.ndarray.size``."""
         return int(np.prod(self.shape))
 
     def __len__(self) -> int:
