@@ -309,3 +309,29 @@ def test_mapdataset_by_url_with_two_workers(server, tmp_path, cache):
     dataset = MapDataset("s3://ninja/ds/r", "s3://ninja/ds/y")
     got = sorted((int(y), x.numpy().tolist()) for x, y in DataLoader(dataset, batch_size=None, num_workers=2))
     assert got == [(i, s.tolist()) for i, s in enumerate(samples)]
+
+
+def test_images_map_reads_back_equal_directly_generically_and_as_a_records_field(server, tmp_path, cache):
+    pytest.importorskip("PIL", reason="Pillow is not installed (pip install 'mmap_ninja[images]')")
+    from mmap_ninja import RecordsMmap
+    from mmap_ninja.images import ImagesMmap
+
+    rng = np.random.default_rng(3)
+    arrays = [rng.integers(0, 255, (8 + i % 5, 6, 3), dtype=np.uint8) for i in range(12)]
+    local = ImagesMmap.from_generator(tmp_path / "im", arrays, batch_size=5, quality=80)
+    remote.upload(tmp_path / "im", "s3://ninja/images/im")
+    for m in (ImagesMmap("s3://ninja/images/im"), generic.open_existing("s3://ninja/images/im")):
+        assert len(m) == len(local) and m.codec.mode == local.codec.mode
+        assert m.encoded(4) == local.encoded(4) and np.array_equal(m[-1], local[-1])
+        assert all(np.array_equal(a, b) for a, b in zip(m[[9, 0, 9]], local[[9, 0, 9]]))
+        assert all(np.array_equal(a, b) for a, b in zip(m, local))
+        with pytest.raises(ReadOnlyMapError):
+            m.append(arrays[0])
+        assert np.array_equal(pickle.loads(pickle.dumps(m))[2], local[2])
+
+    records = [{"image": a, "label": i} for i, a in enumerate(arrays)]
+    rec = RecordsMmap.from_generator(tmp_path / "rec", iter(records), 5, schema={"image": "image"})
+    remote.upload(tmp_path / "rec", "s3://ninja/images/rec")
+    r = RecordsMmap("s3://ninja/images/rec")
+    assert np.array_equal(r[3]["image"], rec[3]["image"]) and r[3]["label"] == 3
+    assert all(np.array_equal(a, b) for a, b in zip(r[[7, 1]]["image"], rec[[7, 1]]["image"]))

@@ -81,6 +81,12 @@ def _open_images(path: Path, mode: Optional[str] = None, count: Optional[int] = 
     return _spans_opener(ImagesMmap, "r")(path, mode, count, **options)
 
 
+def _remote_images(url: str, **options: Any) -> Any:
+    from .images import ImagesMmap
+
+    return _remote_spans(ImagesMmap)(url, **options)
+
+
 def _images_encoder(options: Dict[str, Any]) -> Any:
     from .images import ImagesEncoder
 
@@ -92,7 +98,7 @@ def _images_encoder(options: Dict[str, Any]) -> Any:
 register(Kind(
     "images", _open_images, disk="images", encoder=_images_encoder,
     count=layout.committed_count, merger=StringsMerger, inspect=check_map, repair=layout.roll_back, field=ImagesField,
-    unit="image", stored_as="uint8 images, stored encoded", opens_as="ImagesMmap, mmap_ninja.images",
+    remote=_remote_images, unit="image", stored_as="uint8 images, stored encoded", opens_as="ImagesMmap, mmap_ninja.images",
 ))
 
 

@@ -62,8 +62,10 @@ def open_existing(url: str, wrapper_fn: Any = None, mode: Optional[str] = None, 
         if files.exists("records.json"):
             return remote_records_class()(url, **opts)
     kind = kinds.by_disk(disk)
-    if kind is None or kind.remote is None:
+    if kind is None:
         raise MapFormatError(f"{url} holds no map: {ondisk.KIND} is missing")
+    if kind.remote is None:
+        raise MapFormatError(f"{url} holds a {kind.name} map, which cannot be read from object storage")
     if kind.wraps:  # the map passes its samples through wrapper_fn itself
         return kind.remote(url, wrapper_fn=wrapper_fn, **opts)
     data = kind.remote(url, **opts)

@@ -63,6 +63,14 @@ class _RemoteSpans:
         except OSError as e:
             raise OSError(f"could not read {what} of the map at {self._url}: {e}") from None
 
+    def _span(self, i: int) -> tuple:
+        # what the local reader reads one sample through (ImagesMmap.encoded): fetched first
+        start, end = super()._span(i)
+        obj = self._object
+        if obj is not None and not obj.has(start * self._itemsize_, end * self._itemsize_):
+            self._fetch([start], [end], f"sample {i}")
+        return start, end
+
     def __getitem__(self, item: Any) -> Any:
         if isinstance(item, (int, np.integer)):
             i = self._position(item)
