@@ -156,6 +156,7 @@ class Kind:
     maps: Tuple[str, ...] = ("",)  # the maps inside (a records map's fields), relative to its path
     not_in: Dict[str, str] = field(default_factory=dict)  # guarantee test -> why not covered yet
     verifiable: bool = True  # mmap_ninja.verify() checks a map of this kind
+    verify_at: str = ""  # what verify() is given, relative to the map's path (a Megatron corpus: its prefix)
 
     def samples(self, count: int, first: int = 0) -> List[Any]:
         """Samples ``first .. first+count-1``."""
@@ -310,7 +311,7 @@ CATALOGUE: Dict[str, Kind] = {
         Kind("records", _records_sample, _records_build, _records_open, _records_extend, maps=RECORD_FIELDS,
              not_in={"interop": "mmap_ninja 0.9.0 has no records maps; each field is a map of 0.9.0's layout, crossed as its own kind"}),
         Kind("megatron", lambda i: (np.arange(i % 29 + 1) * 7 + i).astype(np.uint16), _megatron_build, _megatron_open, _megatron_extend,
-             not_in=MEGATRON_NOT_IN, verifiable=False),
+             not_in=MEGATRON_NOT_IN, verify_at=MEGATRON_PREFIX),
     ]
 }
 

@@ -94,6 +94,33 @@ def test_without_checksums_invariants_are_still_checked(tmp_path):
     assert done.returncode == 1
 
 
+def test_a_megatron_corpus_has_its_invariants_verified_and_damage_named(tmp_path):
+    from mmap_ninja import megatron
+
+    prefix = tmp_path / "corpus"
+    megatron.write(prefix, [np.arange(i + 1, dtype=np.uint16) for i in range(5)]).close()
+    cli = [sys.executable, "-m", "mmap_ninja", "verify", "--quiet"]
+    report = verify(prefix)
+    assert report.ok and report.kind == "megatron" and report.samples == 5 and not report.has_checksums, str(report)
+    assert any("no checksums" in n and "invariants checked only" in n for n in report.notes), str(report)
+    assert verify(tmp_path / "corpus.idx").ok  # either file names the corpus, as for open
+    assert subprocess.run(cli + [str(prefix)], capture_output=True, text=True).returncode == 0
+    before = files_of(tmp_path)
+
+    idx = bytearray((tmp_path / "corpus.idx").read_bytes())
+    struct.pack_into("<q", idx, 34 + 4 * 5 + 8 * 2, 7)  # sequence 2 starts at byte 7, not at 6 after 1 + 2 tokens
+    (tmp_path / "corpus.idx").write_bytes(bytes(idx))
+    report = verify(prefix)
+    assert not report.ok and "corpus.idx" in report.problems[0] and "sequence 2" in report.problems[0], str(report)
+    done = subprocess.run(cli + [str(prefix)], capture_output=True, text=True)
+    assert done.returncode == 1 and "corpus.idx" in done.stdout and "damaged" in done.stdout, done.stdout + done.stderr
+
+    (tmp_path / "corpus.idx").write_bytes(before["corpus.idx"])
+    (tmp_path / "corpus.bin").write_bytes(before["corpus.bin"][:-2])  # the last token cut off
+    done = subprocess.run(cli + [str(prefix)], capture_output=True, text=True)
+    assert done.returncode == 1 and "corpus.bin" in done.stdout, done.stdout + done.stderr
+
+
 def test_cli_verify_of_a_sound_map_exits_0_and_shows_a_progress_bar(tmp_path):
     StringsMmap.from_strings(tmp_path / "s", ["a", "bb", "ccc"], checksum=True)
     done = subprocess.run([sys.executable, "-m", "mmap_ninja", "verify", str(tmp_path / "s")], capture_output=True, text=True)

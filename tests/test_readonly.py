@@ -291,7 +291,7 @@ sys.addaudithook(hook)
 kind, path, count = CATALOGUE[sys.argv[1]], sys.argv[2], int(sys.argv[4])
 got = kind.read_all(path)
 same = len(got) == count and all(kind.equal(g, w) for g, w in zip(got, kind.samples(count)))
-report = verify(path) if kind.verifiable else None
+report = verify(os.path.join(path, kind.verify_at)) if kind.verifiable else None
 print(json.dumps({"writes": writes, "same": same, "verified": report.ok if report else None, "checked": report.checked if report else 0}))
 '''
 

@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", parents=[debug], help="read every sample and check it against its checksum",
                                  description="Check every invariant of the map (or records map) at PATH and, if it was built "
                                  "with checksum=True, every sample's stored bytes. Never changes the map. Exits 1 if it is damaged.")
-    verify.add_argument("path", metavar="PATH", help="a map directory, or a records map")
+    verify.add_argument("path", metavar="PATH", help="a map directory, a records map, or the PREFIX of a Megatron corpus")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(run=lambda args: _verification().run_cli(args.path, args.quiet))
 

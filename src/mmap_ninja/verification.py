@@ -5,7 +5,8 @@ then, if the map records checksums (``checksums.py``), reads every committed sam
 bytes and compares their CRC-32 with the recorded one. It reports the first bad sample of
 each data file and how many are bad; it never changes the map (it only maps files for
 reading). A map without checksums gets its invariants checked only, and the report says
-so. ``mmap-ninja verify MAP`` prints the report and exits 1 on damage.
+so, as it does for a Megatron-LM corpus (``PREFIX`` of ``PREFIX.idx`` + ``PREFIX.bin``),
+whose format has no place for checksums. ``mmap-ninja verify MAP`` prints the report and exits 1 on damage.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import List, Optional, Union
 
 import numpy as np
 
-from . import check, checksums, kinds
+from . import check, checksums, kinds, megatron
 from .errors import MapFormatError
 from .ondisk import DATA, SHAPE, read_array_header, read_kind
 from .opening import map_array, open_spans
@@ -65,6 +66,8 @@ def verify(path: PathLike, verbose: bool = False) -> VerifyReport:
     from .records import is_records_dir, read_records_file
 
     path = Path(path)
+    if not path.is_dir() and megatron.is_corpus(path):
+        return _verify_megatron(path)
     if is_records_dir(path):
         report = VerifyReport(str(path), kind="records")
         try:
@@ -87,6 +90,22 @@ def verify(path: PathLike, verbose: bool = False) -> VerifyReport:
                                 "their invariants were checked, not their samples' bytes")
         return report
     return _verify_map(path, None, verbose)
+
+
+def _verify_megatron(path: Path) -> VerifyReport:
+    """``verify`` of a Megatron-LM / fairseq corpus: the checks of its open (through the read
+    seam: header, sizes, pointers against lengths, document indices) and of ``validate()``
+    (every sequence inside the ``.bin``). The format has no place for checksums."""
+    report = VerifyReport(str(path), kind="megatron")
+    try:
+        with megatron.MegatronMap(path) as corpus:
+            report.samples = len(corpus)
+            corpus.validate()
+    except (MapFormatError, FileNotFoundError) as e:
+        report.problems.append(str(e))
+        return report
+    report.notes.append("no checksums (Megatron-LM's format has no place for them): invariants checked only")
+    return report
 
 
 def _verify_map(path: Path, count: Optional[int], verbose: bool, label: Optional[str] = None) -> VerifyReport:
