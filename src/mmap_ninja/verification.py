@@ -66,7 +66,7 @@ def verify(path: PathLike, verbose: bool = False) -> VerifyReport:
     from .records import is_records_dir, read_records_file
 
     path = Path(path)
-    if not path.is_dir() and megatron.is_corpus(path):
+    if megatron.is_corpus(path):  # PREFIX.idx exists, or path is the .idx or .bin: as megatron.open reads it
         return _verify_megatron(path)
     if is_records_dir(path):
         report = VerifyReport(str(path), kind="records")
