@@ -384,3 +384,29 @@ def test_readers_racing_rebuilds_upgrades_and_roll_backs(tmp_path, mode):
 @pytest.mark.parametrize("mode", ["map", "dataset"])
 def test_readers_racing_rebuilds_upgrades_and_roll_backs_long(tmp_path, mode):
     _race(tmp_path, mode, rounds=3000, seconds=60)
+
+
+def test_a_damaged_shape_is_found_in_its_chunk_and_at_a_chunk_boundary(tmp_path):
+    """Nested shape tuples are checked once per chunk of samples (vectorised), not per read:
+    the check must still see damage anywhere in the chunk read, and across its edges."""
+    from mmap_ninja.spans import CHUNK
+
+    path = tmp_path / "r"
+    samples = [np.zeros((1, i % 3, 2)) if i % 2 else np.zeros((i % 4, 1)) for i in range(CHUNK + 600)]
+    RaggedMmap.from_lists(path, samples)
+    starts = path / "shapes" / "starts" / "data.ninja"
+    clean = starts.read_bytes()
+    # sample CHUNK's tuple is where chunk 0's last one must end and chunk 1's first one begin
+    for damaged, read_at in ((CHUNK + 301, CHUNK + 500), (CHUNK, CHUNK - 1), (CHUNK, CHUNK + 599)):
+        raw = bytearray(clean)
+        (value,) = struct.unpack_from("<q", raw, 8 * damaged)
+        struct.pack_into("<q", raw, 8 * damaged, value - 1)  # its shape now begins inside its neighbour's
+        starts.write_bytes(bytes(raw))
+        m = RaggedMmap(path)
+        if damaged > CHUNK:
+            assert m[5].shape == samples[5].shape  # chunk 0 is untouched: it still reads
+        with pytest.raises(MapFormatError, match=rf"shape of sample ({damaged - 1}|{damaged})\b") as caught:
+            m[read_at]
+        assert str(path / "shapes") in str(caught.value)
+        with pytest.raises(MapFormatError, match="shape of sample"):
+            m[read_at - 3 : read_at + 1]

@@ -69,13 +69,14 @@ class RaggedMmap(SpansMap):
             self._flat_shapes = memoryview(shapes.reshape(-1))
         elif shapes is not None:
             self._shape_width = 0
+            self._nested = shapes
             self._shape_starts = memoryview(shapes.starts)
             self._shape_ends = memoryview(shapes.ends)
             self._shape_values = memoryview(shapes.data)
             self._shape_count = len(shapes.data)
             # the shape tuples' own lengths (their ndims), to check the tuples' offsets against
             ndims = shapes.shapes if isinstance(shapes.shapes, np.ndarray) and shapes.shapes.shape[1:] == (1,) else None
-            self._shape_ndims = memoryview(ndims.reshape(-1)) if ndims is not None else None
+            self._shape_ndims = ndims.reshape(-1) if ndims is not None else None
         # the fast path serves 1-D raw samples of a flat map with no wrapper, while all samples are mapped
         self._fast = view is not None and self._shape_width == 1 and self.wrapper_fn is None and self._codec is None
         # the same for encoded samples: one decompression, checked against the recorded length
@@ -139,20 +140,34 @@ class RaggedMmap(SpansMap):
             shape: Any = (row,)
         elif width > 1:
             shape = tuple(self._flat_shapes[i * width : (i + 1) * width])
-        else:
-            s, e = self._shape_starts[i], self._shape_ends[i]
-            # back to back too: else an empty sample could take its neighbour's shape
-            before = self._shape_ends[i - 1] if i else 0
-            after = self._shape_starts[i + 1] if i + 1 < self._n else self._shape_count
-            ndims = self._shape_ndims
-            if not 0 <= s == before <= e == after <= self._shape_count or (ndims is not None and ndims[i] != e - s):
-                raise MapFormatError(f"{self.path / layout.SHAPES}: the shape of sample {i} lies at {s}..{e}, not right after "
-                                     f"the shape before it ({before}) and before the one after it ({after})")
-            shape = self._shape_values[s:e].tolist()
+        else:  # the tuple's offsets were checked with the chunk of sample i, by _span(i) above
+            shape = self._shape_values[self._shape_starts[i] : self._shape_ends[i]].tolist()
         try:
             return flat.reshape(shape)
         except ValueError:
             raise MapFormatError(f"{self.path / layout.SHAPES}: sample {i} has {end - start} elements but shape {shape}") from None
+
+    def _check_block(self, first: int, stop: int) -> None:
+        """The shape tuples of samples ``first..stop-1`` of a nested map lie back to back, each
+        right after its neighbour's and as long as its recorded ndim, within the table: else an
+        empty sample could take its neighbour's shape. Vectorised, once per chunk (see SpansMap)."""
+        if self._shape_width != 0 or stop <= first:
+            return
+        nested, total = self._nested, self._shape_count
+        s, e = np.asarray(nested.starts[first:stop]), np.asarray(nested.ends[first:stop])
+        before = np.empty_like(e)
+        before[0] = nested.ends[first - 1] if first else 0
+        before[1:] = e[:-1]
+        after = np.empty_like(s)
+        after[:-1] = s[1:]
+        after[-1] = nested.starts[stop] if stop < self._n else total  # the last tuple ends the table
+        bad = (s < 0) | (s != before) | (s > e) | (e != after) | (e > total)
+        if self._shape_ndims is not None:
+            bad |= self._shape_ndims[first:stop] != e - s
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise MapFormatError(f"{self.path / layout.SHAPES}: the shape of sample {first + j} lies at {int(s[j])}..{int(e[j])}, not right after "
+                                 f"the shape before it ({int(before[j])}) and before the one after it ({int(after[j])})")
 
     def _decoded(self, i: int, start: int, end: int) -> np.ndarray:
         """The elements of encoded sample ``i`` (stored at ``start:end``), decoded into a new array."""
@@ -201,16 +216,12 @@ class RaggedMmap(SpansMap):
         if width > 1:
             table = np.asarray(self._flat_shapes).reshape(-1, width)
             return table[idx].tolist()
-        nested = self._view.shapes
+        self._check_batch(idx)  # the chunks' offsets and shape tuples, once (_check_block)
+        nested = self._nested
         starts, ends = nested.starts[idx], nested.ends[idx]
         ndim = int(ends[0] - starts[0])
-        last = self._n - 1
-        before = np.where(idx > 0, nested.ends[idx - 1], 0)
-        after = np.where(idx < last, nested.starts[np.minimum(idx + 1, last)], self._shape_count)
-        recorded = nested.shapes[idx, 0] if isinstance(nested.shapes, np.ndarray) and nested.shapes.shape[1:] == (1,) else ndim
-        if not ((ends - starts == ndim).all() and (recorded == ndim).all() and (starts == before).all() and (ends == after).all() and (starts >= 0).all()
-                and (ends <= self._shape_count).all()):
-            return None  # one by one: _sample names the fault
+        if not (ends - starts == ndim).all():
+            return None  # axes differ: one by one
         return nested.data[starts[:, None] + np.arange(ndim)].tolist()
 
     def padded(self, indices: Any, pad_value: Any = 0, max_len: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:

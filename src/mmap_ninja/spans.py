@@ -163,8 +163,10 @@ class SpansMap:
     #
     # Opening checks O(1) things only (opening.py). The offsets of samples are checked, all of
     # a chunk of CHUNK samples at once (vectorised), the first time a sample of the chunk is
-    # read: back to back, lengths >= 0, within the data (check.check_offsets). ``_sound[c]`` is
-    # 1 once chunk ``c`` passed; reads of a sound chunk then need no check of their own.
+    # read: back to back, lengths >= 0, within the data (check.check_offsets), then whatever
+    # the subclass keeps per sample (``_check_block``: a ragged map's nested shape tuples).
+    # ``_sound[c]`` is 1 once chunk ``c`` passed all of it; reads of a sound chunk then need no
+    # check of their own.
 
     def _check_chunk(self, c: int) -> None:
         view = self._view
@@ -174,8 +176,13 @@ class SpansMap:
         check_offsets(where, starts, ends, self._total, first, int(view.ends[first - 1]) if first else 0)
         if stop < self._n and view.starts[stop] != ends[-1]:
             check_offsets(where, view.starts[stop : stop + 1], view.ends[stop : stop + 1], self._total, stop, int(ends[-1]))
+        self._check_block(first, stop)
         self._sound[c] = 1
         self._unsound -= 1
+
+    def _check_block(self, first: int, stop: int) -> None:
+        """Check what the subclass keeps of samples ``first..stop-1`` besides their offsets,
+        vectorised; raise MapFormatError naming the file and the first bad sample."""
 
     def _span(self, i: int) -> tuple:
         """The offsets of sample ``i`` (``0 <= i < self._n``), checked."""
@@ -189,16 +196,20 @@ class SpansMap:
             if not self._sound[c]:
                 self._check_chunk(c)
 
-    def _batch_spans(self, idx: np.ndarray) -> tuple:
-        view = self._view
-        if view is None:
-            return np.empty(0, np.int64), np.empty(0, np.int64)
+    def _check_batch(self, idx: np.ndarray) -> None:
+        """Check the chunks of the samples at ``idx`` (positions below ``self._n``) not checked yet."""
         if self._unsound and len(idx):
             chunks = idx >> CHUNK_BITS
             if not self._sound_np[chunks].all():
                 for c in np.unique(chunks).tolist():
                     if not self._sound[c]:
                         self._check_chunk(c)
+
+    def _batch_spans(self, idx: np.ndarray) -> tuple:
+        view = self._view
+        if view is None:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
+        self._check_batch(idx)
         return view.starts[idx], view.ends[idx]
 
     # -- the sequence protocol -----------------------------------------------------------
