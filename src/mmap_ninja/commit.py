@@ -35,7 +35,7 @@ import struct
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -508,28 +508,22 @@ def roll_back(map_dir: Path, count: int) -> None:
     """
     map_dir = Path(map_dir)
     kind = read_kind(map_dir)
-    if kind is not None and kinds.by_disk(kind).array:
-        array = ArrayWriter(map_dir, read_array_header(map_dir))
-        try:
-            with array.locked():
-                if array.count < count:
-                    raise MapFormatError(f"{map_dir / SHAPE} counts {array.count} samples; cannot roll back to {count}")
-                if array.count > count:
-                    array.roll_back(count)
-        finally:
-            array.close()
-        return
     if kind is None:
         raise MapFormatError(f"{map_dir} holds no map: {KIND} is missing")
-    spans = SpansWriter(map_dir, spans_itemsize(map_dir, kind), with_shapes=kinds.by_disk(kind).shapes)
+    writer: Union[ArrayWriter, SpansWriter]
+    if kinds.by_disk(kind).array:
+        writer, commit_file = ArrayWriter(map_dir, read_array_header(map_dir)), map_dir / SHAPE
+    else:
+        writer = SpansWriter(map_dir, spans_itemsize(map_dir, kind), with_shapes=kinds.by_disk(kind).shapes)
+        commit_file = map_dir / STARTS / SHAPE
     try:
-        with spans.locked():
-            if spans.count < count:
-                raise MapFormatError(f"{map_dir / STARTS / SHAPE} counts {spans.count} samples; cannot roll back to {count}")
-            if spans.count > count:
-                spans.roll_back(count)
+        with writer.locked():
+            if writer.count < count:
+                raise MapFormatError(f"{commit_file} counts {writer.count} samples; cannot roll back to {count}")
+            if writer.count > count:
+                writer.roll_back(count)
     finally:
-        spans.close()
+        writer.close()
 
 
 @contextmanager
