@@ -62,27 +62,32 @@ def expected_json() -> Dict[str, List[Any]]:
     return {kind: [as_json(s) for s in samples] for kind, samples in SAMPLES.items()}
 
 
+# An audit hook, for the child processes below, that records in ``writes`` every attempt to
+# open a file for writing, map one writable, or change a file or directory.
+WRITE_AUDIT = r'''
+import mmap, os, sys
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+writes = []
+
+def hook(event, args):
+    if event == "open":
+        path, mode, flags = args
+        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE_FLAGS):
+            writes.append(f"open {path} mode={mode} flags={flags}")
+    elif event == "mmap.__new__" and args[2] not in (mmap.ACCESS_READ, mmap.ACCESS_COPY):
+        writes.append(f"mmap fd={args[0]} access={args[2]}")
+    elif event in ("os.truncate", "os.rename", "os.remove", "os.mkdir", "os.rmdir", "os.chmod", "os.utime"):
+        writes.append(f"{event} {args[0]}")
+'''
+
 # The checks that run in a child process (with an audit hook, or inside a read-only mount).
 # Prints one JSON object: what each read returned, and what each write attempt raised.
-CHILD = r'''
-import json, os, sys
+CHILD = WRITE_AUDIT + r'''
+import json
 import numpy as np
 
 folder, audit = sys.argv[1], sys.argv[2] == "audit"
-writes = []  # every attempt to open a file for writing, or to map one writable
 if audit:
-    WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    import mmap
-
-    def hook(event, args):
-        if event == "open":
-            path, mode, flags = args
-            if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE_FLAGS):
-                writes.append(f"open {path} mode={mode} flags={flags}")
-        elif event == "mmap.__new__" and args[2] not in (mmap.ACCESS_READ, mmap.ACCESS_COPY):
-            writes.append(f"mmap fd={args[0]} access={args[2]}")
-        elif event in ("os.truncate", "os.rename", "os.remove", "os.mkdir", "os.rmdir", "os.chmod", "os.utime"):
-            writes.append(f"{event} {args[0]}")
     sys.addaudithook(hook)
 
 from mmap_ninja import generic, numpy as np_ninja
@@ -268,22 +273,9 @@ def test_appends_through_a_read_only_handle_on_a_writable_directory(tmp_path):
 
 # --- every kind of the catalogue, with and without checksums ----------------------------------------
 
-CATALOGUE_CHILD = r'''
-import json, os, sys
+CATALOGUE_CHILD = WRITE_AUDIT + r'''
+import json
 sys.path.insert(0, sys.argv[3])
-writes = []
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-import mmap
-
-def hook(event, args):
-    if event == "open":
-        path, mode, flags = args
-        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE_FLAGS):
-            writes.append(f"open {path} mode={mode} flags={flags}")
-    elif event == "mmap.__new__" and args[2] not in (mmap.ACCESS_READ, mmap.ACCESS_COPY):
-        writes.append(f"mmap fd={args[0]} access={args[2]}")
-    elif event in ("os.truncate", "os.rename", "os.remove", "os.mkdir", "os.rmdir", "os.chmod", "os.utime"):
-        writes.append(f"{event} {args[0]}")
 
 from conftest import CATALOGUE  # imported before the hook: pytest's own start-up may write caches
 from mmap_ninja import verify
