@@ -343,3 +343,23 @@ def kind_params(guarantee: str, names: Optional[Sequence[str]] = None) -> List[A
 def catalogue() -> Dict[str, Kind]:
     """The catalogue of every kind of map (see this module's docstring)."""
     return CATALOGUE
+
+
+def extend_and_die(open_map: Callable[[], Any], batch: list, kill_after: int) -> int:
+    """Fork a writer that extends ``open_map()`` by ``batch`` and is SIGKILLed before its
+    ``kill_after``-th file change (scripts/crash_child.py's hook); returns its wait status."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import crash_child
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            crash_child.inject_kill(kill_after, True)
+            open_map().extend(batch)
+            code = 0
+        finally:
+            os._exit(code)
+    return os.waitpid(pid, 0)[1]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,8 @@ pytest.importorskip("zstandard", reason="compressed maps need zstandard (pip ins
 
 from mmap_ninja import RaggedMmap, StringsMmap, codecs, generic  # noqa: E402
 from mmap_ninja.errors import MapFormatError  # noqa: E402
+from conftest import extend_and_die  # noqa: E402
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 RNG = np.random.default_rng(7)
 
 
@@ -86,11 +85,7 @@ def test_compressed_builds_are_byte_identical(tmp_path):
     samples = tokens(500)
     RaggedMmap.from_generator(tmp_path / "g", iter(samples), 64, zstd_level=3, zstd_train_dictionary_size=1024)
     RaggedMmap.from_indexable(tmp_path / "p", samples, 64, n_jobs=2, zstd_level=3, zstd_train_dictionary_size=1024)
-    for folder, _, files in os.walk(tmp_path / "g"):
-        for name in files:
-            if name != ".writer.lock":
-                rel = Path(folder, name).relative_to(tmp_path / "g")
-                assert (tmp_path / "g" / rel).read_bytes() == (tmp_path / "p" / rel).read_bytes(), rel
+    assert_same_files(tmp_path / "g", tmp_path / "p")
     same(list(RaggedMmap(tmp_path / "p")), samples)
 
 
@@ -145,20 +140,17 @@ def test_merge_refuses_parts_compressed_differently(tmp_path):
     same(list(generic.open_existing(tmp_path / "m")), expected)
 
 
-def _append_and_die(path: Path, batch: list, kill_after: int) -> int:
-    sys.path.insert(0, str(SCRIPTS))
-    import crash_child
+def assert_same_files(a: Path, b: Path) -> None:
+    """Every file of map ``a`` (but its lock) has the same bytes in map ``b``."""
+    for folder, _, files in os.walk(a):
+        for name in files:
+            if name != ".writer.lock":
+                rel = Path(folder, name).relative_to(a)
+                assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
 
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            crash_child.inject_kill(kill_after, True)
-            RaggedMmap(path).extend(batch)
-            code = 0
-        finally:
-            os._exit(code)
-    return os.waitpid(pid, 0)[1]
+
+def _append_and_die(path: Path, batch: list, kill_after: int) -> int:
+    return extend_and_die(lambda: RaggedMmap(path), batch, kill_after)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked writer")
@@ -242,9 +234,5 @@ def test_compressed_parts_merge_through_a_shapes_upgrade(tmp_path):
     samples += [np.arange(6, dtype=np.int16).reshape(2, 3) + i for i in range(300)] + [np.int16(5)]
     RaggedMmap.from_generator(tmp_path / "g", iter(samples), 50, zstd_level=2)
     RaggedMmap.from_indexable(tmp_path / "p", samples, 50, n_jobs=2, zstd_level=2)
-    for folder, _, files in os.walk(tmp_path / "g"):
-        for name in files:
-            if name != ".writer.lock":
-                rel = Path(folder, name).relative_to(tmp_path / "g")
-                assert (tmp_path / "g" / rel).read_bytes() == (tmp_path / "p" / rel).read_bytes(), rel
+    assert_same_files(tmp_path / "g", tmp_path / "p")
     same(list(RaggedMmap(tmp_path / "p")), samples)

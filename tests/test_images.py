@@ -14,7 +14,6 @@ import io
 import os
 import pickle
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,9 @@ Image = pytest.importorskip("PIL.Image", reason="images maps need Pillow (pip in
 
 from mmap_ninja import RaggedMmap, StringsMmap, generic  # noqa: E402
 from mmap_ninja.errors import MapFormatError  # noqa: E402
+from conftest import extend_and_die  # noqa: E402
 from mmap_ninja.images import DECODERS, ImagesMmap, pick_decoder  # noqa: E402
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 RNG = np.random.default_rng(3)
 INSTALLED_DECODERS = [d for d in DECODERS if d == "pillow" or pick_decoder() == d]
 
@@ -161,19 +160,7 @@ def test_other_classes_refuse_an_images_map(tmp_path, files):
 
 
 def _append_and_die(path: Path, batch: list, kill_after: int) -> int:
-    sys.path.insert(0, str(SCRIPTS))
-    import crash_child
-
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            crash_child.inject_kill(kill_after, True)
-            ImagesMmap(path, threads=1).extend(batch)
-            code = 0
-        finally:
-            os._exit(code)
-    return os.waitpid(pid, 0)[1]
+    return extend_and_die(lambda: ImagesMmap(path, threads=1), batch, kill_after)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked writer")
