@@ -17,7 +17,7 @@ from typing import List, Optional, Union
 
 import numpy as np
 
-from . import check, checksums, kinds, megatron
+from . import check, checksums, kinds
 from .errors import MapFormatError
 from .ondisk import DATA, SHAPE, read_array_header, read_kind
 from .opening import map_array, open_spans
@@ -63,6 +63,7 @@ class VerifyReport:
 def verify(path: PathLike, verbose: bool = False) -> VerifyReport:
     """Check every invariant of the map (or records map) at ``path`` and, where it records
     checksums, every sample's stored bytes. Never changes the map. See the module docstring."""
+    from . import megatron  # here, so that `import mmap_ninja` does not load the Megatron modules
     from .records import is_records_dir, read_records_file
 
     path = Path(path)
@@ -96,6 +97,8 @@ def _verify_megatron(path: Path) -> VerifyReport:
     """``verify`` of a Megatron-LM / fairseq corpus: the checks of its open (through the read
     seam: header, sizes, pointers against lengths, document indices) and of ``validate()``
     (every sequence inside the ``.bin``). The format has no place for checksums."""
+    from . import megatron
+
     report = VerifyReport(str(path), kind="megatron")
     try:
         with megatron.MegatronMap(path) as corpus:
